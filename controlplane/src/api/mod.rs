@@ -1,0 +1,6 @@
+//! Kubernetes object handling without I/O: which resources exist, selectors, patches, defaulting,
+//! validation, server-side tables and protobuf decoding. The API server calls into these; each is tested on
+//! its own.
+
+pub mod resources;
+pub mod selectors;
