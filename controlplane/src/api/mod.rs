@@ -4,3 +4,6 @@
 
 pub mod resources;
 pub mod selectors;
+pub mod defaults;
+pub mod strategy;
+pub mod validation;

@@ -1,0 +1,538 @@
+//! Validation of objects on create and update, with upstream's field paths and messages, so that kubectl
+//! prints e.g. `The Pod "bad" is invalid: spec.containers[0].image: Required value`.
+
+use serde_json::Value;
+
+use super::selectors::{valid_label_name, valid_label_value, LabelSelector};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Upstream's cause reason: FieldValueRequired, FieldValueInvalid, FieldValueNotSupported, ...
+    pub reason: &'static str,
+    pub field: String,
+    /// The body of the message, e.g. `Required value` or `Invalid value: "x": must be ...`.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn required(field: impl Into<String>) -> Self {
+        FieldError { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
+    }
+
+    pub fn invalid(field: impl Into<String>, value: &Value, detail: &str) -> Self {
+        let shown = match value {
+            Value::String(s) => format!("{s:?}"),
+            other => other.to_string(),
+        };
+        FieldError {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {shown}: {detail}"),
+        }
+    }
+
+    pub fn not_supported(field: impl Into<String>, value: &Value, allowed: &[&str]) -> Self {
+        let list: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+        FieldError {
+            reason: "FieldValueNotSupported",
+            field: field.into(),
+            message: format!("Unsupported value: {value}: supported values: {}", list.join(", ")),
+        }
+    }
+
+    pub fn duplicate(field: impl Into<String>, value: &Value) -> Self {
+        FieldError { reason: "FieldValueDuplicate", field: field.into(), message: format!("Duplicate value: {value}") }
+    }
+
+    pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
+        FieldError { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {detail}") }
+    }
+
+    pub fn immutable(field: impl Into<String>, value: &Value) -> Self {
+        FieldError::invalid(field, value, "field is immutable")
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+fn is_dns1035_label(s: &str) -> bool {
+    is_dns1123_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
+}
+
+/// Which rule a resource's names follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameRule {
+    Dns1123Subdomain,
+    Dns1123Label,
+    Dns1035Label,
+}
+
+pub fn name_rule(type_key: &str) -> NameRule {
+    match type_key {
+        "v1/Namespace" => NameRule::Dns1123Label,
+        "v1/Service" => NameRule::Dns1035Label,
+        _ => NameRule::Dns1123Subdomain,
+    }
+}
+
+/// Check an object name; `None` when valid, else upstream's message.
+pub fn check_name(rule: NameRule, name: &str) -> Option<&'static str> {
+    match rule {
+        NameRule::Dns1123Subdomain if !is_dns1123_subdomain(name) => Some(DNS1123_SUBDOMAIN_MSG),
+        NameRule::Dns1123Label if !is_dns1123_label(name) => Some(DNS1123_LABEL_MSG),
+        NameRule::Dns1035Label if !is_dns1035_label(name) => Some(DNS1035_LABEL_MSG),
+        _ => None,
+    }
+}
+
+struct Errs(Vec<FieldError>);
+
+impl Errs {
+    fn push(&mut self, e: FieldError) {
+        self.0.push(e);
+    }
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn check_enum(errs: &mut Errs, v: &Value, key: &str, path: &str, allowed: &[&str]) {
+    if let Some(x) = v.get(key).filter(|x| !x.is_null()) {
+        if !x.as_str().is_some_and(|x| allowed.contains(&x)) {
+            errs.push(FieldError::not_supported(format!("{path}.{key}"), x, allowed));
+        }
+    }
+}
+
+fn check_port(errs: &mut Errs, v: Option<&Value>, path: &str, required: bool) {
+    match v {
+        None | Some(Value::Null) if required => errs.push(FieldError::required(path)),
+        None | Some(Value::Null) => {}
+        Some(p) => {
+            if !p.as_i64().is_some_and(|n| (1..=65535).contains(&n)) {
+                errs.push(FieldError::invalid(path, p, "must be between 1 and 65535, inclusive"));
+            }
+        }
+    }
+}
+
+fn validate_metadata(errs: &mut Errs, type_key: &str, meta: &Value, namespaced: bool) {
+    let name = s(meta, "name").unwrap_or_default();
+    if name.is_empty() {
+        errs.push(FieldError::required("metadata.name"));
+    } else if let Some(msg) = check_name(name_rule(type_key), name) {
+        errs.push(FieldError::invalid("metadata.name", &Value::from(name), msg));
+    }
+    if namespaced {
+        if let Some(ns) = s(meta, "namespace") {
+            if !is_dns1123_label(ns) {
+                errs.push(FieldError::invalid("metadata.namespace", &Value::from(ns), DNS1123_LABEL_MSG));
+            }
+        }
+    }
+    if let Some(labels) = meta.get("labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            if !valid_label_name(k) {
+                errs.push(FieldError::invalid("metadata.labels", &Value::from(k.as_str()), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"));
+            }
+            if !v.as_str().is_some_and(valid_label_value) {
+                errs.push(FieldError::invalid("metadata.labels", v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"));
+            }
+        }
+    }
+    if let Some(ann) = meta.get("annotations").and_then(Value::as_object) {
+        let total: usize = ann.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+        if total > 256 * 1024 {
+            errs.push(FieldError { reason: "FieldValueTooLong", field: "metadata.annotations".into(), message: format!("Too long: must have at most {} bytes", 256 * 1024) });
+        }
+        for (k, v) in ann {
+            if !valid_label_name(k) {
+                errs.push(FieldError::invalid("metadata.annotations", &Value::from(k.as_str()), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+            }
+            if !v.is_string() {
+                errs.push(FieldError::invalid(format!("metadata.annotations[{k}]"), v, "must be a string"));
+            }
+        }
+    }
+}
+
+fn validate_container(errs: &mut Errs, c: &Value, path: &str, names: &mut Vec<String>) {
+    match s(c, "name") {
+        None | Some("") => errs.push(FieldError::required(format!("{path}.name"))),
+        Some(n) => {
+            if !is_dns1123_label(n) {
+                errs.push(FieldError::invalid(format!("{path}.name"), &Value::from(n), DNS1123_LABEL_MSG));
+            }
+            if names.iter().any(|x| x == n) {
+                errs.push(FieldError::duplicate(format!("{path}.name"), &Value::from(n)));
+            }
+            names.push(n.to_string());
+        }
+    }
+    if s(c, "image").is_none_or(|i| i.trim().is_empty()) {
+        errs.push(FieldError::required(format!("{path}.image")));
+    }
+    check_enum(errs, c, "imagePullPolicy", path, &["Always", "IfNotPresent", "Never"]);
+    for (i, p) in arr(c, "ports").iter().enumerate() {
+        let pp = format!("{path}.ports[{i}]");
+        check_port(errs, p.get("containerPort"), &format!("{pp}.containerPort"), true);
+        check_port(errs, p.get("hostPort"), &format!("{pp}.hostPort"), false);
+        check_enum(errs, p, "protocol", &pp, &["TCP", "UDP", "SCTP"]);
+    }
+    for (i, e) in arr(c, "env").iter().enumerate() {
+        if s(e, "name").is_none_or(str::is_empty) {
+            errs.push(FieldError::required(format!("{path}.env[{i}].name")));
+        }
+    }
+    for (i, m) in arr(c, "volumeMounts").iter().enumerate() {
+        if s(m, "name").is_none_or(str::is_empty) {
+            errs.push(FieldError::required(format!("{path}.volumeMounts[{i}].name")));
+        }
+        if s(m, "mountPath").is_none_or(str::is_empty) {
+            errs.push(FieldError::required(format!("{path}.volumeMounts[{i}].mountPath")));
+        }
+    }
+}
+
+fn validate_pod_spec(errs: &mut Errs, spec: Option<&Value>, path: &str) {
+    let Some(spec) = spec.filter(|s| s.is_object()) else {
+        errs.push(FieldError::required(format!("{path}.containers")));
+        return;
+    };
+    let containers = arr(spec, "containers");
+    if containers.is_empty() {
+        errs.push(FieldError::required(format!("{path}.containers")));
+    }
+    let mut names = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        validate_container(errs, c, &format!("{path}.containers[{i}]"), &mut names);
+    }
+    for (i, c) in arr(spec, "initContainers").iter().enumerate() {
+        validate_container(errs, c, &format!("{path}.initContainers[{i}]"), &mut names);
+    }
+    check_enum(errs, spec, "restartPolicy", path, &["Always", "OnFailure", "Never"]);
+    check_enum(errs, spec, "dnsPolicy", path, &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"]);
+    let mut vols: Vec<&str> = Vec::new();
+    for (i, v) in arr(spec, "volumes").iter().enumerate() {
+        match s(v, "name") {
+            None | Some("") => errs.push(FieldError::required(format!("{path}.volumes[{i}].name"))),
+            Some(n) if vols.contains(&n) => errs.push(FieldError::duplicate(format!("{path}.volumes[{i}].name"), &Value::from(n))),
+            Some(n) => vols.push(n),
+        }
+    }
+    if let Some(g) = spec.get("terminationGracePeriodSeconds").filter(|g| !g.is_null()) {
+        if !g.as_i64().is_some_and(|g| g >= 0) {
+            errs.push(FieldError::invalid(format!("{path}.terminationGracePeriodSeconds"), g, "must be greater than or equal to 0"));
+        }
+    }
+}
+
+fn validate_selector_matches_template(errs: &mut Errs, spec: &Value, required: bool) {
+    let selector = spec.get("selector").filter(|s| !s.is_null());
+    let Some(selector) = selector else {
+        if required {
+            errs.push(FieldError::required("spec.selector"));
+        }
+        return;
+    };
+    match LabelSelector::from_json(selector) {
+        Err(e) => errs.push(FieldError::invalid("spec.selector", selector, &e.to_string())),
+        Ok(sel) if sel.is_empty() => {
+            errs.push(FieldError::invalid("spec.selector", selector, "empty selector is invalid for deployment"))
+        }
+        Ok(sel) => {
+            let labels = spec.pointer("/template/metadata/labels").and_then(Value::as_object);
+            if !sel.matches_labels(labels) {
+                errs.push(FieldError::invalid(
+                    "spec.template.metadata.labels",
+                    &labels.map(|l| Value::Object(l.clone())).unwrap_or_default(),
+                    "`selector` does not match template `labels`",
+                ));
+            }
+        }
+    }
+}
+
+fn non_negative(errs: &mut Errs, v: &Value, key: &str, path: &str) {
+    if let Some(x) = v.get(key).filter(|x| !x.is_null()) {
+        if !x.as_i64().is_some_and(|n| n >= 0) {
+            errs.push(FieldError::invalid(format!("{path}.{key}"), x, "must be greater than or equal to 0"));
+        }
+    }
+}
+
+/// Validate an object of `type_key` as it will be stored (after defaulting).
+pub fn validate(type_key: &str, obj: &Value, namespaced: bool) -> Vec<FieldError> {
+    let mut errs = Errs(Vec::new());
+    validate_metadata(&mut errs, type_key, obj.get("metadata").unwrap_or(&Value::Null), namespaced);
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    match type_key {
+        "v1/Pod" => validate_pod_spec(&mut errs, obj.get("spec"), "spec"),
+        "apps/v1/Deployment" | "apps/v1/ReplicaSet" | "apps/v1/DaemonSet" => {
+            validate_selector_matches_template(&mut errs, spec, true);
+            non_negative(&mut errs, spec, "replicas", "spec");
+            validate_pod_spec(&mut errs, spec.pointer("/template/spec"), "spec.template.spec");
+            if let Some(rp) = spec.pointer("/template/spec/restartPolicy").and_then(Value::as_str) {
+                if rp != "Always" {
+                    errs.push(FieldError::not_supported("spec.template.spec.restartPolicy", &Value::from(rp), &["Always"]));
+                }
+            }
+        }
+        "batch/v1/Job" => {
+            validate_selector_matches_template(&mut errs, spec, false);
+            for k in ["parallelism", "completions", "backoffLimit", "activeDeadlineSeconds"] {
+                non_negative(&mut errs, spec, k, "spec");
+            }
+            validate_pod_spec(&mut errs, spec.pointer("/template/spec"), "spec.template.spec");
+            match spec.pointer("/template/spec/restartPolicy").and_then(Value::as_str) {
+                Some("OnFailure") | Some("Never") => {}
+                other => errs.push(FieldError::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    &other.map(Value::from).unwrap_or_default(),
+                    &["OnFailure", "Never"],
+                )),
+            }
+        }
+        "v1/Service" => validate_service(&mut errs, spec),
+        "v1/ConfigMap" | "v1/Secret" => {
+            for field in ["data", "binaryData", "stringData"] {
+                if let Some(m) = obj.get(field).and_then(Value::as_object) {
+                    for k in m.keys() {
+                        let ok = !k.is_empty()
+                            && k.len() <= 253
+                            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+                        if !ok {
+                            errs.push(FieldError::invalid(format!("{field}[{k}]"), &Value::from(k.as_str()), "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
+                        }
+                    }
+                }
+            }
+        }
+        "v1/Event" => {
+            if obj.pointer("/involvedObject").is_none_or(|o| !o.is_object()) {
+                errs.push(FieldError::required("involvedObject"));
+            }
+        }
+        "coordination.k8s.io/v1/Lease" => {
+            non_negative(&mut errs, spec, "leaseDurationSeconds", "spec");
+        }
+        "discovery.k8s.io/v1/EndpointSlice" => match obj.get("addressType").filter(|t| !t.is_null()) {
+            None => errs.push(FieldError::required("addressType")),
+            Some(t) if !t.as_str().is_some_and(|t| ["IPv4", "IPv6", "FQDN"].contains(&t)) => {
+                errs.push(FieldError::not_supported("addressType", t, &["IPv4", "IPv6", "FQDN"]))
+            }
+            Some(_) => {}
+        },
+        _ => {}
+    }
+    errs.0
+}
+
+fn validate_service(errs: &mut Errs, spec: &Value) {
+    check_enum(errs, spec, "type", "spec", &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]);
+    check_enum(errs, spec, "sessionAffinity", "spec", &["ClientIP", "None"]);
+    let ty = s(spec, "type").unwrap_or("ClusterIP");
+    if ty == "ExternalName" {
+        if s(spec, "externalName").is_none_or(str::is_empty) {
+            errs.push(FieldError::required("spec.externalName"));
+        }
+        return;
+    }
+    let ports = arr(spec, "ports");
+    let headless = s(spec, "clusterIP") == Some("None");
+    if ports.is_empty() && !headless {
+        errs.push(FieldError::required("spec.ports"));
+    }
+    let mut names: Vec<&str> = Vec::new();
+    let mut seen: Vec<(i64, &str)> = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let path = format!("spec.ports[{i}]");
+        check_port(errs, p.get("port"), &format!("{path}.port"), true);
+        check_enum(errs, p, "protocol", &path, &["SCTP", "TCP", "UDP"]);
+        let name = s(p, "name").unwrap_or_default();
+        if ports.len() > 1 && name.is_empty() {
+            errs.push(FieldError::required(format!("{path}.name")));
+        }
+        if !name.is_empty() {
+            if !is_dns1123_label(name) {
+                errs.push(FieldError::invalid(format!("{path}.name"), &Value::from(name), DNS1123_LABEL_MSG));
+            }
+            if names.contains(&name) {
+                errs.push(FieldError::duplicate(format!("{path}.name"), &Value::from(name)));
+            }
+            names.push(name);
+        }
+        if let (Some(port), proto) = (p.get("port").and_then(Value::as_i64), s(p, "protocol").unwrap_or("TCP")) {
+            if seen.contains(&(port, proto)) {
+                errs.push(FieldError::duplicate(format!("{path}"), &serde_json::json!({"port": port, "protocol": proto})));
+            }
+            seen.push((port, proto));
+        }
+        if let Some(tp) = p.get("targetPort") {
+            let ok = match tp {
+                Value::Number(n) => n.as_i64().is_some_and(|n| (1..=65535).contains(&n)),
+                Value::String(s) => !s.is_empty() && s.len() <= 15,
+                _ => false,
+            };
+            if !ok {
+                errs.push(FieldError::invalid(format!("{path}.targetPort"), tp, "must be between 1 and 65535, inclusive, or a valid port name"));
+            }
+        }
+        if let Some(np) = p.get("nodePort").filter(|n| !n.is_null() && n.as_i64() != Some(0)) {
+            if ty == "ClusterIP" {
+                errs.push(FieldError::forbidden(format!("{path}.nodePort"), "may not be used when `type` is 'ClusterIP'"));
+            }
+            check_port(errs, Some(np), &format!("{path}.nodePort"), false);
+        }
+    }
+    if let Some(ip) = s(spec, "clusterIP") {
+        if !ip.is_empty() && ip != "None" && ip.parse::<std::net::IpAddr>().is_err() {
+            errs.push(FieldError::invalid("spec.clusterIPs[0]", &Value::from(ip), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
+        }
+    }
+}
+
+/// Checks that only apply to updates: immutable fields.
+pub fn validate_update(type_key: &str, new: &Value, old: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let same = |ptr: &str| new.pointer(ptr) == old.pointer(ptr);
+    match type_key {
+        "v1/Pod" => {
+            // Upstream allows only images, activeDeadlineSeconds, added tolerations and the grace period to change.
+            let strip = |v: &Value| {
+                let mut spec = v.get("spec").cloned().unwrap_or_default();
+                for list in ["containers", "initContainers"] {
+                    if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+                        for c in cs {
+                            if let Some(m) = c.as_object_mut() {
+                                m.remove("image");
+                            }
+                        }
+                    }
+                }
+                if let Some(m) = spec.as_object_mut() {
+                    for k in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "nodeName"] {
+                        m.remove(k);
+                    }
+                }
+                spec
+            };
+            if strip(new) != strip(old) {
+                errs.push(FieldError::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
+            }
+            let old_node = old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+            if !old_node.is_empty() && !same("/spec/nodeName") {
+                errs.push(FieldError::immutable("spec.nodeName", new.pointer("/spec/nodeName").unwrap_or(&Value::Null)));
+            }
+        }
+        "v1/Service" => {
+            let old_ip = old.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
+            let new_ip = new.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
+            let old_type = old.pointer("/spec/type").and_then(Value::as_str);
+            let new_type = new.pointer("/spec/type").and_then(Value::as_str);
+            if !old_ip.is_empty() && !new_ip.is_empty() && old_ip != new_ip && old_type == new_type {
+                errs.push(FieldError::immutable("spec.clusterIPs[0]", &Value::from(new_ip)));
+            }
+        }
+        "apps/v1/Deployment" | "apps/v1/ReplicaSet" | "apps/v1/DaemonSet" | "batch/v1/Job" => {
+            if !same("/spec/selector") {
+                errs.push(FieldError::immutable("spec.selector", new.pointer("/spec/selector").unwrap_or(&Value::Null)));
+            }
+            if type_key == "batch/v1/Job" && !same("/spec/template") {
+                errs.push(FieldError::immutable("spec.template", &Value::from("{...}")));
+            }
+        }
+        "v1/Node" => {
+            let old_cidr = old.pointer("/spec/podCIDR").and_then(Value::as_str).unwrap_or_default();
+            if !old_cidr.is_empty() && !same("/spec/podCIDR") {
+                errs.push(FieldError::forbidden("spec.podCIDR", "node updates may not change podCIDR except from \"\" to valid"));
+            }
+        }
+        _ => {}
+    }
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pod_without_image() {
+        let pod = json!({"metadata": {"name": "bad"}, "spec": {"containers": [{"name": "c"}]}});
+        let errs = validate("v1/Pod", &pod, true);
+        assert_eq!(errs, [FieldError::required("spec.containers[0].image")]);
+        assert_eq!(errs[0].to_string(), "spec.containers[0].image: Required value");
+    }
+
+    #[test]
+    fn names() {
+        let pod = json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
+        let errs = validate("v1/Pod", &pod, true);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.starts_with("Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"));
+        let ns = json!({"metadata": {"name": "a.b"}});
+        assert_eq!(validate("v1/Namespace", &ns, false).len(), 1);
+        let svc = json!({"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}});
+        assert_eq!(validate("v1/Service", &svc, true).len(), 1);
+        assert!(validate("v1/ConfigMap", &json!({"metadata": {}}), true).contains(&FieldError::required("metadata.name")));
+    }
+
+    #[test]
+    fn deployment_selector_must_match() {
+        let d = json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "other"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
+        let errs = validate("apps/v1/Deployment", &d, true);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "spec.template.metadata.labels");
+    }
+
+    #[test]
+    fn service_ports() {
+        let svc = json!({"metadata": {"name": "s"}, "spec": {"type": "ClusterIP", "ports": [{"port": 70000}, {"port": 80}]}});
+        let errs = validate("v1/Service", &svc, true);
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"spec.ports[0].port"));
+        assert!(fields.contains(&"spec.ports[0].name"));
+        let bad_type = json!({"metadata": {"name": "s"}, "spec": {"type": "Weird", "ports": [{"port": 80}]}});
+        assert_eq!(validate("v1/Service", &bad_type, true)[0].reason, "FieldValueNotSupported");
+    }
+
+    #[test]
+    fn immutable_fields() {
+        let old = json!({"spec": {"containers": [{"name": "c", "image": "a"}], "restartPolicy": "Always"}});
+        let image = json!({"spec": {"containers": [{"name": "c", "image": "b"}], "restartPolicy": "Always"}});
+        assert!(validate_update("v1/Pod", &image, &old).is_empty());
+        let other = json!({"spec": {"containers": [{"name": "c", "image": "a"}], "restartPolicy": "Never"}});
+        assert_eq!(validate_update("v1/Pod", &other, &old)[0].reason, "FieldValueForbidden");
+        let d_old = json!({"spec": {"selector": {"matchLabels": {"a": "b"}}}});
+        let d_new = json!({"spec": {"selector": {"matchLabels": {"a": "c"}}}});
+        assert_eq!(validate_update("apps/v1/Deployment", &d_new, &d_old)[0].field, "spec.selector");
+    }
+}
