@@ -11,4 +11,5 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod apiserver;
 pub mod store;

@@ -1,1 +1,90 @@
-fn main() {}
+//! `skiff-controlplane`: the API server over the embedded store, in the foreground.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use skiff_controlplane::apiserver::{self, kubeconfig, ApiServer, Config};
+use skiff_controlplane::store::sqlite::{Durability, SqliteConfig, SqliteStore};
+
+#[derive(Parser, Debug)]
+#[command(name = "skiff-controlplane", version, about = "Skiff control plane: a Kubernetes-compatible API server")]
+struct Args {
+    /// Directory for the store and the admin kubeconfig.
+    #[arg(long, default_value = "/var/lib/skiff/controlplane", env = "SKIFF_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address to serve the API on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Address written into the kubeconfig (default: the listen address; 0.0.0.0 becomes 127.0.0.1).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Service ClusterIP range.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// NodePort range, LO-HI.
+    #[arg(long, default_value = "30000-32767")]
+    node_port_range: String,
+    /// Store durability: full (fsync every commit; survives power loss) or normal (survives a crash).
+    #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
+    durability: String,
+    /// Compact store history older than this many seconds.
+    #[arg(long, default_value_t = 300)]
+    compaction_interval_secs: u64,
+    /// Seconds between watch bookmarks.
+    #[arg(long, default_value_t = 30)]
+    bookmark_interval_secs: u64,
+}
+
+fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
+    let (lo, hi) = s.split_once('-').context("--node-port-range must be LO-HI")?;
+    let (lo, hi): (u16, u16) = (lo.trim().parse()?, hi.trim().parse()?);
+    anyhow::ensure!(lo > 0 && lo < hi, "--node-port-range: LO must be below HI");
+    Ok((lo, hi))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let config = Config {
+        service_cidr: apiserver::parse_cidr(&args.service_cidr).map_err(anyhow::Error::msg).context("--service-cidr")?,
+        node_ports: parse_ports(&args.node_port_range)?,
+        compaction_interval: Duration::from_secs(args.compaction_interval_secs.max(1)),
+        bookmark_interval: Duration::from_secs(args.bookmark_interval_secs.max(1)),
+        ..Config::default()
+    };
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let durability = if args.durability == "normal" { Durability::Normal } else { Durability::Full };
+    let store = SqliteStore::open(SqliteConfig { durability, ..SqliteConfig::new(args.data_dir.join("store.db")) })
+        .context("opening the store")?;
+    let store = Arc::new(store);
+    let server = ApiServer::new(store.clone(), config);
+    server.start().await.map_err(|e| anyhow::anyhow!("starting the API server: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let host = match &args.advertise {
+        Some(a) => a.clone(),
+        None if local.ip().is_unspecified() => format!("127.0.0.1:{}", local.port()),
+        None => local.to_string(),
+    };
+    let kc = args.data_dir.join("kubeconfig");
+    kubeconfig::write(&kc, &format!("http://{host}")).with_context(|| format!("writing {}", kc.display()))?;
+    tracing::info!(listen = %local, kubeconfig = %kc.display(), "skiff control plane serving");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+        }
+        tracing::info!("shutting down");
+    };
+    apiserver::serve(listener, server, shutdown).await?;
+    store.close();
+    Ok(())
+}

@@ -7,3 +7,7 @@ pub mod selectors;
 pub mod defaults;
 pub mod strategy;
 pub mod validation;
+pub mod protobuf;
+pub mod strategic;
+pub mod tables;
+pub mod typed;

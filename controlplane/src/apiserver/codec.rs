@@ -1,0 +1,203 @@
+//! Request bodies in (JSON, YAML, protobuf) and responses out (JSON objects, lists, Tables).
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::errors::ApiError;
+use crate::api::protobuf;
+use crate::api::resources::ResourceInfo;
+use crate::api::tables;
+use crate::store::KeyValue;
+
+pub const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
+/// The body's media type, without parameters.
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Decode a create/update body into a JSON object.
+pub fn decode_object(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = content_type(headers);
+    let value = match ct.as_str() {
+        "" | "application/json" => decode_json(body)?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => decode_yaml(body)?,
+        "application/vnd.kubernetes.protobuf" => protobuf::decode(body).map_err(|e| match e {
+            protobuf::ProtobufError::UnsupportedType { .. } | protobuf::ProtobufError::UnsupportedField { .. } => {
+                ApiError::unsupported_media(format!("{e}; send this object as application/json"))
+            }
+            other => ApiError::bad_request(format!("unable to decode protobuf body: {other}")),
+        })?,
+        other => {
+            return Err(ApiError::unsupported_media(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {other:?})"
+            )))
+        }
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+pub fn decode_json(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("unable to decode JSON body: {e}")))
+}
+
+pub fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("the YAML body is not UTF-8: {e}")))?;
+    serde_yaml_ng::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("unable to decode YAML body: {e}")))
+}
+
+/// What the client asked for in `Accept`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Table,
+}
+
+pub fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.trim().is_empty() {
+        return Ok(Format::Json);
+    }
+    let mut json_ok = false;
+    for part in accept.split(',') {
+        let part = part.trim().to_ascii_lowercase();
+        let params: Vec<&str> = part.split(';').map(str::trim).collect();
+        let media = params[0];
+        if params.contains(&"as=table") && params.contains(&"g=meta.k8s.io") {
+            if media == "application/json" {
+                return Ok(Format::Table);
+            }
+            continue;
+        }
+        if params.iter().any(|p| p.starts_with("as=")) {
+            // Other transformations (PartialObjectMetadata, ...) are not offered; a later entry may match.
+            continue;
+        }
+        if matches!(media, "application/json" | "*/*" | "application/*" | "application/yaml") {
+            json_ok = true;
+        }
+    }
+    if json_ok {
+        Ok(Format::Json)
+    } else {
+        Err(ApiError::not_acceptable(format!(
+            "only the following media types are accepted: application/json, {TABLE_CONTENT_TYPE} (got {accept:?})"
+        )))
+    }
+}
+
+/// The stored object with `metadata.resourceVersion` set from the store.
+pub fn object_from_kv(kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    set_resource_version(&mut obj, kv.mod_revision);
+    Ok(obj)
+}
+
+pub fn set_resource_version(obj: &mut Value, rev: i64) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), json!(rev.to_string()));
+    }
+}
+
+/// Serialize an object for storage: without `resourceVersion`, which the store supplies.
+pub fn to_stored(obj: &Value) -> Vec<u8> {
+    let mut obj = obj.clone();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&obj).unwrap_or_default()
+}
+
+/// How much of each object a Table row carries (`includeObject`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+impl IncludeObject {
+    pub fn parse(s: Option<&str>) -> Result<Self, ApiError> {
+        match s {
+            None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
+            Some("None") => Ok(IncludeObject::None),
+            Some("Object") => Ok(IncludeObject::Object),
+            Some(other) => Err(ApiError::bad_request(format!("includeObject={other:?}: must be None, Metadata or Object"))),
+        }
+    }
+}
+
+fn row_object(obj: &Value, include: IncludeObject) -> Value {
+    match include {
+        IncludeObject::None => Value::Null,
+        IncludeObject::Object => obj.clone(),
+        IncludeObject::Metadata => json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        }),
+    }
+}
+
+/// A `meta.k8s.io/v1` Table of `objects`.
+pub fn table(
+    info: &ResourceInfo,
+    objects: &[Value],
+    list_meta: Value,
+    include: IncludeObject,
+    with_columns: bool,
+) -> Value {
+    let now = chrono::Utc::now();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            json!({
+                "cells": tables::row_cells(info.group, info.plural, o, now),
+                "object": row_object(o, include),
+            })
+        })
+        .collect();
+    let mut t = json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "rows": rows,
+    });
+    if with_columns {
+        t["columnDefinitions"] = Value::Array(tables::column_definitions(info.group, info.plural));
+    }
+    t
+}
+
+/// A JSON response with the given status code and content type.
+pub fn respond(code: StatusCode, content_type: &'static str, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], bytes).into_response()
+}
+
+pub fn json_response(code: StatusCode, body: &Value) -> Response {
+    respond(code, "application/json", body)
+}
+
+/// A single object, as JSON or as a one-row Table.
+pub fn object_response(code: StatusCode, info: &ResourceInfo, obj: &Value, format: Format, include: IncludeObject) -> Response {
+    match format {
+        Format::Json => json_response(code, obj),
+        Format::Table => {
+            let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
+            respond(code, TABLE_CONTENT_TYPE, &table(info, std::slice::from_ref(obj), json!({"resourceVersion": rv}), include, true))
+        }
+    }
+}

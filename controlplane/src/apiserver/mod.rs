@@ -1,0 +1,383 @@
+//! The Kubernetes-compatible API server over a [`Store`].
+//!
+//! Modules: [`discovery`] (version, discovery documents), [`codec`] (bodies in, JSON/Table out), [`read`] (get,
+//! list), [`watch`], [`write`] (create, update, patch and the write subresources), [`delete`] (delete,
+//! deletecollection, namespace cleanup and owner cascade), [`alloc`] (ClusterIP and NodePort allocation),
+//! [`proxy`] (pods/log and pods/exec to the node agent), [`metrics`], [`kubeconfig`].
+//!
+//! Every request goes through [`ApiServer::handle`]: the path is parsed into a [`Target`] (resource, namespace,
+//! name, subresource), the verb picks the handler, and any failure becomes a `v1 Status`.
+
+pub mod alloc;
+pub mod codec;
+pub mod delete;
+pub mod discovery;
+pub mod errors;
+pub mod kubeconfig;
+pub mod metrics;
+pub mod proxy;
+pub mod read;
+pub mod watch;
+pub mod write;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::api::resources::{self, ResourceInfo, Subresource};
+use crate::store::Store;
+use errors::ApiError;
+use metrics::{MeteredStore, Metrics};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Service ClusterIP range (IPv4 CIDR).
+    pub service_cidr: (Ipv4Addr, u8),
+    /// NodePort range, inclusive.
+    pub node_ports: (u16, u16),
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How often a watch that asked for bookmarks gets one.
+    pub bookmark_interval: Duration,
+    /// Longest a watch stays open.
+    pub max_watch: Duration,
+    /// Compact store history older than this, at this interval.
+    pub compaction_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            service_cidr: (Ipv4Addr::new(10, 96, 0, 0), 12),
+            node_ports: (30000, 32767),
+            max_body_bytes: 3 * 1024 * 1024,
+            bookmark_interval: Duration::from_secs(30),
+            max_watch: Duration::from_secs(30 * 60),
+            compaction_interval: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (ip, len) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR (a.b.c.d/n)"))?;
+    let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let len: u8 = len.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(8..=30).contains(&len) {
+        return Err(format!("{s:?}: prefix length must be between 8 and 30"));
+    }
+    Ok((ip, len))
+}
+
+pub struct ApiServer {
+    pub store: Arc<dyn Store>,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub alloc: alloc::Allocator,
+    pub http: reqwest::Client,
+    /// Flips to true on shutdown so that open watches end.
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// What a resource path names.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub info: &'static ResourceInfo,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<Subresource>,
+}
+
+/// A request, taken apart once.
+pub struct Req {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: HashMap<String, String>,
+    pub body: bytes::Bytes,
+}
+
+impl Req {
+    pub fn q(&self, k: &str) -> Option<&str> {
+        self.query.get(k).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.q(k), Some("true") | Some("1"))
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.q("dryRun") == Some("All")
+    }
+}
+
+fn parse_target(path: &str) -> Result<Option<Target>, ApiError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
+        _ => return Ok(None),
+    };
+    let lookup = |plural: &str| {
+        resources::find(group, version, plural).ok_or_else(|| ApiError::path_not_found(path))
+    };
+    let sub = |s: &str, info: &ResourceInfo| -> Result<Subresource, ApiError> {
+        Subresource::parse(s).filter(|x| info.has(*x)).ok_or_else(|| ApiError::path_not_found(path))
+    };
+    let t = match rest {
+        ["namespaces", ns, plural, tail @ ..] if resources::find(group, version, plural).is_some_and(|i| i.namespaced) => {
+            let info = lookup(plural)?;
+            match tail {
+                [] => Target { info, namespace: Some(ns.to_string()), name: None, sub: None },
+                [name] => Target { info, namespace: Some(ns.to_string()), name: Some(name.to_string()), sub: None },
+                [name, s] => Target {
+                    info,
+                    namespace: Some(ns.to_string()),
+                    name: Some(name.to_string()),
+                    sub: Some(sub(s, info)?),
+                },
+                _ => return Err(ApiError::path_not_found(path)),
+            }
+        }
+        [plural] => Target { info: lookup(plural)?, namespace: None, name: None, sub: None },
+        [plural, name] => {
+            let info = lookup(plural)?;
+            if info.namespaced {
+                return Err(ApiError::path_not_found(path));
+            }
+            Target { info, namespace: None, name: Some(name.to_string()), sub: None }
+        }
+        [plural, name, s] => {
+            let info = lookup(plural)?;
+            if info.namespaced {
+                return Err(ApiError::path_not_found(path));
+            }
+            Target { info, namespace: None, name: Some(name.to_string()), sub: Some(sub(s, info)?) }
+        }
+        _ => return Err(ApiError::path_not_found(path)),
+    };
+    Ok(Some(t))
+}
+
+fn verb_of(method: &Method, t: &Target, watch: bool) -> &'static str {
+    match (method.as_str(), t.name.is_some()) {
+        ("GET", false) if watch => "WATCH",
+        ("GET", false) => "LIST",
+        ("GET", true) => "GET",
+        ("POST", _) => "POST",
+        ("PUT", _) => "PUT",
+        ("PATCH", _) => "PATCH",
+        ("DELETE", false) => "DELETECOLLECTION",
+        ("DELETE", true) => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+impl ApiServer {
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
+        let alloc = alloc::Allocator::new(config.service_cidr, config.node_ports);
+        let (closing, _) = tokio::sync::watch::channel(false);
+        Arc::new(ApiServer {
+            store,
+            config,
+            metrics,
+            alloc,
+            http: reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default(),
+            closing,
+        })
+    }
+
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Bring derived state in line with the store at start: bootstrap namespaces, allocator repair, resume the
+    /// cleanup of namespaces that were being deleted.
+    pub async fn start(self: &Arc<Self>) -> Result<(), ApiError> {
+        write::ensure_system_namespaces(self).await?;
+        self.alloc.repair(self.store.as_ref()).await.map_err(ApiError::internal)?;
+        delete::resume_namespace_cleanup(self).await;
+        Ok(())
+    }
+
+    async fn handle(self: Arc<Self>, req: Request) -> Response {
+        let start = Instant::now();
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        let (resp, verb, resource, subresource) = match parse_target(&path) {
+            Ok(Some(t)) => {
+                let query: HashMap<String, String> = req
+                    .uri()
+                    .query()
+                    .map(|q| {
+                        q.split('&')
+                            .filter_map(|kv| {
+                                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                                Some((decode_component(k)?, decode_component(v)?))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let watch = matches!(query.get("watch").map(String::as_str), Some("true") | Some("1"));
+                let verb = verb_of(&method, &t, watch);
+                let resource = t.info.plural;
+                let subresource = t.sub.map(|s| s.name()).unwrap_or("");
+                let resp = self.clone().handle_resource(t, req, query).await;
+                (resp, verb, resource, subresource)
+            }
+            Ok(None) => {
+                let verb = if method == Method::GET { "GET" } else { "OTHER" };
+                (self.handle_other(&path, req).await, verb, "", "")
+            }
+            Err(e) => (e.into_response(), "GET", "", ""),
+        };
+        let code = resp.status().as_u16().to_string();
+        self.metrics.requests.with_label_values(&[verb, resource, subresource, &code]).inc();
+        self.metrics.latency.with_label_values(&[verb, resource]).observe(start.elapsed().as_secs_f64());
+        tracing::debug!(%method, %path, code = %code, elapsed_us = start.elapsed().as_micros() as u64, "request");
+        resp
+    }
+
+    async fn handle_other(&self, path: &str, req: Request) -> Response {
+        if let Some(r) = discovery::handle(path, req.headers()) {
+            return r;
+        }
+        match path {
+            "/healthz" | "/livez" | "/readyz" => match self.store.current_revision().await {
+                Ok(_) => (StatusCode::OK, "ok").into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")).into_response(),
+            },
+            "/metrics" => (
+                StatusCode::OK,
+                [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                self.metrics.render(),
+            )
+                .into_response(),
+            _ => ApiError::path_not_found(path).into_response(),
+        }
+    }
+
+    async fn handle_resource(self: Arc<Self>, t: Target, req: Request, query: HashMap<String, String>) -> Response {
+        // Exec, attach and port-forward are upgraded connections: proxied before the body is read.
+        if matches!(t.sub, Some(Subresource::Exec) | Some(Subresource::Attach) | Some(Subresource::PortForward)) {
+            return proxy::upgrade(&self, &t, req).await.unwrap_or_else(IntoResponse::into_response);
+        }
+        let (parts, body) = req.into_parts();
+        let body = match axum::body::to_bytes(body, self.config.max_body_bytes).await {
+            Ok(b) => b,
+            Err(_) => return ApiError::too_large(self.config.max_body_bytes).into_response(),
+        };
+        let r = Req { method: parts.method, headers: parts.headers, query, body };
+        self.dispatch(t, r).await.unwrap_or_else(IntoResponse::into_response)
+    }
+
+    async fn dispatch(self: Arc<Self>, t: Target, r: Req) -> Result<Response, ApiError> {
+        use Subresource as S;
+        let m = r.method.clone();
+        match (m.as_str(), t.name.is_some(), t.sub) {
+            ("GET", false, None) if r.flag("watch") => watch::watch(self, &t, &r).await,
+            ("GET", false, None) => read::list(&self, &t, &r).await,
+            ("GET", true, None) | ("GET", true, Some(S::Status)) => read::get(&self, &t, &r).await,
+            ("GET", true, Some(S::Scale)) => write::get_scale(&self, &t).await,
+            ("GET", true, Some(S::Log)) => proxy::logs(&self, &t, &r).await,
+            ("POST", false, None) => write::create(&self, &t, &r).await,
+            ("POST", true, Some(S::Binding)) => write::bind(&self, &t, &r).await,
+            ("POST", true, Some(S::Eviction)) => delete::evict(&self, &t, &r).await,
+            ("PUT", true, None) | ("PUT", true, Some(S::Status)) => write::update(&self, &t, &r).await,
+            ("PUT", true, Some(S::Scale)) => write::update_scale(&self, &t, &r).await,
+            ("PATCH", true, None) | ("PATCH", true, Some(S::Status)) => write::patch(&self, &t, &r).await,
+            ("PATCH", true, Some(S::Scale)) => write::patch_scale(&self, &t, &r).await,
+            ("DELETE", true, None) => delete::delete(&self, &t, &r).await,
+            ("DELETE", false, None) => delete::delete_collection(&self, &t, &r).await,
+            _ => Err(ApiError::method_not_allowed(&format!(
+                "{} {}{}",
+                m,
+                t.info.qualified(),
+                t.sub.map(|s| format!("/{}", s.name())).unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+/// Percent-decode one query component ('+' is a space). None if it is malformed.
+fn decode_component(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Serve the API on `listener` until `shutdown` resolves; open watches are ended then.
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<ApiServer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .fallback(|State(s): State<Arc<ApiServer>>, req: Request<Body>| async move { s.handle(req).await })
+        .with_state(server.clone());
+    let closing = server.closing.clone();
+    let compactor = tokio::spawn(delete::compaction_loop(server.clone()));
+    let res = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = closing.send(true);
+        })
+        .await;
+    compactor.abort();
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = parse_target("/api/v1/namespaces/default/pods/web/status").unwrap().unwrap();
+        assert_eq!((t.info.plural, t.namespace.as_deref(), t.name.as_deref()), ("pods", Some("default"), Some("web")));
+        assert_eq!(t.sub, Some(Subresource::Status));
+        let t = parse_target("/api/v1/namespaces/default").unwrap().unwrap();
+        assert_eq!((t.info.plural, t.name.as_deref()), ("namespaces", Some("default")));
+        let t = parse_target("/api/v1/namespaces/kube-system/status").unwrap().unwrap();
+        assert_eq!((t.info.plural, t.sub), ("namespaces", Some(Subresource::Status)));
+        let t = parse_target("/apis/apps/v1/deployments").unwrap().unwrap();
+        assert_eq!((t.info.plural, t.namespace.as_deref()), ("deployments", None));
+        assert!(parse_target("/apis/apps/v1/namespaces/x/widgets").is_err());
+        assert!(parse_target("/api/v1/pods/x").is_err());
+        assert!(parse_target("/api").unwrap().is_none());
+        assert!(parse_target("/api/v1/namespaces/d/pods/x/bogus").is_err());
+    }
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(decode_component("app%3Dweb%2Ctier+in+%28a%29").as_deref(), Some("app=web,tier in (a)"));
+        assert_eq!(decode_component("%zz"), None);
+    }
+}

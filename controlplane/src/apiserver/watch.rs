@@ -1,0 +1,177 @@
+//! Watch: a chunked stream of `{"type": ..., "object": ...}` lines.
+//!
+//! Without a resourceVersion (or with "0") the stream starts with a synthetic ADDED event for every existing
+//! object, then continues live from the revision of that list. With a resourceVersion it resumes after it, or
+//! fails with 410 Expired when history has been compacted. Selectors are applied to both the old and the new
+//! version of each change, so that an object that stops matching is reported as DELETED (as upstream does).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::codec::{self, Format, IncludeObject};
+use super::errors::ApiError;
+use super::read::{list_objects, Filter};
+use super::{ApiServer, Req, Target};
+use crate::api::resources::ResourceInfo;
+use crate::store::{Event, EventKind, Revision, StoreError};
+
+/// What one watch stream sends, decided per store event.
+fn classify(filter: &Filter, ev: &Event) -> Result<Option<(&'static str, Value)>, ApiError> {
+    let parse = |bytes: &[u8], rev: Revision| -> Result<Value, ApiError> {
+        let mut v: Value =
+            serde_json::from_slice(bytes).map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
+        codec::set_resource_version(&mut v, rev);
+        Ok(v)
+    };
+    let new = parse(&ev.kv.value, ev.revision)?;
+    let new_matches = filter.matches(&new);
+    let old_matches = match &ev.prev {
+        Some(p) if ev.kind == EventKind::Update => filter.matches(&parse(&p.value, p.mod_revision)?),
+        _ => false,
+    };
+    Ok(match ev.kind {
+        EventKind::Create if new_matches => Some(("ADDED", new)),
+        EventKind::Delete if new_matches => Some(("DELETED", new)),
+        EventKind::Update => match (old_matches, new_matches) {
+            (true, true) => Some(("MODIFIED", new)),
+            (false, true) => Some(("ADDED", new)),
+            (true, false) => Some(("DELETED", new)),
+            (false, false) => None,
+        },
+        _ => None,
+    })
+}
+
+fn encode_event(info: &ResourceInfo, ty: &str, obj: Value, format: Format, include: IncludeObject, first: bool) -> Bytes {
+    let object = match format {
+        Format::Json => obj,
+        Format::Table => {
+            let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
+            codec::table(info, std::slice::from_ref(&obj), json!({"resourceVersion": rv}), include, first)
+        }
+    };
+    let mut line = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn bookmark(info: &ResourceInfo, rev: Revision) -> Bytes {
+    let obj = json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": {"resourceVersion": rev.to_string()}});
+    let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn error_event(e: &ApiError) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.status()})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+pub async fn watch(s: Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, ApiError> {
+    let format = codec::negotiate(&r.headers)?;
+    let include = IncludeObject::parse(r.q("includeObject"))?;
+    let filter = Filter::from_request(t, r)?;
+    let bookmarks = r.flag("allowWatchBookmarks");
+    let timeout = match r.q("timeoutSeconds") {
+        None => s.config.max_watch,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) => Duration::from_secs(n).min(s.config.max_watch),
+            Err(_) => return Err(ApiError::bad_request(format!("timeoutSeconds={v:?} is not a non-negative integer"))),
+        },
+    };
+    let rv = match r.q("resourceVersion") {
+        None | Some("0") => None,
+        Some(v) => Some(v.parse::<Revision>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {v:?}")))?),
+    };
+    let prefix = filter.prefix(t);
+    // Initial state for a watch without a resourceVersion.
+    let (initial, from) = match rv {
+        Some(rv) => (Vec::new(), rv),
+        None => {
+            let page = list_objects(&s, t, &filter, None, None).await?;
+            (page.items, page.revision)
+        }
+    };
+    let mut events = s.store.watch(&prefix, from).await.map_err(|e| match e {
+        StoreError::Compacted { requested, compacted } => {
+            ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
+        }
+        other => ApiError::from_store(t.info, "", other),
+    })?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let info = t.info;
+    let mut closing = s.closing();
+    let metrics = s.metrics.clone();
+    let bookmark_every = s.config.bookmark_interval;
+    tokio::spawn(async move {
+        metrics.watches.inc();
+        let mut first = true;
+        let mut last = from;
+        'stream: {
+            for obj in initial {
+                if tx.send(Ok(encode_event(info, "ADDED", obj, format, include, first))).await.is_err() {
+                    break 'stream;
+                }
+                first = false;
+            }
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + bookmark_every, bookmark_every);
+            loop {
+                tokio::select! {
+                    ev = events.next() => match ev {
+                        Some(Ok(ev)) => {
+                            last = ev.revision;
+                            match classify(&filter, &ev) {
+                                Ok(Some((ty, obj))) => {
+                                    if tx.send(Ok(encode_event(info, ty, obj, format, include, first))).await.is_err() {
+                                        break;
+                                    }
+                                    first = false;
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    let _ = tx.send(Ok(error_event(&e))).await;
+                                    break;
+                                }
+                            }
+                        }
+                        Some(Err(e)) => {
+                            let err = match e {
+                                StoreError::Compacted { requested, compacted } => ApiError::expired(format!("too old resource version: {requested} ({compacted})")),
+                                other => ApiError::from_store(info, "", other),
+                            };
+                            let _ = tx.send(Ok(error_event(&err))).await;
+                            break;
+                        }
+                        None => break,
+                    },
+                    _ = tick.tick(), if bookmarks => {
+                        if tx.send(Ok(bookmark(info, last))).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = &mut deadline => break,
+                    _ = closing.changed() => break,
+                    _ = tx.closed() => break,
+                }
+            }
+        }
+        metrics.watches.dec();
+    });
+    let ct = match format {
+        Format::Json => "application/json",
+        Format::Table => codec::TABLE_CONTENT_TYPE,
+    };
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "no-cache, private")], body).into_response())
+}
