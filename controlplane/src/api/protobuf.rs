@@ -94,14 +94,8 @@ pub enum ProtobufError {
     /// The `runtime.Unknown` envelope is not valid protobuf.
     #[error("invalid protobuf envelope (runtime.Unknown): {0}")]
     Envelope(#[source] prost::DecodeError),
-    /// The envelope declares a content encoding or content type other than
-    /// plain protobuf.
-    #[error("unsupported protobuf envelope: {0}; send the object as JSON")]
-    UnsupportedEnvelope(String),
     /// The envelope names a type this decoder does not convert.
-    #[error(
-        "protobuf decoding of {api_version:?} {kind:?} is not supported; send the object as JSON"
-    )]
+    #[error("protobuf decoding of {api_version:?} {kind:?} is not supported")]
     UnsupportedType {
         /// `typeMeta.apiVersion` of the envelope.
         api_version: String,
@@ -118,14 +112,16 @@ pub enum ProtobufError {
         source: prost::DecodeError,
     },
     /// A field is set that this decoder cannot convert (for instance a field
-    /// newer than its Kubernetes schema); converting would lose it.
-    #[error("{kind} field {field} cannot be converted from protobuf; send the object as JSON")]
+    /// newer than its Kubernetes schema); converting would lose it. Also used
+    /// for the envelope (`kind` "runtime.Unknown") when it declares a content
+    /// encoding, a content type other than protobuf, or unknown fields.
+    #[error("{kind} field {field} cannot be converted from protobuf")]
     UnsupportedField {
-        /// The object's kind.
+        /// The object's kind, or "runtime.Unknown" for the envelope.
         kind: String,
-        /// The field: a JSON path, or `<unknown protobuf field 2.1.99>` (the
-        /// protobuf field numbers from the object down) for fields unknown to
-        /// the schema.
+        /// The field: `<unknown protobuf field 2.1.99>` (the protobuf field
+        /// numbers from the object down) for fields unknown to the schema, or
+        /// `contentEncoding`/`contentType` (with the value) for the envelope.
         field: String,
     },
     /// A field holds a value that has no JSON form (for instance an
@@ -147,10 +143,12 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         .strip_prefix(MAGIC)
         .ok_or(ProtobufError::MissingMagic)?;
     let envelope = Unknown::decode(envelope_bytes).map_err(ProtobufError::Envelope)?;
+    let envelope_error = |field: String| ProtobufError::UnsupportedField {
+        kind: "runtime.Unknown".to_owned(),
+        field,
+    };
     if let Some(path) = dropped_field(envelope_bytes, &envelope.encode_to_vec()) {
-        return Err(ProtobufError::UnsupportedEnvelope(format!(
-            "unknown runtime.Unknown field {path}"
-        )));
+        return Err(envelope_error(format!("<unknown protobuf field {path}>")));
     }
     let Unknown {
         type_meta,
@@ -160,15 +158,11 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     } = envelope;
     let encoding = content_encoding.unwrap_or_default();
     if !encoding.is_empty() {
-        return Err(ProtobufError::UnsupportedEnvelope(format!(
-            "content encoding {encoding:?}"
-        )));
+        return Err(envelope_error(format!("contentEncoding {encoding:?}")));
     }
     let content_type = content_type.unwrap_or_default();
     if !content_type.is_empty() && content_type != MEDIA_TYPE {
-        return Err(ProtobufError::UnsupportedEnvelope(format!(
-            "content type {content_type:?}"
-        )));
+        return Err(envelope_error(format!("contentType {content_type:?}")));
     }
     let type_meta = type_meta.unwrap_or_default();
     let api_version = type_meta.api_version.unwrap_or_default();
@@ -322,17 +316,18 @@ fn compare_wire(original: &[u8], reencoded: &[u8], path: &mut Vec<u64>, depth: u
         path.push(*number);
         let same = match re.get(number) {
             None => may_be_map_entry && orig_values.iter().all(|v| v.is_zero()),
+            Some(re_values) if orig_values.len() != re_values.len() => false,
             Some(re_values) => {
-                orig_values.len() == re_values.len()
-                    && orig_values
+                // prost writes map entries in key order; a client need not.
+                let unordered_entries = orig_values.len() > 1
+                    && map_entry_keys(orig_values)
+                        .is_some_and(|keys| same_entries(orig_values, &keys, re_values, depth));
+                // (Also run when the above fails, to find the path.)
+                unordered_entries
+                    || orig_values
                         .iter()
                         .zip(re_values)
-                        .all(|(o, r)| match (o, r) {
-                            (Wire::Bytes(o), Wire::Bytes(r)) => {
-                                o == r || (depth < MAX_DEPTH && compare_wire(o, r, path, depth + 1))
-                            }
-                            _ => o == r,
-                        })
+                        .all(|(o, r)| same_value(*o, *r, path, depth))
             }
         };
         if !same {
@@ -341,6 +336,69 @@ fn compare_wire(original: &[u8], reencoded: &[u8], path: &mut Vec<u64>, depth: u
         path.pop();
     }
     true
+}
+
+fn same_value(orig: Wire<'_>, re: Wire<'_>, path: &mut Vec<u64>, depth: usize) -> bool {
+    match (orig, re) {
+        (Wire::Bytes(o), Wire::Bytes(r)) => {
+            o == r || (depth < MAX_DEPTH && compare_wire(o, r, path, depth + 1))
+        }
+        _ => orig == re,
+    }
+}
+
+/// The keys (field 1, empty when absent) of values that look like map
+/// entries: messages with no fields other than 1 and 2, and a bytes field 1.
+fn map_entry_keys<'a>(values: &[Wire<'a>]) -> Option<Vec<&'a [u8]>> {
+    values
+        .iter()
+        .map(|value| {
+            let Wire::Bytes(bytes) = value else {
+                return None;
+            };
+            let fields = parse_wire(bytes)?;
+            if !fields.keys().all(|n| *n == 1 || *n == 2) {
+                return None;
+            }
+            match fields.get(&1).map(Vec::as_slice) {
+                None => Some(&[][..]),
+                Some([Wire::Bytes(key)]) => Some(*key),
+                Some(_) => None,
+            }
+        })
+        .collect()
+}
+
+/// How many same-key candidates one original entry is compared with.
+const MAX_CANDIDATES: usize = 16;
+
+/// Whether every original map entry matches a distinct re-encoded entry with
+/// the same key (in order among equal keys).
+fn same_entries(orig: &[Wire<'_>], orig_keys: &[&[u8]], re: &[Wire<'_>], depth: usize) -> bool {
+    let Some(re_keys) = map_entry_keys(re) else {
+        return false;
+    };
+    let mut by_key: BTreeMap<&[u8], Vec<usize>> = BTreeMap::new();
+    for (i, key) in re_keys.into_iter().enumerate() {
+        by_key.entry(key).or_default().push(i);
+    }
+    let mut used = vec![false; re.len()];
+    orig.iter().zip(orig_keys).all(|(value, key)| {
+        let candidates = by_key.get(key).map(Vec::as_slice).unwrap_or_default();
+        let found = candidates
+            .iter()
+            .copied()
+            .filter(|&i| !used[i])
+            .take(MAX_CANDIDATES)
+            .find(|&i| same_value(*value, re[i], &mut Vec::new(), depth));
+        match found {
+            Some(i) => {
+                used[i] = true;
+                true
+            }
+            None => false,
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -2384,7 +2442,10 @@ mod tests {
             }
             other => panic!("expected UnsupportedType, got {other:?}"),
         }
-        assert!(err.to_string().contains("send the object as JSON"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            r#"protobuf decoding of "apps/v1" "StatefulSet" is not supported"#
+        );
         // The group/version must match too.
         let err = decode(&envelope("v2", "Pod", Vec::new())).expect_err("rejected");
         assert!(
@@ -2406,21 +2467,25 @@ mod tests {
         };
         let mut body = MAGIC.to_vec();
         body.extend(unknown.encode_to_vec());
-        let err = decode(&body).expect_err("gzip is rejected");
-        assert!(
-            matches!(err, ProtobufError::UnsupportedEnvelope(_)),
-            "{err:?}"
-        );
+        match decode(&body) {
+            Err(ProtobufError::UnsupportedField { kind, field }) => {
+                assert_eq!(kind, "runtime.Unknown");
+                assert_eq!(field, r#"contentEncoding "gzip""#);
+            }
+            other => panic!("expected UnsupportedField, got {other:?}"),
+        }
 
         unknown.content_encoding = None;
         unknown.content_type = s("application/json");
         let mut body = MAGIC.to_vec();
         body.extend(unknown.encode_to_vec());
-        let err = decode(&body).expect_err("JSON raw is rejected");
-        assert!(
-            matches!(err, ProtobufError::UnsupportedEnvelope(_)),
-            "{err:?}"
-        );
+        match decode(&body) {
+            Err(ProtobufError::UnsupportedField { kind, field }) => {
+                assert_eq!(kind, "runtime.Unknown");
+                assert_eq!(field, r#"contentType "application/json""#);
+            }
+            other => panic!("expected UnsupportedField, got {other:?}"),
+        }
 
         unknown.content_type = s(MEDIA_TYPE);
         let mut body = MAGIC.to_vec();
@@ -2454,7 +2519,10 @@ mod tests {
             }
             other => panic!("expected UnsupportedField, got {other:?}"),
         }
-        assert!(err.to_string().contains("send the object as JSON"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "Pod field <unknown protobuf field 2.999> cannot be converted from protobuf"
+        );
 
         // Even when it holds the zero value.
         for zero in [varint_field(999, 0), len_field(999, b"")] {
@@ -2479,14 +2547,31 @@ mod tests {
             other => panic!("expected UnsupportedField, got {other:?}"),
         }
 
+        // Inside a map value (limits: {cpu: Quantity with a field 5}).
+        let mut quantity = len_field(1, b"1");
+        quantity.extend(len_field(5, b"x"));
+        let mut entry = len_field(1, b"cpu");
+        entry.extend(len_field(2, &quantity));
+        let mut container = minimal_pod_spec().containers[0].encode_to_vec();
+        container.extend(len_field(8, &len_field(1, &entry)));
+        let pod = len_field(2, &len_field(2, &container));
+        match decode(&envelope("v1", "Pod", pod)) {
+            Err(ProtobufError::UnsupportedField { field, .. }) => {
+                assert_eq!(field, "<unknown protobuf field 2.2.8.1.2.5>");
+            }
+            other => panic!("expected UnsupportedField, got {other:?}"),
+        }
+
         // Unknown fields of the envelope itself are rejected too.
         let mut body = envelope("v1", "Pod", minimal_pod_spec().encode_to_vec());
         body.extend(len_field(9, b"x"));
-        let err = decode(&body).expect_err("rejected");
-        assert!(
-            matches!(err, ProtobufError::UnsupportedEnvelope(_)),
-            "{err:?}"
-        );
+        match decode(&body) {
+            Err(ProtobufError::UnsupportedField { kind, field }) => {
+                assert_eq!(kind, "runtime.Unknown");
+                assert_eq!(field, "<unknown protobuf field 9>");
+            }
+            other => panic!("expected UnsupportedField, got {other:?}"),
+        }
     }
 
     #[test]

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# End-to-end: start skiff-controlplane and drive the real kubectl (and the Python client) against it.
+# Usage: kubectl.sh PATH-TO-skiff-controlplane
+# Uses only 127.0.0.1. Everything it starts is stopped, and its temp dir removed, on exit.
+set -u
+BIN=$(realpath "${1:?usage: kubectl.sh PATH-TO-skiff-controlplane}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+WORK=$(mktemp -d /tmp/skiff-e2e.XXXXXX)
+export HOME=$WORK/home KUBECACHEDIR=$WORK/home/cache
+mkdir -p "$HOME"
+DATA=$WORK/data
+PORT=$((20000 + RANDOM % 20000))
+SERVER_PID=""
+PASSED=0; FAILED=0
+
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start_server() {
+  "$BIN" --data-dir "$DATA" --listen "127.0.0.1:$PORT" --bookmark-interval-secs 1 >>"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server did not start"; cat "$WORK/server.log"; exit 1
+}
+
+pass() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/    /'; }
+
+# expect NAME WANT-EXIT PATTERN -- command...: run, check the exit code and that the output matches PATTERN (grep -E).
+expect() {
+  local name=$1 want=$2 pattern=$3; shift 4
+  local out code
+  out=$("$@" 2>&1); code=$?
+  if [ "$code" -ne "$want" ]; then fail "$name (exit $code, want $want)" "$out"; return; fi
+  if [ -n "$pattern" ] && ! grep -qE -- "$pattern" <<<"$out"; then fail "$name (output lacks /$pattern/)" "$out"; return; fi
+  pass "$name"
+}
+
+start_server
+export KUBECONFIG=$DATA/kubeconfig
+k() { kubectl --request-timeout=20s "$@"; }
+
+expect "kubeconfig written, get ns"           0 '^default +Active'              -- k get ns
+expect "version is 1.32"                       0 'Server Version: v1\.32'        -- k version
+expect "api-resources lists short names"       0 'deployments +deploy +apps/v1'  -- k api-resources
+cat >"$WORK/pod.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  containers:
+  - name: web
+    image: nginx:1.25
+    ports: [{containerPort: 80}]
+Y
+expect "create -f pod"                         0 'pod/web created'               -- k create -f "$WORK/pod.yaml"
+expect "create again is AlreadyExists"         1 'AlreadyExists|already exists'  -- k create -f "$WORK/pod.yaml"
+expect "get pod table"                         0 '^web +0/1 +Pending +0 '        -- k get pod web
+expect "get -o wide has node columns"          0 'NOMINATED NODE'                -- k get pods -o wide
+expect "get -o yaml"                           0 'restartPolicy: Always'         -- k get pod web -o yaml
+expect "get -o json"                           0 '"qosClass": "BestEffort"'      -- k get pod web -o json
+expect "jsonpath uid"                          0 '^[0-9a-f-]{36}$'               -- k get pod web -o 'jsonpath={.metadata.uid}'
+expect "describe pod"                          0 'Image: +nginx:1\.25'           -- k describe pod web
+expect "label"                                 0 'pod/web labeled'               -- k label pod web tier=front
+expect "label selector, set-based"             0 '^web '                         -- k get pods -l 'tier in (front,back),app=web' --no-headers
+expect "label selector, no match"              0 'No resources found'            -- k get pods -l 'tier notin (front)'
+expect "annotate"                              0 'pod/web annotated'             -- k annotate pod web note=hello
+expect "field selector"                        0 '^web '                         -- k get pods --field-selector status.phase=Pending --no-headers
+expect "unsupported field selector"            1 'field label not supported'     -- k get pods --field-selector spec.bogus=1
+
+# Bad input: kubectl shows upstream's messages.
+cat >"$WORK/bad.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata: {name: bad}
+spec:
+  containers: [{name: c}]
+Y
+expect "422 with field cause"                  1 'The Pod "bad" is invalid: spec\.containers\[0\]\.image: Required value' -- k create -f "$WORK/bad.yaml"
+cat >"$WORK/unknown.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata: {name: unk}
+spec:
+  containers: [{name: c, image: x, imagePullPolicyy: Always}]
+Y
+expect "strict field validation"               1 'unknown field "spec\.containers\[0\]\.imagePullPolicyy"' -- k create -f "$WORK/unknown.yaml"
+expect "no partial write after errors"         1 'NotFound|not found'            -- k get pod bad unk
+printf '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"' >"$WORK/trunc.json"
+expect "malformed JSON rejected"               1 'error'                         -- k create -f "$WORK/trunc.json"
+expect "namespace must exist"                  1 'namespaces "nope" not found'   -- k -n nope run x --image=busybox
+
+# Watch (bounded): the new pod shows up.
+( sleep 1.5; k run watched --image=busybox >/dev/null 2>&1 ) &
+WRITER=$!
+expect "get -w sees a new pod"                 124 'watched'                     -- timeout 5 kubectl get pods -w
+wait "$WRITER"
+
+# Apply: create, then update by strategic merge patch; server-side apply.
+cat >"$WORK/app.yaml" <<'Y'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      containers:
+      - {name: app, image: "nginx:1.25", env: [{name: A, value: "1"}]}
+      - {name: side, image: "busybox:1.36"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: app}
+spec:
+  type: NodePort
+  selector: {app: app}
+  ports: [{port: 80, targetPort: 8080}]
+Y
+expect "apply creates"                         0 'deployment.apps/app created'   -- k apply -f "$WORK/app.yaml"
+sed -i 's/nginx:1.25/nginx:1.26/' "$WORK/app.yaml"
+expect "apply updates (strategic merge)"       0 'deployment.apps/app configured' -- k apply -f "$WORK/app.yaml"
+expect "apply kept both containers"            0 '^nginx:1\.26 busybox:1\.36 2$' -- k get deploy app -o 'jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[1].image} {.metadata.generation}'
+expect "service got a ClusterIP and NodePort"  0 '^10\.(9[6-9]|1[01][0-9])\.[0-9]+\.[0-9]+ 3[0-2][0-9]{3}$' -- k get svc app -o 'jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}'
+sed -i 's/replicas: 2/replicas: 3/' "$WORK/app.yaml"
+expect "apply --server-side"                   0 'serverside-applied'            -- k apply --server-side -f "$WORK/app.yaml"
+expect "server-side apply changed replicas"    0 '^3$'                           -- k get deploy app -o 'jsonpath={.spec.replicas}'
+expect "scale"                                 0 'deployment.apps/app scaled'    -- k scale deploy app --replicas=5
+expect "scale took effect"                     0 '^5$'                           -- k get deploy app -o 'jsonpath={.spec.replicas}'
+expect "get all"                               0 'deployment\.apps/app'          -- k get all
+expect "get all lists services"                0 'service/app +NodePort'         -- k get all
+
+# Generator commands send protobuf bodies.
+expect "create namespace (protobuf)"           0 'namespace/team created'        -- k create namespace team
+expect "create deployment (protobuf)"          0 'deployment.apps/gen created'   -- k -n team create deployment gen --image=busybox:1.36 --replicas=2
+expect "create configmap (protobuf)"           0 'configmap/cfg created'         -- k -n team create configmap cfg --from-literal=a=b
+expect "create secret (protobuf)"              0 'secret/sec created'            -- k -n team create secret generic sec --from-literal=x=y
+expect "secret data is base64"                 0 '^eQ==$'                        -- k -n team get secret sec -o 'jsonpath={.data.x}'
+expect "protobuf deployment is complete"       0 '^busybox:1\.36 2$'             -- k -n team get deploy gen -o 'jsonpath={.spec.template.spec.containers[0].image} {.spec.replicas}'
+
+# A Node object, cordoned.
+cat >"$WORK/node.json" <<'Y'
+{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","labels":{"kubernetes.io/hostname":"n1"}},
+ "status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","message":"ok","lastHeartbeatTime":null,"lastTransitionTime":null}]}}
+Y
+expect "create node"                           0 'node/n1 created'               -- k create -f "$WORK/node.json"
+expect "cordon"                                0 'node/n1 cordoned'              -- k cordon n1
+expect "cordoned node shows SchedulingDisabled" 0 'Ready,SchedulingDisabled'     -- k get nodes
+
+# Delete.
+expect "delete pod"                            0 'pod "web" deleted'             -- k delete pod web
+expect "deleted pod is gone"                   1 'NotFound|not found'            -- k get pod web
+expect "delete namespace"                      0 'namespace "team" deleted'      -- k delete namespace team --wait=true --timeout=30s
+expect "namespace contents are gone"           0 'No resources found'            -- k get deploy -n team
+
+# Survive kill -9: everything acknowledged is still there; resourceVersions keep growing.
+RV=$(k get deploy app -o 'jsonpath={.metadata.resourceVersion}')
+kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null; SERVER_PID=""
+start_server
+expect "state survives kill -9"                0 "^5 $RV$"                        -- k get deploy app -o 'jsonpath={.spec.replicas} {.metadata.resourceVersion}'
+expect "writes continue after restart"         0 'deployment.apps/app scaled'    -- k scale deploy app --replicas=1
+expect "watch resumes from an old resourceVersion" 0 '"type":"MODIFIED"' -- curl -sf --max-time 3 "http://127.0.0.1:$PORT/apis/apps/v1/namespaces/default/deployments?watch=true&resourceVersion=$RV&timeoutSeconds=1"
+expect "bookmarks on request"                  0 '"type":"BOOKMARK"' -- curl -s --max-time 4 "http://127.0.0.1:$PORT/api/v1/namespaces/default/pods?watch=true&allowWatchBookmarks=true&timeoutSeconds=2"
+expect "metrics"                               0 'apiserver_request_total\{.*resource="deployments"' -- curl -sf "http://127.0.0.1:$PORT/metrics"
+
+# The Python client.
+expect "python kubernetes client"              0 'python client: [0-9]+ passed, 0 failed' -- python3 "$HERE/python_client.py" "$KUBECONFIG"
+
+echo "kubectl e2e: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
