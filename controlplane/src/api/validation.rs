@@ -246,7 +246,7 @@ fn validate_pod_spec(errs: &mut Errs, spec: Option<&Value>, path: &str) {
         }
     }
     if let Some(g) = spec.get("terminationGracePeriodSeconds").filter(|g| !g.is_null()) {
-        if !g.as_i64().is_some_and(|g| g >= 0) {
+        if g.as_i64().is_none_or(|g| g < 0) {
             errs.push(FieldError::invalid(format!("{path}.terminationGracePeriodSeconds"), g, "must be greater than or equal to 0"));
         }
     }
@@ -280,7 +280,7 @@ fn validate_selector_matches_template(errs: &mut Errs, spec: &Value, required: b
 
 fn non_negative(errs: &mut Errs, v: &Value, key: &str, path: &str) {
     if let Some(x) = v.get(key).filter(|x| !x.is_null()) {
-        if !x.as_i64().is_some_and(|n| n >= 0) {
+        if x.as_i64().is_none_or(|n| n < 0) {
             errs.push(FieldError::invalid(format!("{path}.{key}"), x, "must be greater than or equal to 0"));
         }
     }
@@ -333,10 +333,8 @@ pub fn validate(type_key: &str, obj: &Value, namespaced: bool) -> Vec<FieldError
                 }
             }
         }
-        "v1/Event" => {
-            if obj.pointer("/involvedObject").is_none_or(|o| !o.is_object()) {
-                errs.push(FieldError::required("involvedObject"));
-            }
+        "v1/Event" if obj.pointer("/involvedObject").is_none_or(|o| !o.is_object()) => {
+            errs.push(FieldError::required("involvedObject"));
         }
         "coordination.k8s.io/v1/Lease" => {
             non_negative(&mut errs, spec, "leaseDurationSeconds", "spec");
@@ -389,7 +387,7 @@ fn validate_service(errs: &mut Errs, spec: &Value) {
         }
         if let (Some(port), proto) = (p.get("port").and_then(Value::as_i64), s(p, "protocol").unwrap_or("TCP")) {
             if seen.contains(&(port, proto)) {
-                errs.push(FieldError::duplicate(format!("{path}"), &serde_json::json!({"port": port, "protocol": proto})));
+                errs.push(FieldError::duplicate(path.clone(), &serde_json::json!({"port": port, "protocol": proto})));
             }
             seen.push((port, proto));
         }

@@ -151,6 +151,14 @@ fn row_object(obj: &Value, include: IncludeObject) -> Value {
     }
 }
 
+/// One Table row.
+pub fn table_row(info: &ResourceInfo, obj: &Value, include: IncludeObject, now: chrono::DateTime<chrono::Utc>) -> Value {
+    json!({
+        "cells": tables::row_cells(info.group, info.plural, obj, now),
+        "object": row_object(obj, include),
+    })
+}
+
 /// A `meta.k8s.io/v1` Table of `objects`.
 pub fn table(
     info: &ResourceInfo,
@@ -160,15 +168,7 @@ pub fn table(
     with_columns: bool,
 ) -> Value {
     let now = chrono::Utc::now();
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|o| {
-            json!({
-                "cells": tables::row_cells(info.group, info.plural, o, now),
-                "object": row_object(o, include),
-            })
-        })
-        .collect();
+    let rows: Vec<Value> = objects.iter().map(|o| table_row(info, o, include, now)).collect();
     let mut t = json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{json, Value};
 
@@ -78,14 +78,17 @@ pub struct Page {
     pub continue_token: Option<String>,
 }
 
-/// Read matching objects, `limit` at most, continuing a previous page when asked.
-pub async fn list_objects(
+/// Visit matching objects, `limit` at most, continuing a previous page when asked. Objects are parsed one at
+/// a time and handed to `visit`, so a large list is never held as parsed JSON all at once. Returns the revision
+/// read at and the continue token, if more objects follow.
+pub async fn list_visit(
     s: &ApiServer,
     t: &Target,
     filter: &Filter,
     limit: Option<usize>,
     cont: Option<&str>,
-) -> Result<Page, ApiError> {
+    mut visit: impl FnMut(Value) -> Result<(), ApiError>,
+) -> Result<(Revision, Option<String>), ApiError> {
     let prefix = filter.prefix(t);
     let (mut revision, mut start) = match cont {
         Some(c) => {
@@ -94,9 +97,9 @@ pub async fn list_objects(
         }
         None => (None, None),
     };
-    let mut items = Vec::new();
-    // With selectors the store is read in chunks until `limit` objects matched.
-    let chunk = limit.map(|l| l.max(100));
+    let mut matched = 0;
+    // The store is read in chunks (until `limit` objects matched, with selectors).
+    let chunk = Some(limit.map_or(1000, |l| l.max(100)));
     loop {
         let res = s
             .store
@@ -113,19 +116,37 @@ pub async fn list_objects(
         for (i, kv) in res.items.iter().enumerate() {
             let obj = codec::object_from_kv(kv)?;
             if filter.matches(&obj) {
-                items.push(obj);
-                if limit.is_some_and(|l| items.len() >= l) {
+                visit(obj)?;
+                matched += 1;
+                if limit.is_some_and(|l| matched >= l) {
                     let more = res.more || i + 1 < n;
                     let token = more.then(|| encode_continue(&Continue { rv: res.revision, start: kv.key.clone() }));
-                    return Ok(Page { items, revision: res.revision, continue_token: token });
+                    return Ok((res.revision, token));
                 }
             }
         }
         if !res.more {
-            return Ok(Page { items, revision: res.revision, continue_token: None });
+            return Ok((res.revision, None));
         }
         start = res.items.last().map(|kv| kv.key.clone());
     }
+}
+
+/// Read matching objects into memory (for internal callers and small results).
+pub async fn list_objects(
+    s: &ApiServer,
+    t: &Target,
+    filter: &Filter,
+    limit: Option<usize>,
+    cont: Option<&str>,
+) -> Result<Page, ApiError> {
+    let mut items = Vec::new();
+    let (revision, continue_token) = list_visit(s, t, filter, limit, cont, |o| {
+        items.push(o);
+        Ok(())
+    })
+    .await?;
+    Ok(Page { items, revision, continue_token })
 }
 
 pub async fn list(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, ApiError> {
@@ -140,25 +161,41 @@ pub async fn list(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, A
             Err(_) => return Err(ApiError::bad_request(format!("limit={l:?} is not an integer"))),
         },
     };
-    let page = list_objects(s, t, &filter, limit, r.q("continue")).await?;
-    let mut meta = json!({"resourceVersion": page.revision.to_string()});
-    if let Some(c) = &page.continue_token {
+    // The list is written out item by item; the list metadata (known at the end) goes last.
+    let now = chrono::Utc::now();
+    let (head, items_key) = match format {
+        Format::Json => (json!({"kind": t.info.list_kind(), "apiVersion": t.info.api_version()}), "items"),
+        Format::Table => (
+            json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "columnDefinitions": crate::api::tables::column_definitions(t.info.group, t.info.plural)}),
+            "rows",
+        ),
+    };
+    let mut buf = serde_json::to_vec(&head).map_err(|e| ApiError::internal(e.to_string()))?;
+    buf.pop(); // the closing brace
+    buf.extend_from_slice(format!(",\"{items_key}\":[").as_bytes());
+    let mut first = true;
+    let (revision, token) = list_visit(s, t, &filter, limit, r.q("continue"), |obj| {
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        let item = match format {
+            Format::Json => serde_json::to_writer(&mut buf, &obj),
+            Format::Table => serde_json::to_writer(&mut buf, &codec::table_row(t.info, &obj, include, now)),
+        };
+        item.map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if let Some(c) = &token {
         meta["continue"] = json!(c);
     }
-    Ok(match format {
-        Format::Table => codec::respond(
-            StatusCode::OK,
-            codec::TABLE_CONTENT_TYPE,
-            &codec::table(t.info, &page.items, meta, include, true),
-        ),
-        Format::Json => codec::json_response(
-            StatusCode::OK,
-            &json!({
-                "kind": t.info.list_kind(),
-                "apiVersion": t.info.api_version(),
-                "metadata": meta,
-                "items": page.items,
-            }),
-        ),
-    })
+    buf.extend_from_slice(b"],\"metadata\":");
+    serde_json::to_writer(&mut buf, &meta).map_err(|e| ApiError::internal(e.to_string()))?;
+    buf.push(b'}');
+    let ct = match format {
+        Format::Json => "application/json",
+        Format::Table => codec::TABLE_CONTENT_TYPE,
+    };
+    Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, ct)], buf).into_response())
 }

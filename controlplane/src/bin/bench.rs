@@ -1,1 +1,450 @@
-fn main() {}
+//! `skiff-bench`: store and API benchmarks, each side by side with its peer in the same run.
+//!
+//! - `store`: durable writes of 2 KB values through `SqliteStore` (group commit, synchronous=FULL) vs raw SQLite
+//!   (rusqlite, WAL, synchronous=FULL, one transaction per write) with the same writer counts.
+//! - `api`: pod creates and gets over HTTP against a `skiff-controlplane` process, with 1 and 32 clients; etcd
+//!   puts over its JSON gateway with the same clients when `--etcd` names one.
+//! - `watch`: N watchers on pods; p99 delay from a create's acknowledgement to each watcher's event.
+//! - `memory`: RSS of the server process holding N pods.
+//!
+//! Output is a Markdown table per benchmark. Only 127.0.0.1 is contacted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use skiff_controlplane::store::sqlite::{SqliteConfig, SqliteStore};
+use skiff_controlplane::store::Store;
+
+#[derive(Parser)]
+#[command(name = "skiff-bench", about = "Skiff store and API benchmarks")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Durable 2 KB writes: SqliteStore vs raw SQLite.
+    Store {
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        writers: Vec<usize>,
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+    },
+    /// Pod creates/gets over HTTP (and etcd puts with --etcd).
+    Api {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        clients: Vec<usize>,
+        /// An etcd client URL on 127.0.0.1 to measure puts against (JSON gateway, /v3/kv/put).
+        #[arg(long)]
+        etcd: Option<String>,
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+    },
+    /// Write-to-event delay with many watchers.
+    Watch {
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        #[arg(long, default_value_t = 500)]
+        events: usize,
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+    },
+    /// Server RSS holding N pods.
+    Memory {
+        #[arg(long, default_value_t = 10000)]
+        pods: usize,
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+    },
+}
+
+fn value_2k(i: usize) -> Vec<u8> {
+    let mut v = format!("{{\"i\":{i},\"pad\":\"").into_bytes();
+    v.resize(2046, b'x');
+    v.extend_from_slice(b"\"}");
+    v
+}
+
+fn percentile(lat: &mut [Duration], p: f64) -> Duration {
+    if lat.is_empty() {
+        return Duration::ZERO;
+    }
+    lat.sort();
+    let idx = ((lat.len() as f64 - 1.0) * p).round() as usize;
+    lat[idx.min(lat.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+struct Row {
+    what: String,
+    workers: usize,
+    ops: usize,
+    secs: f64,
+    lat: Vec<Duration>,
+}
+
+fn print_rows(title: &str, rows: &mut [Row]) {
+    println!("\n### {title}\n");
+    println!("| what | clients | ops | ops/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows.iter_mut() {
+        let p50 = percentile(&mut r.lat, 0.50);
+        let p99 = percentile(&mut r.lat, 0.99);
+        println!("| {} | {} | {} | {:.0} | {} | {} |", r.what, r.workers, r.ops, r.ops as f64 / r.secs, ms(p50), ms(p99));
+    }
+}
+
+async fn bench_store(seconds: u64, writers: &[usize], dir: &Path) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for &n in writers {
+        // SqliteStore.
+        let tmp = tempfile::Builder::new().prefix("skiff-bench-store").tempdir_in(dir)?;
+        let store = Arc::new(SqliteStore::open(SqliteConfig::new(tmp.path().join("s.db")))?);
+        let count = Arc::new(AtomicUsize::new(0));
+        let lats = Arc::new(Mutex::new(Vec::new()));
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..n {
+            let (store, count, lats) = (store.clone(), count.clone(), lats.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut local = Vec::new();
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    store.create(&format!("/registry/core/pods/bench/w{w}-{i}"), value_2k(i)).await.expect("create");
+                    local.push(t.elapsed());
+                    i += 1;
+                }
+                count.fetch_add(i, Ordering::Relaxed);
+                lats.lock().unwrap().extend(local);
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        store.close();
+        let lat = std::mem::take(&mut *lats.lock().unwrap());
+        rows.push(Row { what: "SqliteStore (group commit, FULL)".into(), workers: n, ops: count.load(Ordering::Relaxed), secs, lat });
+
+        // Raw SQLite, same durability: one connection shared by the writers, one transaction per write.
+        let tmp = tempfile::Builder::new().prefix("skiff-bench-raw").tempdir_in(dir)?;
+        let conn = rusqlite::Connection::open(tmp.path().join("raw.db"))?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE kv(k TEXT PRIMARY KEY, v BLOB);")?;
+        let conn = Arc::new(Mutex::new(conn));
+        let count = Arc::new(AtomicUsize::new(0));
+        let lats = Arc::new(Mutex::new(Vec::new()));
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let start = Instant::now();
+        let mut threads = Vec::new();
+        for w in 0..n {
+            let (conn, count, lats) = (conn.clone(), count.clone(), lats.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut local = Vec::new();
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    {
+                        let c = conn.lock().unwrap();
+                        c.execute("INSERT INTO kv(k, v) VALUES (?1, ?2)", rusqlite::params![format!("w{w}-{i}"), value_2k(i)])
+                            .expect("insert");
+                    }
+                    local.push(t.elapsed());
+                    i += 1;
+                }
+                count.fetch_add(i, Ordering::Relaxed);
+                lats.lock().unwrap().extend(local);
+            }));
+        }
+        for t in threads {
+            t.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let lat = std::mem::take(&mut *lats.lock().unwrap());
+        rows.push(Row { what: "raw SQLite (WAL, FULL, txn per write)".into(), workers: n, ops: count.load(Ordering::Relaxed), secs, lat });
+    }
+    print_rows("Store: durable 2 KB writes", &mut rows);
+    Ok(())
+}
+
+/// A `skiff-controlplane` process on a free loopback port, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let bin = std::env::current_exe()?.parent().context("bench binary has no folder")?.join("skiff-controlplane");
+        let tmp = tempfile::Builder::new().prefix("skiff-bench-api").tempdir_in(dir)?;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let child = Command::new(&bin)
+            .args(["--data-dir", &tmp.path().to_string_lossy(), "--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let url = format!("http://127.0.0.1:{port}");
+        let s = Server { child, url, _dir: tmp };
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(format!("{}/readyz", s.url)).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(s);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("server did not become ready")
+    }
+
+    fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+        Ok(line.split_whitespace().nth(1).context("bad VmRSS")?.parse()?)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pod_body(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench", "tier": "backend"}, "annotations": {"note": "x".repeat(600)}},
+        "spec": {"containers": [{"name": "app", "image": "registry.local:5000/team/app:1.2.3",
+            "command": ["/bin/app", "--serve"], "ports": [{"containerPort": 8080}],
+            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
+    })
+}
+
+async fn run_clients<F, Fut>(n: usize, seconds: u64, op: F) -> (usize, f64, Vec<Duration>)
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static + Clone,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..n {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if let Err(e) = op(c, i).await {
+                    eprintln!("request failed: {e:#}");
+                    break;
+                }
+                lat.push(t.elapsed());
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    (all.len(), start.elapsed().as_secs_f64(), all)
+}
+
+async fn bench_api(seconds: u64, clients: &[usize], etcd: Option<&str>, dir: &Path) -> anyhow::Result<()> {
+    let server = Server::start(dir).await?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let mut rows = Vec::new();
+    for &n in clients {
+        let (h, base) = (http.clone(), server.url.clone());
+        let (ops, secs, lat) = run_clients(n, seconds, move |c, i| {
+            let (h, base) = (h.clone(), base.clone());
+            async move {
+                let r = h
+                    .post(format!("{base}/api/v1/namespaces/default/pods"))
+                    .json(&pod_body(&format!("p{n}-{c}-{i}")))
+                    .send()
+                    .await?;
+                if r.status().as_u16() != 201 {
+                    bail!("create: {}", r.status());
+                }
+                Ok(())
+            }
+        })
+        .await;
+        rows.push(Row { what: "skiff: create pod (durable)".into(), workers: n, ops, secs, lat });
+        let (h, base) = (http.clone(), server.url.clone());
+        let (ops, secs, lat) = run_clients(n, seconds, move |c, i| {
+            let (h, base) = (h.clone(), base.clone());
+            async move {
+                // Objects created by the create phase of this client count.
+                let r = h.get(format!("{base}/api/v1/namespaces/default/pods/p{n}-{c}-{}", i % 50)).send().await?;
+                if !r.status().is_success() {
+                    bail!("get: {}", r.status());
+                }
+                r.bytes().await?;
+                Ok(())
+            }
+        })
+        .await;
+        rows.push(Row { what: "skiff: get pod".into(), workers: n, ops, secs, lat });
+        if let Some(etcd) = etcd {
+            let (h, base) = (http.clone(), etcd.to_string());
+            let (ops, secs, lat) = run_clients(n, seconds, move |c, i| {
+                let (h, base) = (h.clone(), base.clone());
+                async move {
+                    use base64::Engine;
+                    let b64 = base64::engine::general_purpose::STANDARD;
+                    let key = b64.encode(format!("/registry/pods/default/p{n}-{c}-{i}"));
+                    let value = b64.encode(serde_json::to_vec(&pod_body("x"))?);
+                    let r = h.post(format!("{base}/v3/kv/put")).json(&serde_json::json!({"key": key, "value": value})).send().await?;
+                    if !r.status().is_success() {
+                        bail!("etcd put: {}", r.status());
+                    }
+                    r.bytes().await?;
+                    Ok(())
+                }
+            })
+            .await;
+            rows.push(Row { what: "etcd 3.4: put (JSON gateway)".into(), workers: n, ops, secs, lat });
+        }
+    }
+    print_rows("API over HTTP (pod ≈ 1.3 KB JSON)", &mut rows);
+    Ok(())
+}
+
+async fn bench_watch(watchers: usize, events: usize, dir: &Path) -> anyhow::Result<()> {
+    let server = Server::start(dir).await?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(watchers + 8).build()?;
+    // name → time its create request was sent: the delay includes the durable commit.
+    let acked: Arc<Mutex<std::collections::HashMap<String, Instant>>> = Default::default();
+    let delays: Arc<Mutex<Vec<Duration>>> = Default::default();
+    let rv = {
+        let r: serde_json::Value = http.get(format!("{}/api/v1/namespaces/default/pods", server.url)).send().await?.json().await?;
+        r["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string()
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..watchers {
+        let (h, url, acked, delays) = (http.clone(), server.url.clone(), acked.clone(), delays.clone());
+        let rv = rv.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = h
+                .get(format!("{url}/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}&timeoutSeconds=120"))
+                .send()
+                .await?;
+            let mut stream = resp.bytes_stream();
+            let mut buf = Vec::new();
+            let mut seen = 0;
+            while seen < events {
+                let Some(chunk) = stream.next().await else { break };
+                let now = Instant::now();
+                buf.extend_from_slice(&chunk?);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let ev: serde_json::Value = serde_json::from_slice(&line)?;
+                    let name = ev["object"]["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    let at = acked.lock().unwrap().get(&name).copied();
+                    delays.lock().unwrap().push(at.map(|a| now.saturating_duration_since(a)).unwrap_or_default());
+                    seen += 1;
+                }
+            }
+            anyhow::Ok(seen)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    for i in 0..events {
+        let name = format!("w{i}");
+        acked.lock().unwrap().insert(name.clone(), Instant::now());
+        let r = http.post(format!("{}/api/v1/namespaces/default/pods", server.url)).json(&pod_body(&name)).send().await?;
+        if r.status().as_u16() != 201 {
+            bail!("create: {}", r.status());
+        }
+        // A steady rate, not a burst: ~200 writes/s.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut d = std::mem::take(&mut *delays.lock().unwrap());
+    println!("\n### Watch: delay from sending a create to each watcher receiving its event, {watchers} watchers, {events} creates at ~200/s\n");
+    println!("| watchers | events delivered | p50 ms | p99 ms | max ms | wall s |");
+    println!("|---|---|---|---|---|---|");
+    let (p50, p99) = (percentile(&mut d, 0.5), percentile(&mut d, 0.99));
+    println!("| {watchers} | {total} | {} | {} | {} | {secs:.1} |", ms(p50), ms(p99), ms(*d.last().unwrap_or(&Duration::ZERO)));
+    Ok(())
+}
+
+async fn bench_memory(pods: usize, dir: &Path) -> anyhow::Result<()> {
+    let server = Server::start(dir).await?;
+    let idle = server.rss_kib()?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (h, url, next) = (http.clone(), server.url.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= pods {
+                    return anyhow::Ok(());
+                }
+                let r = h.post(format!("{url}/api/v1/namespaces/default/pods")).json(&pod_body(&format!("m{i}"))).send().await?;
+                if r.status().as_u16() != 201 {
+                    bail!("create: {}", r.status());
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let after_create = server.rss_kib()?;
+    // A full list (what every informer does at start) and a table list.
+    let t = Instant::now();
+    let body = http.get(format!("{}/api/v1/pods", server.url)).send().await?.bytes().await?;
+    let list_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let after_list = server.rss_kib()?;
+    println!("\n### Memory: server RSS holding {pods} pods\n");
+    println!("| state | RSS MiB |");
+    println!("|---|---|");
+    println!("| idle, empty store | {:.1} |", idle as f64 / 1024.0);
+    println!("| after {pods} creates | {:.1} |", after_create as f64 / 1024.0);
+    println!("| after a full list ({:.1} MiB JSON, {list_ms:.0} ms) | {:.1} |", body.len() as f64 / 1048576.0, after_list as f64 / 1024.0);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.cmd {
+        Cmd::Store { seconds, writers, dir } => bench_store(seconds, &writers, &dir).await,
+        Cmd::Api { seconds, clients, etcd, dir } => bench_api(seconds, &clients, etcd.as_deref(), &dir).await,
+        Cmd::Watch { watchers, events, dir } => bench_watch(watchers, events, &dir).await,
+        Cmd::Memory { pods, dir } => bench_memory(pods, &dir).await,
+    }
+}
