@@ -12,7 +12,7 @@ cargo build --release --locked -p skiff-controlplane >&2
 BENCH=./target/release/skiff-bench
 WORK=$(mktemp -d /var/tmp/skiff-bench.XXXXXX)
 ETCD_PID=""
-cleanup() { [ -n "$ETCD_PID" ] && kill "$ETCD_PID" 2>/dev/null && wait "$ETCD_PID" 2>/dev/null; rm -rf "$WORK"; }
+cleanup() { if [ -n "$ETCD_PID" ]; then kill "$ETCD_PID" 2>/dev/null; wait "$ETCD_PID" 2>/dev/null || true; fi; rm -rf "$WORK"; }
 trap cleanup EXIT
 CPORT=$((23000 + RANDOM % 1000)); PPORT=$((CPORT + 1000))
 etcd --name bench --data-dir "$WORK/etcd" \
