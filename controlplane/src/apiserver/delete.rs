@@ -145,13 +145,13 @@ fn after_delete(s: &Arc<ApiServer>, t: &Target, obj: &Value, propagation: Propag
 }
 
 /// Delete one object as a DELETE request with `opts` would. Returns the object as it is afterwards (with a
-/// deletionTimestamp if it lingers).
+/// deletionTimestamp if it lingers) and whether it is gone from the store.
 pub fn delete_object<'a>(
     s: &'a Arc<ApiServer>,
     t: &'a Target,
     name: &'a str,
     opts: &'a DeleteOptions,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, ApiError>> + Send + 'a>> {
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Value, bool), ApiError>> + Send + 'a>> {
     Box::pin(async move {
         for _ in 0..16 {
             let (obj, kv) = load(s, t, name).await?;
@@ -181,13 +181,13 @@ pub fn delete_object<'a>(
             let namespace = t.info.kind == "Namespace";
             if grace.is_none() && fins.is_empty() && !namespace {
                 if opts.dry_run {
-                    return Ok(obj);
+                    return Ok((obj, true));
                 }
                 let key = t.info.key(t.namespace.as_deref(), name);
                 match s.store.delete(&key, Some(kv.mod_revision)).await {
                     Ok(_) => {
                         after_delete(s, t, &obj, opts.propagation);
-                        return Ok(obj);
+                        return Ok((obj, true));
                     }
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(ApiError::from_store(t.info, name, e)),
@@ -213,7 +213,7 @@ pub fn delete_object<'a>(
                 new["status"]["phase"] = json!("Terminating");
             }
             if new == obj || opts.dry_run {
-                return Ok(new);
+                return Ok((new, false));
             }
             let key = t.info.key(t.namespace.as_deref(), name);
             match s.store.update(&key, codec::to_stored(&new), kv.mod_revision).await {
@@ -231,7 +231,7 @@ pub fn delete_object<'a>(
                             remove_finalizer(&s, &t, &name, p).await;
                         });
                     }
-                    return Ok(new);
+                    return Ok((new, false));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(ApiError::from_store(t.info, name, e)),
@@ -384,8 +384,8 @@ pub async fn delete(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response,
     let include = IncludeObject::parse(r.q("includeObject"))?;
     let opts = DeleteOptions::from_request(r)?;
     let name = t.name.as_deref().unwrap_or_default();
-    let obj = delete_object(s, t, name, &opts).await?;
-    let code = if is_deleting(&obj) { StatusCode::ACCEPTED } else { StatusCode::OK };
+    let (obj, gone) = delete_object(s, t, name, &opts).await?;
+    let code = if gone { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok(codec::object_response(code, t.info, &obj, format, include))
 }
 
@@ -399,7 +399,7 @@ pub async fn delete_collection(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Resul
         let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
         let ot = Target { namespace: ns, name: Some(name.clone()), ..t.clone() };
         match delete_object(s, &ot, &name, &opts).await {
-            Ok(o) => deleted.push(o),
+            Ok((o, _)) => deleted.push(o),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

@@ -1,0 +1,475 @@
+//! API server behaviour over real HTTP on 127.0.0.1 (port 0), in-process, against a temporary store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use skiff_controlplane::apiserver::{serve, ApiServer, Config};
+use skiff_controlplane::store::sqlite::{SqliteConfig, SqliteStore};
+use skiff_controlplane::store::Store;
+
+struct TestServer {
+    url: String,
+    http: Client,
+    store: Arc<SqliteStore>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir) -> Self {
+        let store = Arc::new(SqliteStore::open(SqliteConfig::new(dir.path().join("store.db"))).unwrap());
+        let config = Config {
+            bookmark_interval: Duration::from_millis(200),
+            compaction_interval: Duration::from_secs(3600),
+            ..Config::default()
+        };
+        let server = ApiServer::new(store.clone(), config);
+        server.start().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, server, async move {
+            let _ = rx.await;
+        }));
+        TestServer { url, http: Client::new(), store, stop: Some(tx), task: Some(task), dir }
+    }
+
+    /// Stop the server and return its data directory (to start again on it).
+    async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        self.store.close();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    async fn req(&self, method: &str, path: &str, ct: Option<&str>, body: Option<Vec<u8>>) -> (StatusCode, Value) {
+        let mut r = self.http.request(method.parse().unwrap(), format!("{}{path}", self.url));
+        if let Some(ct) = ct {
+            r = r.header("Content-Type", ct);
+        }
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        let resp = r.send().await.unwrap();
+        let code = resp.status();
+        let bytes = resp.bytes().await.unwrap();
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.req("POST", path, Some("application/json"), Some(serde_json::to_vec(&body).unwrap())).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.req("PUT", path, Some("application/json"), Some(serde_json::to_vec(&body).unwrap())).await
+    }
+
+    async fn merge(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.req("PATCH", path, Some("application/merge-patch+json"), Some(serde_json::to_vec(&body).unwrap())).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.req("GET", path, None, None).await
+    }
+
+    async fn delete(&self, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.req("DELETE", path, Some("application/json"), body.map(|b| serde_json::to_vec(&b).unwrap())).await
+    }
+
+    /// Open a watch and return a reader of its events.
+    async fn watch(&self, path: &str) -> Watch {
+        let resp = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "watch {path}");
+        Watch { stream: Box::pin(resp.bytes_stream()), buf: Vec::new() }
+    }
+
+    async fn eventually_gone(&self, path: &str) {
+        for _ in 0..100 {
+            if self.get(path).await.0 == StatusCode::NOT_FOUND {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{path} still exists");
+    }
+}
+
+type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+struct Watch {
+    stream: ByteStream,
+    buf: Vec<u8>,
+}
+
+impl Watch {
+    async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                return Some(serde_json::from_slice(&line).unwrap());
+            }
+            match tokio::time::timeout(Duration::from_secs(10), self.stream.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next event that is not a bookmark: (type, name).
+    async fn next_change(&mut self) -> (String, String) {
+        loop {
+            let ev = self.next().await.expect("a watch event");
+            let ty = ev["type"].as_str().unwrap().to_string();
+            if ty != "BOOKMARK" {
+                return (ty, ev["object"]["metadata"]["name"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+}
+
+fn pod(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+           "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}})
+}
+
+fn cm(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}})
+}
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reports_selector_transitions() {
+    let s = TestServer::start().await;
+    let (_, list) = s.get(PODS).await;
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut w = s.watch(&format!("{PODS}?watch=true&labelSelector=app%3Da&resourceVersion={rv}")).await;
+    assert_eq!(s.post(PODS, pod("p", json!({"app": "a"}))).await.0, StatusCode::CREATED);
+    assert_eq!(w.next_change().await, ("ADDED".into(), "p".into()));
+    s.merge(&format!("{PODS}/p"), json!({"metadata": {"labels": {"app": "b"}}})).await;
+    assert_eq!(w.next_change().await, ("DELETED".into(), "p".into()));
+    s.merge(&format!("{PODS}/p"), json!({"metadata": {"labels": {"x": "1"}}})).await;
+    s.merge(&format!("{PODS}/p"), json!({"metadata": {"labels": {"app": "a"}}})).await;
+    assert_eq!(w.next_change().await, ("ADDED".into(), "p".into()));
+    s.delete(&format!("{PODS}/p"), None).await;
+    assert_eq!(w.next_change().await, ("DELETED".into(), "p".into()));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_without_resource_version_starts_with_added_and_sends_bookmarks() {
+    let s = TestServer::start().await;
+    s.post(CMS, cm("one")).await;
+    s.post(CMS, cm("two")).await;
+    let mut w = s.watch(&format!("{CMS}?watch=true&allowWatchBookmarks=true")).await;
+    assert_eq!(w.next_change().await, ("ADDED".into(), "one".into()));
+    assert_eq!(w.next_change().await, ("ADDED".into(), "two".into()));
+    let mut bookmark = None;
+    for _ in 0..5 {
+        let ev = w.next().await.unwrap();
+        if ev["type"] == "BOOKMARK" {
+            bookmark = Some(ev);
+            break;
+        }
+    }
+    let b = bookmark.expect("a bookmark");
+    assert!(b["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap() > 0);
+    // timeoutSeconds ends the stream.
+    let mut w = s.watch(&format!("{CMS}?watch=true&resourceVersion=1&timeoutSeconds=1")).await;
+    let started = std::time::Instant::now();
+    while w.next().await.is_some() {}
+    assert!(started.elapsed() < Duration::from_secs(5));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_resource_version_is_410() {
+    let s = TestServer::start().await;
+    let (_, c) = s.post(CMS, cm("a")).await;
+    let old_rv = c["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    s.merge(&format!("{CMS}/a"), json!({"data": {"k": "2"}})).await;
+    s.post(CMS, cm("b")).await;
+    let now = s.store.current_revision().await.unwrap();
+    s.store.compact(now).await.unwrap();
+    let (code, status) = s.get(&format!("{CMS}?watch=true&resourceVersion={old_rv}")).await;
+    assert_eq!(code, StatusCode::GONE);
+    assert_eq!(status["reason"], "Expired");
+    assert_eq!(status["kind"], "Status");
+    // Watching from the compaction point still works.
+    let mut w = s.watch(&format!("{CMS}?watch=true&resourceVersion={now}")).await;
+    s.post(CMS, cm("c")).await;
+    assert_eq!(w.next_change().await, ("ADDED".into(), "c".into()));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_with_limit_and_continue() {
+    let s = TestServer::start().await;
+    for i in 0..7 {
+        s.post(CMS, cm(&format!("cm{i}"))).await;
+    }
+    let mut names = Vec::new();
+    let mut cont: Option<String> = None;
+    let mut rvs = Vec::new();
+    loop {
+        let path = match &cont {
+            Some(c) => format!("{CMS}?limit=3&continue={c}"),
+            None => format!("{CMS}?limit=3"),
+        };
+        let (code, page) = s.get(&path).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(page["items"].as_array().unwrap().len() <= 3);
+        names.extend(page["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()));
+        rvs.push(page["metadata"]["resourceVersion"].clone());
+        // Writes between pages do not show up: the list is at the first page's revision.
+        s.post(CMS, cm(&format!("late{}", rvs.len()))).await;
+        match page["metadata"]["continue"].as_str() {
+            Some(c) => cont = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["cm0", "cm1", "cm2", "cm3", "cm4", "cm5", "cm6"]);
+    assert!(rvs.windows(2).all(|w| w[0] == w[1]), "{rvs:?}");
+    assert_eq!(s.get(&format!("{CMS}?continue=garbage")).await.0, StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_status_and_writes_nothing() {
+    let s = TestServer::start().await;
+    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16)> = vec![
+        ("malformed JSON", Some("application/json"), b"{\"metadata\": {".to_vec(), 400),
+        ("not an object", Some("application/json"), b"[1,2]".to_vec(), 400),
+        ("empty body", Some("application/json"), Vec::new(), 400),
+        ("unknown media type", Some("text/plain"), b"hello".to_vec(), 415),
+        ("bad protobuf", Some("application/vnd.kubernetes.protobuf"), b"k8s\0\xff\xff".to_vec(), 400),
+        ("bad YAML", Some("application/yaml"), b"metadata: [unclosed".to_vec(), 400),
+        ("kind mismatch", Some("application/json"), serde_json::to_vec(&json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": "x"}})).unwrap(), 400),
+        ("wrong field type", Some("application/json"), serde_json::to_vec(&json!({"metadata": {"name": "x"}, "spec": {"containers": "nope"}})).unwrap(), 400),
+        ("invalid name", Some("application/json"), serde_json::to_vec(&pod("Bad_Name", json!({}))).unwrap(), 422),
+        ("too large", Some("application/json"), vec![b' '; 4 * 1024 * 1024], 413),
+    ];
+    for (what, ct, body, want) in cases {
+        let (code, status) = s.req("POST", PODS, ct, Some(body)).await;
+        assert_eq!(code.as_u16(), want, "{what}: {status}");
+        assert_eq!(status["kind"], "Status", "{what}");
+        assert_eq!(status["code"], want, "{what}");
+    }
+    let (_, invalid) = s.post(PODS, json!({"metadata": {"name": "bad"}, "spec": {"containers": [{"name": "c"}]}})).await;
+    assert_eq!(invalid["message"], "Pod \"bad\" is invalid: spec.containers[0].image: Required value");
+    assert_eq!(invalid["details"]["causes"][0]["field"], "spec.containers[0].image");
+    let (_, strict) = s
+        .req("POST", &format!("{PODS}?fieldValidation=Strict"), Some("application/json"),
+             Some(serde_json::to_vec(&json!({"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "image": "i"}], "bogus": 1}})).unwrap()))
+        .await;
+    assert!(strict["message"].as_str().unwrap().contains("unknown field \"spec.bogus\""), "{strict}");
+    let (_, list) = s.get(PODS).await;
+    assert_eq!(list["items"], json!([]), "nothing was written");
+    assert_eq!(s.get("/api/v1/namespaces/default/widgets").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.req("PUT", PODS, None, None).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_conflicts_status_and_generation() {
+    let s = TestServer::start().await;
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+        "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}});
+    let path = "/apis/apps/v1/namespaces/default/deployments";
+    let (code, d) = s.post(path, deploy).await;
+    assert_eq!(code, StatusCode::CREATED);
+    assert_eq!(d["metadata"]["generation"], 1);
+    // A stale resourceVersion is a conflict.
+    let mut stale = d.clone();
+    s.merge(&format!("{path}/d"), json!({"spec": {"replicas": 3}})).await;
+    stale["spec"]["replicas"] = json!(5);
+    let (code, st) = s.put(&format!("{path}/d"), stale).await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert_eq!(st["reason"], "Conflict");
+    // The main resource ignores status; /status ignores spec.
+    let (_, cur) = s.get(&format!("{path}/d")).await;
+    let mut with_status = cur.clone();
+    with_status["status"] = json!({"replicas": 9});
+    let (_, after) = s.put(&format!("{path}/d"), with_status.clone()).await;
+    assert!(after["status"].get("replicas").is_none());
+    assert_eq!(after["metadata"]["resourceVersion"], cur["metadata"]["resourceVersion"], "a no-op update keeps the resourceVersion");
+    let mut status_put = after.clone();
+    status_put["status"] = json!({"replicas": 2});
+    status_put["spec"]["replicas"] = json!(100);
+    let (code, after) = s.put(&format!("{path}/d/status"), status_put).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(after["status"]["replicas"], 2);
+    assert_eq!(after["spec"]["replicas"], 3);
+    assert_eq!(after["metadata"]["generation"], 2, "only spec changes bump the generation");
+    // Scale subresource.
+    let (_, scale) = s.get(&format!("{path}/d/scale")).await;
+    assert_eq!((scale["kind"].as_str(), scale["spec"]["replicas"].as_i64(), scale["status"]["selector"].as_str()), (Some("Scale"), Some(3), Some("a=b")));
+    let (code, _) = s.merge(&format!("{path}/d/scale"), json!({"spec": {"replicas": -1}})).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    // Immutable selector.
+    let (code, _) = s.merge(&format!("{path}/d"), json!({"spec": {"selector": {"matchLabels": {"a": "c"}}}})).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizers_and_graceful_pod_deletion() {
+    let s = TestServer::start().await;
+    let mut c = cm("held");
+    c["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    s.post(CMS, c).await;
+    let (code, obj) = s.delete(&format!("{CMS}/held"), None).await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert!(obj["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(s.get(&format!("{CMS}/held")).await.0, StatusCode::OK);
+    s.merge(&format!("{CMS}/held"), json!({"metadata": {"finalizers": null}})).await;
+    s.eventually_gone(&format!("{CMS}/held")).await;
+
+    // A pod bound to a node waits for its agent; grace 0 removes it.
+    s.post(PODS, pod("p", json!({}))).await;
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}});
+    assert_eq!(s.post(&format!("{PODS}/p/binding"), binding.clone()).await.0, StatusCode::CREATED);
+    assert_eq!(s.post(&format!("{PODS}/p/binding"), binding).await.0, StatusCode::CONFLICT);
+    let (_, p) = s.get(&format!("{PODS}/p")).await;
+    assert_eq!(p["spec"]["nodeName"], "n1");
+    assert_eq!(p["status"]["conditions"][0]["type"], "PodScheduled");
+    let (code, p) = s.delete(&format!("{PODS}/p"), None).await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert_eq!(s.get(&format!("{PODS}/p")).await.0, StatusCode::OK);
+    let (code, _) = s.delete(&format!("{PODS}/p"), Some(json!({"gracePeriodSeconds": 0}))).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(s.get(&format!("{PODS}/p")).await.0, StatusCode::NOT_FOUND);
+
+    // Preconditions.
+    let (_, q) = s.post(PODS, pod("q", json!({}))).await;
+    let (code, _) = s.delete(&format!("{PODS}/q"), Some(json!({"preconditions": {"uid": "wrong"}}))).await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    let (code, _) = s.delete(&format!("{PODS}/q"), Some(json!({"preconditions": {"uid": q["metadata"]["uid"]}}))).await;
+    assert_eq!(code, StatusCode::OK);
+    // Eviction is a delete.
+    s.post(PODS, pod("e", json!({}))).await;
+    let ev = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "e"}});
+    assert_eq!(s.post(&format!("{PODS}/e/eviction"), ev).await.0, StatusCode::CREATED);
+    assert_eq!(s.get(&format!("{PODS}/e")).await.0, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_cascade_and_namespace_deletion() {
+    let s = TestServer::start().await;
+    let (_, owner) = s.post(CMS, cm("owner")).await;
+    let owner_ref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}]);
+    for name in ["dep1", "dep2"] {
+        let mut d = cm(name);
+        d["metadata"]["ownerReferences"] = owner_ref.clone();
+        s.post(CMS, d).await;
+    }
+    s.delete(&format!("{CMS}/owner"), Some(json!({"propagationPolicy": "Background"}))).await;
+    s.eventually_gone(&format!("{CMS}/dep1")).await;
+    s.eventually_gone(&format!("{CMS}/dep2")).await;
+
+    // Orphan keeps the dependent and drops the reference.
+    let (_, owner) = s.post(CMS, cm("owner2")).await;
+    let mut d = cm("kept");
+    d["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner2", "uid": owner["metadata"]["uid"]}]);
+    s.post(CMS, d).await;
+    s.delete(&format!("{CMS}/owner2"), Some(json!({"propagationPolicy": "Orphan"}))).await;
+    s.eventually_gone(&format!("{CMS}/owner2")).await;
+    let (code, kept) = s.get(&format!("{CMS}/kept")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(kept["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty), "{kept}");
+
+    // Namespace deletion removes its contents first; creating inside a terminating namespace is forbidden.
+    s.post("/api/v1/namespaces", json!({"metadata": {"name": "team"}})).await;
+    let mut held = cm("held");
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    s.post("/api/v1/namespaces/team/configmaps", held).await;
+    s.post("/api/v1/namespaces/team/configmaps", cm("plain")).await;
+    let (code, ns) = s.delete("/api/v1/namespaces/team", None).await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    let (code, st) = s.post("/api/v1/namespaces/team/configmaps", cm("new")).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{st}");
+    s.eventually_gone("/api/v1/namespaces/team/configmaps/plain").await;
+    assert_eq!(s.get("/api/v1/namespaces/team").await.0, StatusCode::OK, "waits for the held object");
+    s.merge("/api/v1/namespaces/team/configmaps/held", json!({"metadata": {"finalizers": null}})).await;
+    s.eventually_gone("/api/v1/namespaces/team").await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_allocations_are_unique_and_survive_restart() {
+    let s = TestServer::start().await;
+    let svc = |name: &str| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [{"port": 80}]}});
+    let path = "/api/v1/namespaces/default/services";
+    let (_, a) = s.post(path, svc("a")).await;
+    let dir = s.stop().await;
+    let s = TestServer::start_in(dir).await;
+    let (_, b) = s.post(path, svc("b")).await;
+    assert_ne!(a["spec"]["clusterIP"], b["spec"]["clusterIP"]);
+    assert_ne!(a["spec"]["ports"][0]["nodePort"], b["spec"]["ports"][0]["nodePort"]);
+    assert_eq!(b["spec"]["ports"][0]["targetPort"], 80);
+    // A taken IP cannot be requested; a released one can.
+    let mut c = svc("c");
+    c["spec"]["clusterIP"] = a["spec"]["clusterIP"].clone();
+    let (code, st) = s.post(path, c.clone()).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{st}");
+    s.delete(&format!("{path}/a"), None).await;
+    let (code, c) = s.post(path, c).await;
+    assert_eq!(code, StatusCode::CREATED);
+    assert_eq!(c["spec"]["clusterIP"], a["spec"]["clusterIP"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_and_tables() {
+    let s = TestServer::start().await;
+    let (_, v) = s.get("/version").await;
+    assert_eq!(v["minor"], "32");
+    let resp = s
+        .http
+        .get(format!("{}/apis", s.url))
+        .header("Accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["items"][0]["metadata"]["name"], "apps");
+    let (_, core) = s.get("/api/v1").await;
+    let names: Vec<&str> = core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"pods/log") && names.contains(&"pods/eviction") && names.contains(&"services/status"));
+    s.post(PODS, pod("t", json!({}))).await;
+    let table: Value = s
+        .http
+        .get(format!("{}{PODS}", s.url))
+        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(table["kind"], "Table");
+    assert_eq!(table["columnDefinitions"][0]["name"], "Name");
+    assert_eq!(table["rows"][0]["cells"][0], "t");
+    assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    s.stop().await;
+}
