@@ -23,6 +23,9 @@ use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::api::strategy;
 use crate::store::StoreError;
 
+/// Boxed because deleting an object can delete its dependents (recursion through `cascade`).
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Propagation {
     Background,
@@ -151,7 +154,7 @@ pub fn delete_object<'a>(
     t: &'a Target,
     name: &'a str,
     opts: &'a DeleteOptions,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Value, bool), ApiError>> + Send + 'a>> {
+) -> BoxFuture<'a, Result<(Value, bool), ApiError>> {
     Box::pin(async move {
         for _ in 0..16 {
             let (obj, kv) = load(s, t, name).await?;
