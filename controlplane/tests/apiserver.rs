@@ -473,3 +473,90 @@ async fn discovery_and_tables() {
     assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
     s.stop().await;
 }
+
+/// A stand-in node agent on 127.0.0.1: serves logs, and echoes bytes on an upgraded exec connection.
+async fn fake_agent() -> (u16, tokio::task::JoinHandle<()>) {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::http::{header, StatusCode as S};
+    use axum::response::{IntoResponse, Response};
+    let app = axum::Router::new().fallback(|mut req: Request<Body>| async move {
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
+        if path == "/containerLogs/default/p/c" {
+            return (S::OK, format!("line1\nline2\nquery={query}\n")).into_response();
+        }
+        if path == "/exec/default/p/c" && req.headers().contains_key(header::UPGRADE) {
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(io) = upgrade.await {
+                    let mut io = hyper_util::rt::TokioIo::new(io);
+                    let (mut r, mut w) = tokio::io::split(&mut io);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            return Response::builder()
+                .status(S::SWITCHING_PROTOCOLS)
+                .header(header::UPGRADE, "websocket")
+                .header(header::CONNECTION, "Upgrade")
+                .header("Sec-WebSocket-Protocol", "v5.channel.k8s.io")
+                .body(Body::empty())
+                .unwrap();
+        }
+        (S::NOT_FOUND, format!("no such path {path}")).into_response()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_exec_are_forwarded_to_the_node_agent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let (port, agent) = fake_agent().await;
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                   "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
+    assert_eq!(s.post("/api/v1/nodes", node).await.0, StatusCode::CREATED);
+    s.post(PODS, pod("p", json!({}))).await;
+    // Not scheduled yet: a clear error.
+    let (code, st) = s.get(&format!("{PODS}/p/log")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(st["message"].as_str().unwrap().contains("does not have a host assigned"));
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}});
+    s.post(&format!("{PODS}/p/binding"), binding).await;
+    let text = s.http.get(format!("{}{PODS}/p/log?tailLines=5&follow=true", s.url)).send().await.unwrap().text().await.unwrap();
+    assert!(text.starts_with("line1\nline2\n"), "{text}");
+    assert!(text.contains("follow=true") && text.contains("tailLines=5"), "{text}");
+    let (code, _) = s.get(&format!("{PODS}/p/log?container=nope")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+
+    // exec: the upgrade is passed through and bytes flow both ways.
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "GET {PODS}/p/exec?command=sh&stdin=true&stdout=true HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n"
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("sec-websocket-protocol: v5.channel.k8s.io"), "{head}");
+    conn.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"ping");
+    drop(conn);
+    agent.abort();
+    s.stop().await;
+}

@@ -163,10 +163,30 @@ expect "deleted pod is gone"                   1 'NotFound|not found'           
 expect "delete namespace"                      0 'namespace "team" deleted'      -- k delete namespace team --wait=true --timeout=30s
 expect "namespace contents are gone"           0 'No resources found'            -- k get deploy -n team
 
-# Survive kill -9: everything acknowledged is still there; resourceVersions keep growing.
+# Survive kill -9 under a write load: every acknowledged create is there after the restart.
 RV=$(k get deploy app -o 'jsonpath={.metadata.resourceVersion}')
+ACKED=$WORK/acked; : >"$ACKED"
+(
+  for i in $(seq 1 100000); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -X POST \
+      --data "{\"metadata\":{\"name\":\"load-$i\"},\"data\":{\"i\":\"$i\"}}" \
+      "http://127.0.0.1:$PORT/api/v1/namespaces/default/configmaps") || break
+    [ "$code" = 201 ] || break
+    echo "configmap/load-$i" >>"$ACKED"
+  done
+) &
+LOADER=$!
+sleep 2
 kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null; SERVER_PID=""
+wait "$LOADER"
 start_server
+k get configmaps -o name | sort >"$WORK/stored"
+MISSING=$(sort "$ACKED" | comm -23 - "$WORK/stored" | wc -l)
+if [ "$(wc -l <"$ACKED")" -gt 10 ] && [ "$MISSING" -eq 0 ]; then
+  pass "kill -9 under load: all $(wc -l <"$ACKED") acknowledged creates survived"
+else
+  fail "kill -9 under load: $MISSING of $(wc -l <"$ACKED") acknowledged creates missing"
+fi
 expect "state survives kill -9"                0 "^5 $RV$"                        -- k get deploy app -o 'jsonpath={.spec.replicas} {.metadata.resourceVersion}'
 expect "writes continue after restart"         0 'deployment.apps/app scaled'    -- k scale deploy app --replicas=1
 expect "watch resumes from an old resourceVersion" 0 '"type":"MODIFIED"' -- curl -sf --max-time 3 "http://127.0.0.1:$PORT/apis/apps/v1/namespaces/default/deployments?watch=true&resourceVersion=$RV&timeoutSeconds=1"
