@@ -85,6 +85,8 @@ pub struct ApiServer {
     pub http: reqwest::Client,
     /// Flips to true on shutdown so that open watches end.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Recently decoded store events, shared by the watch streams.
+    pub events: Arc<watch::EventCache>,
 }
 
 /// What a resource path names.
@@ -193,6 +195,7 @@ impl ApiServer {
             alloc,
             http: reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default(),
             closing,
+            events: Arc::new(watch::EventCache::new()),
         })
     }
 

@@ -5,7 +5,8 @@
 //! fails with 410 Expired when history has been compacted. Selectors are applied to both the old and the new
 //! version of each change, so that an object that stops matching is reported as DELETED (as upstream does).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,44 +24,108 @@ use super::{ApiServer, Req, Target};
 use crate::api::resources::ResourceInfo;
 use crate::store::{Event, EventKind, Revision, StoreError};
 
-/// What one watch stream sends, decided per store event.
-fn classify(filter: &Filter, ev: &Event) -> Result<Option<(&'static str, Value)>, ApiError> {
-    let parse = |bytes: &[u8], rev: Revision| -> Result<Value, ApiError> {
-        let mut v: Value =
-            serde_json::from_slice(bytes).map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
-        codec::set_resource_version(&mut v, rev);
-        Ok(v)
-    };
-    let new = parse(&ev.kv.value, ev.revision)?;
-    let new_matches = filter.matches(&new);
-    let old_matches = match &ev.prev {
-        Some(p) if ev.kind == EventKind::Update => filter.matches(&parse(&p.value, p.mod_revision)?),
-        _ => false,
-    };
-    Ok(match ev.kind {
-        EventKind::Create if new_matches => Some(("ADDED", new)),
-        EventKind::Delete if new_matches => Some(("DELETED", new)),
+/// One store event, parsed, with its JSON event lines encoded on first use.
+pub struct Decoded {
+    revision: Revision,
+    new: Value,
+    old: Option<Value>,
+    /// `{"type":T,"object":...}\n` for ADDED, MODIFIED, DELETED.
+    lines: [OnceLock<Bytes>; 3],
+}
+
+impl Decoded {
+    fn line(&self, ty: &'static str) -> Bytes {
+        let i = match ty {
+            "ADDED" => 0,
+            "MODIFIED" => 1,
+            _ => 2,
+        };
+        self.lines[i].get_or_init(|| encode_line(ty, &self.new)).clone()
+    }
+}
+
+/// Recently decoded events, shared by every watch stream: with many watchers an event is parsed and encoded once,
+/// not once per watcher.
+pub struct EventCache {
+    recent: Mutex<VecDeque<Arc<Decoded>>>,
+}
+
+const EVENT_CACHE_SIZE: usize = 1024;
+
+impl EventCache {
+    pub fn new() -> Self {
+        EventCache { recent: Mutex::new(VecDeque::with_capacity(EVENT_CACHE_SIZE)) }
+    }
+
+    fn get(&self, ev: &Event) -> Result<Arc<Decoded>, ApiError> {
+        {
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(d) = recent.iter().rev().find(|d| d.revision == ev.revision) {
+                return Ok(d.clone());
+            }
+        }
+        let parse = |bytes: &[u8], rev: Revision| -> Result<Value, ApiError> {
+            let mut v: Value = serde_json::from_slice(bytes)
+                .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
+            codec::set_resource_version(&mut v, rev);
+            Ok(v)
+        };
+        let old = match &ev.prev {
+            Some(p) if ev.kind == EventKind::Update => Some(parse(&p.value, p.mod_revision)?),
+            _ => None,
+        };
+        let d = Arc::new(Decoded {
+            revision: ev.revision,
+            new: parse(&ev.kv.value, ev.revision)?,
+            old,
+            lines: Default::default(),
+        });
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= EVENT_CACHE_SIZE {
+            recent.pop_front();
+        }
+        recent.push_back(d.clone());
+        Ok(d)
+    }
+}
+
+impl Default for EventCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What one watch stream sends for a store event, given its selectors.
+fn classify(filter: &Filter, kind: EventKind, d: &Decoded) -> Option<&'static str> {
+    let new_matches = filter.matches(&d.new);
+    let old_matches = d.old.as_ref().is_some_and(|o| filter.matches(o));
+    match kind {
+        EventKind::Create if new_matches => Some("ADDED"),
+        EventKind::Delete if new_matches => Some("DELETED"),
         EventKind::Update => match (old_matches, new_matches) {
-            (true, true) => Some(("MODIFIED", new)),
-            (false, true) => Some(("ADDED", new)),
-            (true, false) => Some(("DELETED", new)),
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
             (false, false) => None,
         },
         _ => None,
-    })
+    }
+}
+
+fn encode_line(ty: &str, obj: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
 }
 
 fn encode_event(info: &ResourceInfo, ty: &str, obj: Value, format: Format, include: IncludeObject, first: bool) -> Bytes {
-    let object = match format {
-        Format::Json => obj,
+    match format {
+        Format::Json => encode_line(ty, &obj),
         Format::Table => {
             let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
-            codec::table(info, std::slice::from_ref(&obj), json!({"resourceVersion": rv}), include, first)
+            encode_line(ty, &codec::table(info, std::slice::from_ref(&obj), json!({"resourceVersion": rv}), include, first))
         }
-    };
-    let mut line = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
+    }
 }
 
 fn bookmark(info: &ResourceInfo, rev: Revision) -> Bytes {
@@ -112,6 +177,7 @@ pub async fn watch(s: Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, A
     let mut closing = s.closing();
     let metrics = s.metrics.clone();
     let bookmark_every = s.config.bookmark_interval;
+    let cache = s.events.clone();
     tokio::spawn(async move {
         metrics.watches.inc();
         let mut first = true;
@@ -131,14 +197,18 @@ pub async fn watch(s: Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, A
                     ev = events.next() => match ev {
                         Some(Ok(ev)) => {
                             last = ev.revision;
-                            match classify(&filter, &ev) {
-                                Ok(Some((ty, obj))) => {
-                                    if tx.send(Ok(encode_event(info, ty, obj, format, include, first))).await.is_err() {
+                            match cache.get(&ev) {
+                                Ok(d) => {
+                                    let Some(ty) = classify(&filter, ev.kind, &d) else { continue };
+                                    let line = match format {
+                                        Format::Json => d.line(ty),
+                                        Format::Table => encode_event(info, ty, d.new.clone(), format, include, first),
+                                    };
+                                    if tx.send(Ok(line)).await.is_err() {
                                         break;
                                     }
                                     first = false;
                                 }
-                                Ok(None) => {}
                                 Err(e) => {
                                     let _ = tx.send(Ok(error_event(&e))).await;
                                     break;
