@@ -108,77 +108,95 @@ fn print_rows(title: &str, rows: &mut [Row]) {
     }
 }
 
+async fn measure_store(cfg: SqliteConfig, n: usize, seconds: u64) -> anyhow::Result<(usize, f64, Vec<Duration>)> {
+    let store = Arc::new(SqliteStore::open(cfg)?);
+    let count = Arc::new(AtomicUsize::new(0));
+    let lats = Arc::new(Mutex::new(Vec::new()));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..n {
+        let (store, count, lats) = (store.clone(), count.clone(), lats.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut local = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                store.create(&format!("/registry/core/pods/bench/w{w}-{i}"), value_2k(i)).await.expect("create");
+                local.push(t.elapsed());
+                i += 1;
+            }
+            count.fetch_add(i, Ordering::Relaxed);
+            lats.lock().unwrap().extend(local);
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    store.close();
+    let lat = std::mem::take(&mut *lats.lock().unwrap());
+    Ok((count.load(Ordering::Relaxed), secs, lat))
+}
+
+/// Raw SQLite: one connection shared by the writers, one transaction per write.
+fn measure_raw(path: &Path, sync: &str, n: usize, seconds: u64) -> anyhow::Result<(usize, f64, Vec<Duration>)> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; CREATE TABLE kv(k TEXT PRIMARY KEY, v BLOB);"))?;
+    let conn = Arc::new(Mutex::new(conn));
+    let lats = Arc::new(Mutex::new(Vec::new()));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut threads = Vec::new();
+    for w in 0..n {
+        let (conn, lats) = (conn.clone(), lats.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut local = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                {
+                    let c = conn.lock().unwrap();
+                    c.execute("INSERT INTO kv(k, v) VALUES (?1, ?2)", rusqlite::params![format!("w{w}-{i}"), value_2k(i)])
+                        .expect("insert");
+                }
+                local.push(t.elapsed());
+                i += 1;
+            }
+            lats.lock().unwrap().extend(local);
+        }));
+    }
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let lat = std::mem::take(&mut *lats.lock().unwrap());
+    Ok((lat.len(), secs, lat))
+}
+
 async fn bench_store(seconds: u64, writers: &[usize], dir: &Path) -> anyhow::Result<()> {
+    use skiff_controlplane::store::sqlite::Durability;
     let mut rows = Vec::new();
     for &n in writers {
-        // SqliteStore.
-        let tmp = tempfile::Builder::new().prefix("skiff-bench-store").tempdir_in(dir)?;
-        let store = Arc::new(SqliteStore::open(SqliteConfig::new(tmp.path().join("s.db")))?);
-        let count = Arc::new(AtomicUsize::new(0));
-        let lats = Arc::new(Mutex::new(Vec::new()));
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for w in 0..n {
-            let (store, count, lats) = (store.clone(), count.clone(), lats.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut local = Vec::new();
-                let mut i = 0;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    store.create(&format!("/registry/core/pods/bench/w{w}-{i}"), value_2k(i)).await.expect("create");
-                    local.push(t.elapsed());
-                    i += 1;
-                }
-                count.fetch_add(i, Ordering::Relaxed);
-                lats.lock().unwrap().extend(local);
-            }));
+        let variants = [
+            ("SqliteStore: FULL + group commit (default)", Durability::Full, true),
+            ("SqliteStore: FULL, no group commit", Durability::Full, false),
+            ("SqliteStore: NORMAL + group commit (not power-safe)", Durability::Normal, true),
+        ];
+        for (what, durability, group_commit) in variants {
+            let tmp = tempfile::Builder::new().prefix("skiff-bench-store").tempdir_in(dir)?;
+            let cfg = SqliteConfig { durability, group_commit, ..SqliteConfig::new(tmp.path().join("s.db")) };
+            let (ops, secs, lat) = measure_store(cfg, n, seconds).await?;
+            rows.push(Row { what: what.into(), workers: n, ops, secs, lat });
         }
-        for t in tasks {
-            t.await?;
+        for sync in ["FULL", "NORMAL"] {
+            let tmp = tempfile::Builder::new().prefix("skiff-bench-raw").tempdir_in(dir)?;
+            let path = tmp.path().join("raw.db");
+            let (ops, secs, lat) = tokio::task::spawn_blocking(move || measure_raw(&path, sync, n, seconds)).await??;
+            rows.push(Row { what: format!("raw SQLite: WAL, {sync}, txn per write"), workers: n, ops, secs, lat });
         }
-        let secs = start.elapsed().as_secs_f64();
-        store.close();
-        let lat = std::mem::take(&mut *lats.lock().unwrap());
-        rows.push(Row { what: "SqliteStore (group commit, FULL)".into(), workers: n, ops: count.load(Ordering::Relaxed), secs, lat });
-
-        // Raw SQLite, same durability: one connection shared by the writers, one transaction per write.
-        let tmp = tempfile::Builder::new().prefix("skiff-bench-raw").tempdir_in(dir)?;
-        let conn = rusqlite::Connection::open(tmp.path().join("raw.db"))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE kv(k TEXT PRIMARY KEY, v BLOB);")?;
-        let conn = Arc::new(Mutex::new(conn));
-        let count = Arc::new(AtomicUsize::new(0));
-        let lats = Arc::new(Mutex::new(Vec::new()));
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let start = Instant::now();
-        let mut threads = Vec::new();
-        for w in 0..n {
-            let (conn, count, lats) = (conn.clone(), count.clone(), lats.clone());
-            threads.push(std::thread::spawn(move || {
-                let mut local = Vec::new();
-                let mut i = 0;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    {
-                        let c = conn.lock().unwrap();
-                        c.execute("INSERT INTO kv(k, v) VALUES (?1, ?2)", rusqlite::params![format!("w{w}-{i}"), value_2k(i)])
-                            .expect("insert");
-                    }
-                    local.push(t.elapsed());
-                    i += 1;
-                }
-                count.fetch_add(i, Ordering::Relaxed);
-                lats.lock().unwrap().extend(local);
-            }));
-        }
-        for t in threads {
-            t.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
-        }
-        let secs = start.elapsed().as_secs_f64();
-        let lat = std::mem::take(&mut *lats.lock().unwrap());
-        rows.push(Row { what: "raw SQLite (WAL, FULL, txn per write)".into(), workers: n, ops: count.load(Ordering::Relaxed), secs, lat });
     }
-    print_rows("Store: durable 2 KB writes", &mut rows);
+    print_rows("Store: 2 KB writes, one create per call", &mut rows);
     Ok(())
 }
 
