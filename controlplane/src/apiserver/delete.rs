@@ -7,6 +7,7 @@
 //! deletes their contents, then removes it. The cascade to dependents (ownerReferences) runs here until the
 //! controller manager's garbage collector takes it over.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -141,9 +142,58 @@ fn after_delete(s: &Arc<ApiServer>, t: &Target, obj: &Value, propagation: Propag
     }
     if propagation == Propagation::Background {
         if let Some(uid) = obj.pointer("/metadata/uid").and_then(Value::as_str) {
-            let (s, uid, ns) = (s.clone(), uid.to_string(), t.namespace.clone());
-            tokio::spawn(async move { cascade(&s, &uid, ns.as_deref(), Propagation::Background).await });
+            s.gc.enqueue(uid.to_string(), t.namespace.clone());
         }
+    }
+}
+
+/// Background cascade: deleted owners are queued, and one worker looks for their dependents in batches, so that
+/// deleting many objects at once costs a few scans rather than one per object.
+pub struct Collector {
+    tx: tokio::sync::mpsc::UnboundedSender<(String, Option<String>)>,
+    rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, Option<String>)>>>,
+}
+
+impl Collector {
+    pub fn new() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Collector { tx, rx: std::sync::Mutex::new(Some(rx)) }
+    }
+
+    fn enqueue(&self, uid: String, namespace: Option<String>) {
+        // Fails only after shutdown; dependents left then are the garbage collector's (controller manager) to find.
+        let _ = self.tx.send((uid, namespace));
+    }
+
+    /// Start the worker (once).
+    pub fn spawn(s: &Arc<ApiServer>) {
+        let Some(mut rx) = s.gc.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let s = s.clone();
+        let mut closing = s.closing();
+        tokio::spawn(async move {
+            loop {
+                let first = tokio::select! {
+                    item = rx.recv() => match item { Some(i) => i, None => return },
+                    _ = closing.changed() => return,
+                };
+                // Let a burst of deletions gather.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut batch: HashMap<Option<String>, HashSet<String>> = HashMap::new();
+                batch.entry(first.1).or_default().insert(first.0);
+                while let Ok((uid, ns)) = rx.try_recv() {
+                    batch.entry(ns).or_default().insert(uid);
+                }
+                for (ns, uids) in batch {
+                    cascade(&s, &uids, ns.as_deref(), Propagation::Background).await;
+                }
+            }
+        });
+    }
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -230,7 +280,7 @@ pub fn delete_object<'a>(
                         let (s, t, uid, name) = (s.clone(), t.clone(), uid.to_string(), name.to_string());
                         let propagation = if p == "orphan" { Propagation::Orphan } else { Propagation::Foreground };
                         tokio::spawn(async move {
-                            cascade(&s, &uid, t.namespace.as_deref(), propagation).await;
+                            cascade(&s, &HashSet::from([uid]), t.namespace.as_deref(), propagation).await;
                             remove_finalizer(&s, &t, &name, p).await;
                         });
                     }
@@ -274,9 +324,9 @@ async fn remove_finalizer(s: &Arc<ApiServer>, t: &Target, name: &str, finalizer:
     }
 }
 
-/// Dependents of the owner with `uid`: delete them (Background, Foreground: and wait until gone) or drop their
-/// reference to it (Orphan). A dependent with other owners only loses the reference.
-async fn cascade(s: &Arc<ApiServer>, uid: &str, namespace: Option<&str>, propagation: Propagation) {
+/// Dependents of the owners with `uids`: delete them (Background, Foreground: and wait until gone) or drop their
+/// references to them (Orphan). A dependent that also has other owners only loses the references.
+async fn cascade(s: &Arc<ApiServer>, uids: &HashSet<String>, namespace: Option<&str>, propagation: Propagation) {
     for _round in 0..600 {
         let mut remaining = 0;
         for info in resources::RESOURCES.iter() {
@@ -288,14 +338,15 @@ async fn cascade(s: &Arc<ApiServer>, uid: &str, namespace: Option<&str>, propaga
             let Ok(page) = list_objects(s, &t, &filter, None, None).await else { continue };
             for obj in page.items {
                 let refs = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
-                if !refs.iter().any(|r| r["uid"] == uid) {
+                let owned = |r: &Value| r["uid"].as_str().is_some_and(|u| uids.contains(u));
+                if !refs.iter().any(owned) {
                     continue;
                 }
                 let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
                 let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
                 let dt = Target { info, namespace: ns, name: Some(name.clone()), sub: None };
-                if propagation == Propagation::Orphan || refs.len() > 1 {
-                    drop_owner_ref(s, &dt, &name, uid).await;
+                if propagation == Propagation::Orphan || !refs.iter().all(owned) {
+                    drop_owner_refs(s, &dt, &name, uids).await;
                     continue;
                 }
                 remaining += 1;
@@ -311,12 +362,12 @@ async fn cascade(s: &Arc<ApiServer>, uid: &str, namespace: Option<&str>, propaga
     }
 }
 
-async fn drop_owner_ref(s: &Arc<ApiServer>, t: &Target, name: &str, uid: &str) {
+async fn drop_owner_refs(s: &Arc<ApiServer>, t: &Target, name: &str, uids: &HashSet<String>) {
     for _ in 0..16 {
         let Ok((obj, kv)) = load(s, t, name).await else { return };
         let mut new = obj.clone();
         if let Some(refs) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
-            refs.retain(|r| r["uid"] != uid);
+            refs.retain(|r| !r["uid"].as_str().is_some_and(|u| uids.contains(u)));
         }
         let key = t.info.key(t.namespace.as_deref(), name);
         match s.store.update(&key, codec::to_stored(&new), kv.mod_revision).await {

@@ -87,6 +87,8 @@ pub struct ApiServer {
     closing: tokio::sync::watch::Sender<bool>,
     /// Recently decoded store events, shared by the watch streams.
     pub events: Arc<watch::EventCache>,
+    /// The background owner cascade.
+    pub gc: delete::Collector,
 }
 
 /// What a resource path names.
@@ -196,6 +198,7 @@ impl ApiServer {
             http: reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default(),
             closing,
             events: Arc::new(watch::EventCache::new()),
+            gc: delete::Collector::new(),
         })
     }
 
@@ -209,6 +212,7 @@ impl ApiServer {
         write::ensure_system_namespaces(self).await?;
         self.alloc.repair(self.store.as_ref()).await.map_err(ApiError::internal)?;
         delete::resume_namespace_cleanup(self).await;
+        delete::Collector::spawn(self);
         Ok(())
     }
 
@@ -275,9 +279,9 @@ impl ApiServer {
             return proxy::upgrade(&self, &t, req).await.unwrap_or_else(IntoResponse::into_response);
         }
         let (parts, body) = req.into_parts();
-        let body = match axum::body::to_bytes(body, self.config.max_body_bytes).await {
+        let body = match read_body(body, self.config.max_body_bytes).await {
             Ok(b) => b,
-            Err(_) => return ApiError::too_large(self.config.max_body_bytes).into_response(),
+            Err(e) => return e.into_response(),
         };
         let r = Req { method: parts.method, headers: parts.headers, query, body };
         self.dispatch(t, r).await.unwrap_or_else(IntoResponse::into_response)
@@ -309,6 +313,31 @@ impl ApiServer {
             ))),
         }
     }
+}
+
+/// Read a request body of at most `max` bytes. A larger one is still read (and dropped) up to a bound before
+/// the 413 goes out, so that the client gets the answer instead of a reset connection.
+async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= max {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if seen > max {
+        return Err(ApiError::too_large(max));
+    }
+    Ok(buf.freeze())
 }
 
 /// Percent-decode one query component ('+' is a space). None if it is malformed.
