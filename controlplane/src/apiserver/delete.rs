@@ -150,9 +150,12 @@ fn after_delete(s: &Arc<ApiServer>, t: &Target, obj: &Value, propagation: Propag
 /// Background cascade: deleted owners are queued, and one worker looks for their dependents in batches, so that
 /// deleting many objects at once costs a few scans rather than one per object.
 pub struct Collector {
-    tx: tokio::sync::mpsc::UnboundedSender<(String, Option<String>)>,
-    rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, Option<String>)>>>,
+    tx: tokio::sync::mpsc::UnboundedSender<DeletedOwner>,
+    rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<DeletedOwner>>>,
 }
+
+/// (uid, namespace) of a deleted object whose dependents are to be found.
+type DeletedOwner = (String, Option<String>);
 
 impl Collector {
     pub fn new() -> Self {
