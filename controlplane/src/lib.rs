@@ -12,4 +12,5 @@
 
 pub mod api;
 pub mod apiserver;
+pub mod controllers;
 pub mod store;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use skiff_controlplane::apiserver::{self, kubeconfig, ApiServer, Config};
+use skiff_controlplane::controllers::{self, ControllersConfig};
 use skiff_controlplane::store::sqlite::{Durability, SqliteConfig, SqliteStore};
 
 #[derive(Parser, Debug)]
@@ -37,6 +38,9 @@ struct Args {
     /// Seconds between watch bookmarks.
     #[arg(long, default_value_t = 30)]
     bookmark_interval_secs: u64,
+    /// Do not run the controllers (ReplicaSet, Deployment) in this process.
+    #[arg(long)]
+    disable_controllers: bool,
 }
 
 fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
@@ -84,7 +88,26 @@ async fn main() -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
     };
-    apiserver::serve(listener, server, shutdown).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let controllers = if args.disable_controllers {
+        None
+    } else {
+        // The controllers talk to this API server over loopback, as they would to any other.
+        let url: axum::http::Uri = format!("http://127.0.0.1:{}", local.port()).parse()?;
+        let client = kube::Client::try_from(kube::Config::new(url)).context("building the controllers' API client")?;
+        let mut rx = stop_rx.clone();
+        Some(tokio::spawn(controllers::run(client, ControllersConfig::default(), async move {
+            let _ = rx.changed().await;
+        })))
+    };
+    apiserver::serve(listener, server, async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })
+    .await?;
+    if let Some(c) = controllers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
+    }
     store.close();
     Ok(())
 }

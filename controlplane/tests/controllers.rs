@@ -1,0 +1,176 @@
+//! The ReplicaSet and Deployment controllers against a real API server (in-process, 127.0.0.1, port 0), with a
+//! stand-in for the node agents that marks pods Running and Ready.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use skiff_controlplane::apiserver::{serve, ApiServer, Config};
+use skiff_controlplane::controllers::{self, ControllersConfig};
+use skiff_controlplane::store::sqlite::{SqliteConfig, SqliteStore};
+
+struct Cluster {
+    client: Client,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(SqliteConfig::new(dir.path().join("s.db"))).unwrap());
+        let server = ApiServer::new(store, Config::default());
+        server.start().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut rx1 = rx.clone();
+        tokio::spawn(serve(listener, server, async move {
+            let _ = rx1.changed().await;
+        }));
+        let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let mut rx2 = rx.clone();
+        tokio::spawn(controllers::run(client.clone(), ControllersConfig::default(), async move {
+            let _ = rx2.changed().await;
+        }));
+        Cluster { client, stop: Some(tx), _dir: dir }
+    }
+
+    /// Mark every pod Running and Ready, as node agents would, until stopped.
+    fn fake_agents(&self) -> tokio::task::JoinHandle<()> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "default");
+        tokio::spawn(async move {
+            loop {
+                if let Ok(list) = pods.list(&ListParams::default()).await {
+                    for p in list.items {
+                        let ready = p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready"));
+                        if !ready && p.metadata.deletion_timestamp.is_none() {
+                            let status = json!({"status": {"phase": "Running", "conditions": [
+                                {"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]}});
+                            let _ = pods.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..150 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn deployment(replicas: i32, image: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}}}
+    }))
+    .unwrap()
+}
+
+async fn active_pods(pods: &Api<Pod>) -> Vec<Pod> {
+    pods.list(&ListParams::default())
+        .await
+        .map(|l| l.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicaset_keeps_its_pods_and_never_duplicates() {
+    let c = Cluster::start().await;
+    let rs_api: Api<ReplicaSet> = Api::namespaced(c.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let rs: ReplicaSet = serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "rs"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "rs"}},
+                 "template": {"metadata": {"labels": {"app": "rs"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}))
+    .unwrap();
+    rs_api.create(&PostParams::default(), &rs).await.unwrap();
+    eventually("4 pods exist", || async { active_pods(&pods).await.len() == 4 }).await;
+    // Stays at 4 (no duplicates from a stale cache).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(active_pods(&pods).await.len(), 4);
+    // A deleted pod is replaced.
+    let victim = active_pods(&pods).await[0].name_any();
+    pods.delete(&victim, &Default::default()).await.unwrap();
+    eventually("the deleted pod is replaced", || async {
+        let p = active_pods(&pods).await;
+        p.len() == 4 && p.iter().all(|p| p.name_any() != victim)
+    })
+    .await;
+    // Scale down.
+    rs_api.patch("rs", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}}))).await.unwrap();
+    eventually("1 pod is left", || async { active_pods(&pods).await.len() == 1 }).await;
+    eventually("status says 1", || async {
+        rs_api.get("rs").await.ok().and_then(|r| r.status).is_some_and(|s| s.replicas == 1 && s.observed_generation == Some(2))
+    })
+    .await;
+    // Deleting the ReplicaSet removes its pods (background cascade).
+    rs_api.delete("rs", &Default::default()).await.unwrap();
+    eventually("pods are gone with their owner", || async { active_pods(&pods).await.is_empty() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_rolls_out_and_completes() {
+    let c = Cluster::start().await;
+    let agents = c.fake_agents();
+    let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let rs_api: Api<ReplicaSet> = Api::namespaced(c.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    deploys.create(&PostParams::default(), &deployment(3, "nginx:1.25")).await.unwrap();
+    let complete = |image: &'static str| {
+        let (deploys, pods) = (deploys.clone(), pods.clone());
+        async move {
+            let Ok(d) = deploys.get("web").await else { return false };
+            let s = d.status.unwrap_or_default();
+            let pods_ok = active_pods(&pods).await.iter().all(|p| p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(image));
+            s.observed_generation >= d.metadata.generation
+                && s.updated_replicas == Some(3)
+                && s.replicas == Some(3)
+                && s.available_replicas == Some(3)
+                && pods_ok
+        }
+    };
+    eventually("the first rollout completes", || complete("nginx:1.25")).await;
+    deploys
+        .patch("web", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.26"}]}}}})))
+        .await
+        .unwrap();
+    eventually("the second rollout completes", || complete("nginx:1.26")).await;
+    let sets = rs_api.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(sets.len(), 2, "old and new ReplicaSets are kept as history");
+    let mut revisions: Vec<(String, i32)> = sets
+        .iter()
+        .map(|r| (r.annotations()["deployment.kubernetes.io/revision"].clone(), r.spec.as_ref().unwrap().replicas.unwrap()))
+        .collect();
+    revisions.sort();
+    assert_eq!(revisions, [("1".to_string(), 0), ("2".to_string(), 3)]);
+    let d = deploys.get("web").await.unwrap();
+    let progressing = d.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Progressing").unwrap();
+    assert_eq!(progressing.reason.as_deref(), Some("NewReplicaSetAvailable"));
+    agents.abort();
+}
