@@ -42,6 +42,17 @@ expect() {
   pass "$name"
 }
 
+# eventually NAME PATTERN -- command...: retry for up to 15 s until the output matches.
+eventually() {
+  local name=$1 pattern=$2; shift 3
+  local out
+  for _ in $(seq 1 75); do
+    out=$("$@" 2>&1) && grep -qE -- "$pattern" <<<"$out" && { pass "$name"; return; }
+    sleep 0.2
+  done
+  fail "$name (output never matched /$pattern/)" "$out"
+}
+
 start_server
 export KUBECONFIG=$DATA/kubeconfig
 k() { kubectl --request-timeout=20s "$@"; }
@@ -147,6 +158,10 @@ expect "create configmap (protobuf)"           0 'configmap/cfg created'        
 expect "create secret (protobuf)"              0 'secret/sec created'            -- k -n team create secret generic sec --from-literal=x=y
 expect "secret data is base64"                 0 '^eQ==$'                        -- k -n team get secret sec -o 'jsonpath={.data.x}'
 expect "protobuf deployment is complete"       0 '^busybox:1\.36 2$'             -- k -n team get deploy gen -o 'jsonpath={.spec.template.spec.containers[0].image} {.spec.replicas}'
+eventually "deployment controller made a ReplicaSet" '^gen-[a-z0-9]+ +2 +2 '      -- k -n team get rs --no-headers
+eventually "replica set controller made 2 pods"      '^2$'                         -- bash -c "kubectl -n team get pods -l app=gen --no-headers | wc -l"
+expect "set image starts a new revision"       0 'image updated'                 -- k -n team set image deploy/gen busybox=busybox:1.37
+eventually "rollout history has two revisions"  '^2 '                            -- bash -c "kubectl -n team rollout history deploy/gen | tail -n +3 | sort -n | tail -1"
 
 # A Node object, cordoned.
 cat >"$WORK/node.json" <<'Y'
