@@ -38,7 +38,13 @@ struct Args {
     /// Seconds between watch bookmarks.
     #[arg(long, default_value_t = 30)]
     bookmark_interval_secs: u64,
-    /// Do not run the controllers (ReplicaSet, Deployment) in this process.
+    /// Cluster pod CIDR, divided among the nodes by node IPAM.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// Prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Do not run the controllers (ReplicaSet, Deployment, node IPAM) in this process.
     #[arg(long)]
     disable_controllers: bool,
 }
@@ -96,7 +102,14 @@ async fn main() -> anyhow::Result<()> {
         let url: axum::http::Uri = format!("http://127.0.0.1:{}", local.port()).parse()?;
         let client = kube::Client::try_from(kube::Config::new(url)).context("building the controllers' API client")?;
         let mut rx = stop_rx.clone();
-        Some(tokio::spawn(controllers::run(client, ControllersConfig::default(), async move {
+        let cluster_cidr = apiserver::parse_cidr(&args.cluster_cidr).map_err(anyhow::Error::msg).context("--cluster-cidr")?;
+        anyhow::ensure!(
+            args.node_cidr_mask_size >= cluster_cidr.1 && args.node_cidr_mask_size <= 30,
+            "--node-cidr-mask-size must be between the cluster CIDR's prefix ({}) and 30",
+            cluster_cidr.1
+        );
+        let config = ControllersConfig { cluster_cidr, node_cidr_mask: args.node_cidr_mask_size, ..ControllersConfig::default() };
+        Some(tokio::spawn(controllers::run(client, config, async move {
             let _ = rx.changed().await;
         })))
     };

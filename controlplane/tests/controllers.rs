@@ -174,3 +174,36 @@ async fn deployment_rolls_out_and_completes() {
     assert_eq!(progressing.reason.as_deref(), Some("NewReplicaSetAvailable"));
     agents.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_get_distinct_pod_cidrs() {
+    use k8s_openapi::api::core::v1::Node;
+    let c = Cluster::start().await;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let node = |name: &str| -> Node { serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})).unwrap() };
+    for n in ["a", "b", "c"] {
+        nodes.create(&PostParams::default(), &node(n)).await.unwrap();
+    }
+    let cidrs = || async {
+        let mut v: Vec<String> = nodes
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.iter().filter_map(|n| n.spec.as_ref().and_then(|s| s.pod_cidr.clone())).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    eventually("every node has a pod CIDR", || async { cidrs().await.len() == 3 }).await;
+    assert_eq!(cidrs().await, ["10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"]);
+    let b = nodes.get("b").await.unwrap();
+    let freed = b.spec.unwrap().pod_cidr.unwrap();
+    nodes.delete("b", &Default::default()).await.unwrap();
+    nodes.create(&PostParams::default(), &node("d")).await.unwrap();
+    eventually("the new node reuses the freed subnet", || async {
+        nodes.get("d").await.ok().and_then(|n| n.spec).and_then(|s| s.pod_cidr).as_deref() == Some(freed.as_str())
+    })
+    .await;
+    // A node's pod CIDR cannot be changed afterwards.
+    let r = nodes.patch("d", &PatchParams::default(), &Patch::Merge(json!({"spec": {"podCIDR": "10.244.9.0/24"}}))).await;
+    assert!(matches!(r, Err(kube::Error::Api(e)) if e.code == 422));
+}

@@ -6,10 +6,12 @@
 //! reconcile first decides with a pure planner (unit-tested) and then acts. Errors requeue with backoff; a
 //! successful reconcile requeues after the resync period.
 //!
-//! Modules: [`replicaset`], [`deployment`], [`expectations`] (no duplicate pods while the cache catches up).
+//! Modules: [`replicaset`], [`deployment`], [`node_ipam`] (a pod CIDR per node), [`expectations`] (no
+//! duplicate pods while the cache catches up).
 
 pub mod deployment;
 pub mod expectations;
+pub mod node_ipam;
 pub mod replicaset;
 
 use std::future::Future;
@@ -34,13 +36,22 @@ pub enum ControllerError {
 pub struct ControllersConfig {
     /// Every object is reconciled at least this often.
     pub resync: Duration,
+    /// Cluster pod CIDR that node IPAM divides.
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    /// Prefix length of each node's pod CIDR.
+    pub node_cidr_mask: u8,
     /// How long a controller waits for its informer to see the pods it created or deleted before acting again.
     pub expectations_timeout: Duration,
 }
 
 impl Default for ControllersConfig {
     fn default() -> Self {
-        ControllersConfig { resync: Duration::from_secs(300), expectations_timeout: Duration::from_secs(60) }
+        ControllersConfig {
+            resync: Duration::from_secs(300),
+            cluster_cidr: (std::net::Ipv4Addr::new(10, 244, 0, 0), 16),
+            node_cidr_mask: 24,
+            expectations_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -73,7 +84,12 @@ pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Futur
         rs_events,
         shutdown.clone(),
     );
-    tokio::join!(rs, deploy);
+    let ipam = node_ipam::run(
+        Api::all(client.clone()),
+        Arc::new(node_ipam::Context::new(client.clone(), config.cluster_cidr, config.node_cidr_mask, config.clone())),
+        shutdown.clone(),
+    );
+    tokio::join!(rs, deploy, ipam);
 }
 
 /// `namespace/name` of an object, for messages.

@@ -169,6 +169,7 @@ cat >"$WORK/node.json" <<'Y'
  "status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","message":"ok","lastHeartbeatTime":null,"lastTransitionTime":null}]}}
 Y
 expect "create node"                           0 'node/n1 created'               -- k create -f "$WORK/node.json"
+eventually "node IPAM gives the node a pod CIDR"  '^10\.244\.0\.0/24$'           -- k get node n1 -o 'jsonpath={.spec.podCIDR}'
 expect "cordon"                                0 'node/n1 cordoned'              -- k cordon n1
 expect "cordoned node shows SchedulingDisabled" 0 'Ready,SchedulingDisabled'     -- k get nodes
 
