@@ -13,4 +13,5 @@
 pub mod api;
 pub mod apiserver;
 pub mod controllers;
+pub mod scheduler;
 pub mod store;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use skiff_controlplane::apiserver::{self, kubeconfig, ApiServer, Config};
 use skiff_controlplane::controllers::{self, ControllersConfig};
+use skiff_controlplane::scheduler::{self, SchedulerConfig};
 use skiff_controlplane::store::sqlite::{Durability, SqliteConfig, SqliteStore};
 
 #[derive(Parser, Debug)]
@@ -47,6 +48,9 @@ struct Args {
     /// Do not run the controllers (ReplicaSet, Deployment, node IPAM) in this process.
     #[arg(long)]
     disable_controllers: bool,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    disable_scheduler: bool,
 }
 
 fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
@@ -113,13 +117,23 @@ async fn main() -> anyhow::Result<()> {
             let _ = rx.changed().await;
         })))
     };
+    let scheduler = if args.disable_scheduler {
+        None
+    } else {
+        let url: axum::http::Uri = format!("http://127.0.0.1:{}", local.port()).parse()?;
+        let client = kube::Client::try_from(kube::Config::new(url)).context("building the scheduler's API client")?;
+        let mut rx = stop_rx.clone();
+        Some(tokio::spawn(scheduler::run(client, SchedulerConfig::default(), async move {
+            let _ = rx.changed().await;
+        })))
+    };
     apiserver::serve(listener, server, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     })
     .await?;
-    if let Some(c) = controllers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
+    for task in [controllers, scheduler].into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     store.close();
     Ok(())

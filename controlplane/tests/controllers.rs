@@ -11,6 +11,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use skiff_controlplane::apiserver::{serve, ApiServer, Config};
 use skiff_controlplane::controllers::{self, ControllersConfig};
+use skiff_controlplane::scheduler::{self, SchedulerConfig};
 use skiff_controlplane::store::sqlite::{SqliteConfig, SqliteStore};
 
 struct Cluster {
@@ -36,6 +37,10 @@ impl Cluster {
         let mut rx2 = rx.clone();
         tokio::spawn(controllers::run(client.clone(), ControllersConfig::default(), async move {
             let _ = rx2.changed().await;
+        }));
+        let mut rx3 = rx.clone();
+        tokio::spawn(scheduler::run(client.clone(), SchedulerConfig::default(), async move {
+            let _ = rx3.changed().await;
         }));
         Cluster { client, stop: Some(tx), _dir: dir }
     }
@@ -206,4 +211,52 @@ async fn nodes_get_distinct_pod_cidrs() {
     // A node's pod CIDR cannot be changed afterwards.
     let r = nodes.patch("d", &PatchParams::default(), &Patch::Merge(json!({"spec": {"podCIDR": "10.244.9.0/24"}}))).await;
     assert!(matches!(r, Err(kube::Error::Api(e)) if e.code == 422));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_binds_pods_and_explains_what_does_not_fit() {
+    use k8s_openapi::api::core::v1::{Event, Node};
+    let c = Cluster::start().await;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    for (name, taint) in [("small-1", false), ("small-2", false), ("tainted", true)] {
+        let mut n = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "10"}, "conditions": [{"type": "Ready", "status": "True"}]}});
+        if taint {
+            n["spec"] = json!({"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]});
+        }
+        nodes.create(&PostParams::default(), &serde_json::from_value(n).unwrap()).await.unwrap();
+    }
+    let pod = |name: &str, cpu: &str| -> Pod {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}]}})).unwrap()
+    };
+    for i in 0..4 {
+        pods.create(&PostParams::default(), &pod(&format!("fits-{i}"), "500m")).await.unwrap();
+    }
+    pods.create(&PostParams::default(), &pod("too-big", "3")).await.unwrap();
+    eventually("the four small pods are bound to untainted nodes", || async {
+        let list = active_pods(&pods).await;
+        let bound: Vec<String> = list.iter().filter(|p| p.name_any().starts_with("fits-")).filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone())).collect();
+        bound.len() == 4 && bound.iter().all(|n| n.starts_with("small-"))
+    })
+    .await;
+    eventually("the big pod is reported unschedulable", || async {
+        let Ok(p) = pods.get("too-big").await else { return false };
+        let cond = p.status.and_then(|s| s.conditions).and_then(|c| c.into_iter().find(|c| c.type_ == "PodScheduled"));
+        cond.is_some_and(|c| c.status == "False" && c.message.as_deref() == Some("0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: db}, 2 Insufficient cpu."))
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
+    let evs = events.list(&ListParams::default().fields("involvedObject.name=too-big")).await.unwrap();
+    assert!(evs.items.iter().any(|e| e.reason.as_deref() == Some("FailedScheduling")));
+    assert!(pods.get("too-big").await.unwrap().spec.unwrap().node_name.is_none());
+    // A bigger node arrives: the pod is placed there.
+    let big: Node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "big"},
+        "status": {"allocatable": {"cpu": "8", "memory": "16Gi", "pods": "10"}, "conditions": [{"type": "Ready", "status": "True"}]}})).unwrap();
+    nodes.create(&PostParams::default(), &big).await.unwrap();
+    eventually("the big pod lands on the new node", || async {
+        pods.get("too-big").await.ok().and_then(|p| p.spec).and_then(|s| s.node_name).as_deref() == Some("big")
+    })
+    .await;
 }

@@ -1,0 +1,337 @@
+//! The scheduler: binds pending pods to nodes.
+//!
+//! Each pass reads the pod and node informers, works out what every node already holds (bound pods plus the
+//! pods this scheduler has just bound but the cache does not show yet: the "assumed" pods), places the pending
+//! pods in priority order with the [`plugins`] filters and scores, then binds them through `pods/binding`
+//! concurrently. A pod that fits nowhere gets `PodScheduled=False` with upstream's message and a
+//! `FailedScheduling` event, and is retried with backoff, or at once when a node changes.
+
+pub mod plugins;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::controllers::informer;
+use plugins::{filter, score, unschedulable_message, NodeUsage, Unfit};
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Pods whose `spec.schedulerName` is this (or unset) are ours.
+    pub name: String,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Bindings in flight at once.
+    pub parallel_binds: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            name: "default-scheduler".into(),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10),
+            parallel_binds: 16,
+        }
+    }
+}
+
+struct Backoff {
+    until: Instant,
+    delay: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    /// Bound by us, not yet seen bound in the cache: pod uid → (node, pod).
+    assumed: HashMap<String, (String, Pod)>,
+    backoff: HashMap<String, Backoff>,
+    /// The unschedulable message last reported per pod uid (reported again only when it changes).
+    reported: HashMap<String, String>,
+}
+
+/// One pass's decision for a pending pod.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    Bind(String),
+    Unschedulable(String),
+}
+
+fn is_active(p: &Pod) -> bool {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+    phase != "Succeeded" && phase != "Failed"
+}
+
+/// Place `pending` (in order) on `nodes`, updating `usage` as pods are placed. Pure.
+pub fn place(pending: &[&Pod], nodes: &[&Node], usage: &mut HashMap<String, NodeUsage>) -> Vec<Decision> {
+    pending
+        .iter()
+        .map(|p| {
+            let mut best: Option<(i64, u64, &Node)> = None;
+            let mut reasons: Vec<Vec<Unfit>> = Vec::new();
+            for n in nodes {
+                let name = n.name_any();
+                let u = usage.get(&name).cloned().unwrap_or_default();
+                let unfit = filter(p, n, &u);
+                if !unfit.is_empty() {
+                    reasons.push(unfit);
+                    continue;
+                }
+                let s = score(p, n, &u);
+                // Ties go to a node picked by a hash of pod and node, so equal nodes share the load.
+                let tie = fnv(&format!("{}/{name}", p.uid().unwrap_or_default()));
+                if best.as_ref().is_none_or(|(bs, bt, _)| (s, tie) > (*bs, *bt)) {
+                    best = Some((s, tie, n));
+                }
+            }
+            match best {
+                Some((_, _, n)) => {
+                    usage.entry(n.name_any()).or_default().add_pod(p);
+                    Decision::Bind(n.name_any())
+                }
+                None => Decision::Unschedulable(unschedulable_message(nodes.len(), &reasons)),
+            }
+        })
+        .collect()
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+fn priority(p: &Pod) -> i32 {
+    p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+}
+
+pub struct Scheduler {
+    client: Client,
+    config: SchedulerConfig,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl Scheduler {
+    /// One scheduling pass. Returns how many pods were bound.
+    pub async fn pass(&self) -> usize {
+        let mut st = self.state.lock().await;
+        let nodes = self.nodes.state();
+        let pods = self.pods.state();
+        let mut usage: HashMap<String, NodeUsage> = HashMap::new();
+        let mut present = std::collections::HashSet::new();
+        for p in pods.iter() {
+            let uid = p.uid().unwrap_or_default();
+            present.insert(uid.clone());
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
+            if let Some(node) = node {
+                st.assumed.remove(&uid);
+                st.reported.remove(&uid);
+                if is_active(p) {
+                    usage.entry(node).or_default().add_pod(p);
+                }
+            }
+        }
+        st.assumed.retain(|uid, _| present.contains(uid));
+        st.backoff.retain(|uid, _| present.contains(uid));
+        st.reported.retain(|uid, _| present.contains(uid));
+        for (node, p) in st.assumed.values() {
+            usage.entry(node.clone()).or_default().add_pod(p);
+        }
+        let now = Instant::now();
+        let mut pending: Vec<&Pod> = pods
+            .iter()
+            .map(|p| p.as_ref())
+            .filter(|p| {
+                let spec = p.spec.as_ref();
+                let uid = p.uid().unwrap_or_default();
+                spec.and_then(|s| s.node_name.as_deref()).is_none_or(str::is_empty)
+                    && spec.and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler") == self.config.name
+                    && p.metadata.deletion_timestamp.is_none()
+                    && is_active(p)
+                    && !st.assumed.contains_key(&uid)
+                    && st.backoff.get(&uid).is_none_or(|b| b.until <= now)
+            })
+            .collect();
+        pending.sort_by(|a, b| {
+            priority(b).cmp(&priority(a)).then_with(|| a.metadata.creation_timestamp.as_ref().map(|t| t.0).cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0)))
+        });
+        let node_refs: Vec<&Node> = nodes.iter().map(|n| n.as_ref()).collect();
+        let decisions = place(&pending, &node_refs, &mut usage);
+        let mut binds = Vec::new();
+        for (p, d) in pending.iter().zip(decisions) {
+            let uid = p.uid().unwrap_or_default();
+            match d {
+                Decision::Bind(node) => {
+                    st.assumed.insert(uid, (node.clone(), (*p).clone()));
+                    binds.push(((*p).clone(), node));
+                }
+                Decision::Unschedulable(msg) => {
+                    let delay = st.backoff.get(&uid).map(|b| (b.delay * 2).min(self.config.backoff_max)).unwrap_or(self.config.backoff_initial);
+                    st.backoff.insert(uid.clone(), Backoff { until: now + delay, delay });
+                    if st.reported.get(&uid) != Some(&msg) {
+                        st.reported.insert(uid, msg.clone());
+                        self.report_unschedulable(p, &msg).await;
+                    }
+                }
+            }
+        }
+        drop(st);
+        let results: Vec<(String, bool)> = futures::stream::iter(binds)
+            .map(|(p, node)| async move {
+                let ok = self.bind(&p, &node).await;
+                (p.uid().unwrap_or_default(), ok)
+            })
+            .buffer_unordered(self.config.parallel_binds.max(1))
+            .collect()
+            .await;
+        let mut st = self.state.lock().await;
+        let mut bound = 0;
+        for (uid, ok) in results {
+            if ok {
+                bound += 1;
+            } else {
+                st.assumed.remove(&uid);
+                st.backoff.insert(uid, Backoff { until: Instant::now() + self.config.backoff_initial, delay: self.config.backoff_initial });
+            }
+        }
+        bound
+    }
+
+    async fn bind(&self, p: &Pod, node: &str) -> bool {
+        let ns = p.namespace().unwrap_or_default();
+        let name = p.name_any();
+        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "uid": p.uid()},
+                             "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+        let req = axum::http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/binding"))
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&binding).unwrap_or_default());
+        let Ok(req) = req else { return false };
+        match self.client.request_text(req).await {
+            Ok(_) => {
+                tracing::debug!(pod = %format!("{ns}/{name}"), node, "bound");
+                true
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                // Bound by someone else, or gone: nothing to retry.
+                true
+            }
+            Err(e) => {
+                tracing::warn!(pod = %format!("{ns}/{name}"), node, error = %e, "binding failed; will retry");
+                false
+            }
+        }
+    }
+
+    async fn report_unschedulable(&self, p: &Pod, msg: &str) {
+        let ns = p.namespace().unwrap_or_default();
+        let name = p.name_any();
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let cond = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": msg, "lastProbeTime": null, "lastTransitionTime": now}]}});
+        if let Err(e) = pods.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&cond)).await {
+            tracing::debug!(pod = %name, error = %e, "could not set PodScheduled=False");
+        }
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &ns);
+        let ev: k8s_openapi::api::core::v1::Event = match serde_json::from_value(json!({
+            "metadata": {"generateName": format!("{name}."), "namespace": ns},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns, "uid": p.uid()},
+            "reason": "FailedScheduling", "message": msg, "type": "Warning", "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": self.config.name}, "reportingComponent": self.config.name, "reportingInstance": self.config.name,
+        })) {
+            Ok(ev) => ev,
+            Err(_) => return,
+        };
+        if let Err(e) = events.create(&PostParams::default(), &ev).await {
+            tracing::debug!(pod = %name, error = %e, "could not record FailedScheduling event");
+        }
+        tracing::info!(pod = %format!("{ns}/{name}"), message = msg, "unschedulable");
+    }
+}
+
+/// Run the scheduler until `shutdown` resolves.
+pub async fn run(client: Client, config: SchedulerConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let (pods, pod_events) = informer(Api::<Pod>::all(client.clone()));
+    let (nodes, node_events) = informer(Api::<Node>::all(client.clone()));
+    let sched = Arc::new(Scheduler { client, config, pods, nodes, state: Default::default() });
+    let wake = Arc::new(Notify::new());
+    let (w1, w2) = (wake.clone(), wake.clone());
+    let s2 = sched.clone();
+    let drivers = [
+        tokio::spawn(pod_events.for_each(move |_| {
+            w1.notify_one();
+            async {}
+        })),
+        tokio::spawn(node_events.for_each(move |_| {
+            // A node changed: pods waiting for one may fit now.
+            let (w, s) = (w2.clone(), s2.clone());
+            async move {
+                s.state.lock().await.backoff.clear();
+                w.notify_one();
+            }
+        })),
+    ];
+    let _ = sched.pods.wait_until_ready().await;
+    let _ = sched.nodes.wait_until_ready().await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        sched.pass().await;
+    }
+    for d in drivers {
+        d.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cpu: &str) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True"}]}}))
+        .unwrap()
+    }
+
+    fn pod(name: &str, cpu: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "uid": name}, "spec": {"containers": [{"name": "c", "image": "x",
+            "resources": {"requests": {"cpu": cpu}}}]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn placement_accounts_for_earlier_decisions() {
+        let nodes = [node("a", "2"), node("b", "2")];
+        let pods = [pod("p1", "1500m"), pod("p2", "1500m"), pod("p3", "1500m")];
+        let node_refs: Vec<&Node> = nodes.iter().collect();
+        let pod_refs: Vec<&Pod> = pods.iter().collect();
+        let d = place(&pod_refs, &node_refs, &mut HashMap::new());
+        let bound: Vec<&Decision> = d.iter().filter(|d| matches!(d, Decision::Bind(_))).collect();
+        assert_eq!(bound.len(), 2);
+        assert_ne!(d[0], d[1], "two big pods go to different nodes");
+        assert_eq!(d[2], Decision::Unschedulable("0/2 nodes are available: 2 Insufficient cpu.".into()));
+    }
+
+    #[test]
+    fn spreads_small_pods() {
+        let nodes = [node("a", "4"), node("b", "4")];
+        let pods: Vec<Pod> = (0..10).map(|i| pod(&format!("p{i}"), "100m")).collect();
+        let d = place(&pods.iter().collect::<Vec<_>>(), &nodes.iter().collect::<Vec<_>>(), &mut HashMap::new());
+        let on_a = d.iter().filter(|d| **d == Decision::Bind("a".into())).count();
+        assert!((4..=6).contains(&on_a), "{d:?}");
+    }
+}
