@@ -130,6 +130,77 @@ fn run_forwards_signals_to_the_container() {
 }
 
 #[test]
+fn console_socket_receives_the_terminal() {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, RawFd};
+
+    require_privileges!();
+    let lab = Lab::new();
+    let sock_path = lab.dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    // Receives the pty master as runc's console-socket protocol sends it (SCM_RIGHTS) and reads
+    // everything the container writes to its terminal.
+    let reader = std::thread::spawn(move || -> Option<String> {
+        let (stream, _) = listener.accept().ok()?;
+        let mut name = [0u8; 64];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let mut iov = [std::io::IoSliceMut::new(&mut name)];
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )
+        .ok()?;
+        let master = msg.cmsgs().ok()?.find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })?;
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 256];
+        // EIO once the container side of the terminal is closed.
+        while let Ok(n @ 1..) = nix::unistd::read(master, &mut chunk) {
+            out.extend_from_slice(&chunk[..n]);
+        }
+        let _ = nix::unistd::close(master);
+        Some(String::from_utf8_lossy(&out).into_owned())
+    });
+    let bundle = lab.bundle("tty", &["sh", "-c", "tty; echo tty-ok"], |spec| {
+        let mut process = spec.process().clone().unwrap();
+        process.set_terminal(Some(true));
+        spec.set_process(Some(process));
+    });
+    lab.track("tty");
+    let out = lab.rt(&[
+        "run",
+        "--console-socket",
+        sock_path.to_str().unwrap(),
+        "-b",
+        bundle.to_str().unwrap(),
+        "tty",
+    ]);
+    if out.code != 0 {
+        // Unblock the reader if the runtime never connected.
+        let _ = std::os::unix::net::UnixStream::connect(&sock_path);
+    }
+    let text = reader.join().unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = text.expect("no terminal received");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert!(text.contains("tty-ok"), "{text:?}");
+    lab.assert_gone("tty");
+
+    // Without a console socket a terminal cannot be set up: a clear error, nothing left behind.
+    let out = lab.rt(&["create", "-b", bundle.to_str().unwrap(), "tty2"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("--console-socket is required"),
+        "{out:?}"
+    );
+    lab.assert_gone("tty2");
+}
+
+#[test]
 fn json_log_records_the_error_like_runc() {
     let lab = Lab::new();
     let log = lab.dir.path().join("log.json");
