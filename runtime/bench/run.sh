@@ -1,0 +1,78 @@
+#!/bin/sh
+# create+start+wait+delete of /bin/true from one busybox bundle: skiff-runtime vs runc vs crun
+# vs the namespaced-process floor, side by side in one hyperfine run. Prints a Markdown table
+# (median wall time, mean CPU time, ratio to skiff-runtime).
+#
+# Needs root, busybox-static, runc, crun, hyperfine (apt-get install busybox-static runc crun
+# hyperfine). Usage: runtime/bench/run.sh [RUNS]   (default 50)
+# SKIFF_RUNTIME=path uses that binary instead of building the release one.
+set -eu
+
+RUNS=${1:-50}
+HERE=$(cd "$(dirname "$0")" && pwd)
+WT=$(cd "$HERE/../.." && pwd)
+if [ -z "${SKIFF_RUNTIME:-}" ]; then
+    CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$WT/target} nice -n 10 cargo build --release -q \
+        --manifest-path "$WT/Cargo.toml" -p skiff-runtime
+    SKIFF_RUNTIME=${CARGO_TARGET_DIR:-$WT/target}/release/skiff-runtime
+fi
+for tool in runc crun hyperfine unshare busybox python3; do
+    command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/skiff-bench.XXXXXX)
+CGROUP_PARENT=skiff-bench-$$
+cleanup() {
+    for rt in skiff runc crun; do
+        # Only the bench's own container id, in the bench's own state dirs.
+        case $rt in
+            skiff) "$SKIFF_RUNTIME" --root "$WORK/state-skiff" delete --force bench 2>/dev/null || true ;;
+            runc) runc --root "$WORK/state-runc" delete --force bench 2>/dev/null || true ;;
+            crun) crun --root "$WORK/state-crun" delete --force bench 2>/dev/null || true ;;
+        esac
+    done
+    for d in /sys/fs/cgroup/*/"$CGROUP_PARENT" /sys/fs/cgroup/"$CGROUP_PARENT"; do
+        [ -d "$d" ] && rmdir "$d"/* "$d" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+B=$WORK/bundle
+mkdir -p "$B/rootfs/bin" "$B/rootfs/proc" "$B/rootfs/dev" "$B/rootfs/sys" "$B/rootfs/tmp"
+cp "$(command -v busybox)" "$B/rootfs/bin/busybox"
+for a in sh true; do ln -s busybox "$B/rootfs/bin/$a"; done
+(cd "$B" && runc spec)
+python3 - "$B/config.json" "/$CGROUP_PARENT/bench" <<'PY'
+import json, sys
+path, cgroups = sys.argv[1], sys.argv[2]
+c = json.load(open(path))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["/bin/true"]
+c["linux"]["cgroupsPath"] = cgroups
+json.dump(c, open(path, "w"), indent=1)
+PY
+
+# crun refuses the hybrid cgroup layout; hide cgroup2 in a private mount namespace
+# (see docs/machine-facts.md).
+CRUN="unshare -m --propagation private sh -c 'umount -l /sys/fs/cgroup/unified 2>/dev/null; exec crun \"\$@\"' sh"
+if ! grep -q ' /sys/fs/cgroup/unified ' /proc/self/mountinfo; then CRUN=crun; fi
+
+hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/result.json" \
+    -n skiff-runtime "$SKIFF_RUNTIME --root $WORK/state-skiff run --bundle $B bench" \
+    -n runc "runc --root $WORK/state-runc run --bundle $B bench" \
+    -n crun "$CRUN --root $WORK/state-crun run --bundle $B bench" \
+    -n floor "unshare --pid --fork --mount --uts --ipc --net /bin/true" >&2
+
+python3 - "$WORK/result.json" "$RUNS" <<'PY'
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+base = next(r for r in results if r["command"] == "skiff-runtime")["median"]
+print(f"create+start+wait+delete of /bin/true, {sys.argv[2]} runs each\n")
+print("| runtime | median ms | min ms | CPU ms (user+sys, mean) | ratio to skiff-runtime |")
+print("|---|---|---|---|---|")
+for r in results:
+    cpu = (r["user"] + r["system"]) * 1000
+    print(f"| {r['command']} | {r['median']*1000:.1f} | {r['min']*1000:.1f} | {cpu:.1f} | "
+          f"{r['median']/base:.2f} |")
+PY

@@ -1,0 +1,202 @@
+//! Cgroup helpers libcontainer does not provide: a manager for an existing container, and the
+//! removal of the empty directories libcontainer leaves behind on delete.
+//!
+//! libcontainer's v1 manager removes only the leaf directory of `linux.cgroupsPath` in each
+//! hierarchy; the parents it created with `create_dir_all` stay behind, and nothing is removed
+//! from the unified (v2) hierarchy of a hybrid host. [`plan_removal`] lists the directories to
+//! try, deepest first; [`remove_empty`] removes them with `rmdir`, which the kernel refuses for
+//! a cgroup that still has processes or children, so a parent shared with another container
+//! is never removed from under it.
+
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+
+use libcgroups::common::{AnyCgroupManager, CgroupConfig};
+use libcontainer::container::Container;
+
+use crate::error::{Error, Result};
+
+/// The cgroup manager of an existing container, from the config libcontainer saved at create.
+pub fn manager(container: &Container) -> Result<AnyCgroupManager> {
+    let id = container.id().to_owned();
+    let config = container
+        .spec()
+        .map_err(|source| Error::container("read the saved config of", &id, source))?;
+    libcgroups::common::create_cgroup_manager(CgroupConfig {
+        cgroup_path: config.cgroup_path,
+        systemd_cgroup: container.systemd(),
+        container_name: id.clone(),
+    })
+    .map_err(|source| Error::Cgroup {
+        op: "open the cgroup manager",
+        id,
+        source: Box::new(source),
+    })
+}
+
+/// Mount points of cgroup (v1) and cgroup2 file systems in a `/proc/self/mountinfo` text.
+pub fn cgroup_mounts(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            if fstype != "cgroup" && fstype != "cgroup2" {
+                return None;
+            }
+            let mount_point = left.split_whitespace().nth(4)?;
+            Some(PathBuf::from(unescape_octal(mount_point)))
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let octal = std::str::from_utf8(&b[i + 1..i + 4]).ok();
+            if let Some(v) = octal.and_then(|o| u8::from_str_radix(o, 8).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The directories to remove for `cgroup_path` in each hierarchy, per mount deepest first, never
+/// a mount point itself. Systemd-style paths (`slice:prefix:name`) are left to systemd.
+pub fn plan_removal(mounts: &[PathBuf], cgroup_path: &Path) -> Vec<Vec<PathBuf>> {
+    if cgroup_path.to_string_lossy().split(':').count() == 3 && !cgroup_path.starts_with("/") {
+        return Vec::new();
+    }
+    let parts: Vec<&std::ffi::OsStr> = cgroup_path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() || cgroup_path.components().any(|c| c == Component::ParentDir) {
+        return Vec::new();
+    }
+    mounts
+        .iter()
+        .map(|mount| {
+            (1..=parts.len())
+                .rev()
+                .map(|n| {
+                    parts[..n]
+                        .iter()
+                        .fold(mount.clone(), |p, part| p.join(part))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Removes the empty cgroup directories of `cgroup_path` in every mounted hierarchy.
+pub fn remove_empty(id: &str, cgroup_path: &Path) -> Result<()> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::io("read /proc/self/mountinfo", e))?;
+    for dirs in plan_removal(&cgroup_mounts(&mountinfo), cgroup_path) {
+        for dir in dirs {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => tracing::debug!(dir = %dir.display(), "removed cgroup directory"),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                // Still in use (processes or child cgroups, e.g. another container's): keep it
+                // and its parents.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc_errno::EBUSY) | Some(libc_errno::ENOTEMPTY)
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => {
+                    return Err(Error::Cgroup {
+                        op: "remove an empty cgroup directory",
+                        id: id.to_owned(),
+                        source: Box::new(Error::io(format!("rmdir {}", dir.display()), e)),
+                    })
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+mod libc_errno {
+    pub const EBUSY: i32 = nix::errno::Errno::EBUSY as i32;
+    pub const ENOTEMPTY: i32 = nix::errno::Errno::ENOTEMPTY as i32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+25 30 0:23 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+35 25 0:30 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+36 35 0:31 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
+40 35 0:35 / /sys/fs/cgroup/memory rw,nosuid shared:15 - cgroup cgroup rw,memory
+41 35 0:36 / /sys/fs/cgroup/my\\040dir rw shared:16 - cgroup cgroup rw,pids
+";
+
+    #[test]
+    fn finds_v1_and_v2_mounts() {
+        assert_eq!(
+            cgroup_mounts(MOUNTINFO),
+            vec![
+                PathBuf::from("/sys/fs/cgroup/unified"),
+                PathBuf::from("/sys/fs/cgroup/memory"),
+                PathBuf::from("/sys/fs/cgroup/my dir"),
+            ]
+        );
+    }
+
+    #[test]
+    fn plans_leaf_then_parents_per_mount() {
+        let mounts = vec![PathBuf::from("/m1"), PathBuf::from("/m2")];
+        let plan = plan_removal(&mounts, Path::new("/skiff/pod/c1"));
+        assert_eq!(
+            plan,
+            vec![
+                vec![
+                    PathBuf::from("/m1/skiff/pod/c1"),
+                    PathBuf::from("/m1/skiff/pod"),
+                    PathBuf::from("/m1/skiff"),
+                ],
+                vec![
+                    PathBuf::from("/m2/skiff/pod/c1"),
+                    PathBuf::from("/m2/skiff/pod"),
+                    PathBuf::from("/m2/skiff"),
+                ],
+            ]
+        );
+    }
+
+    #[test]
+    fn relative_paths_are_under_the_mount() {
+        let plan = plan_removal(&[PathBuf::from("/m")], Path::new("a/b"));
+        assert_eq!(
+            plan,
+            vec![vec![PathBuf::from("/m/a/b"), PathBuf::from("/m/a")]]
+        );
+    }
+
+    #[test]
+    fn never_plans_outside_or_the_mount_itself() {
+        let mounts = [PathBuf::from("/m")];
+        assert!(plan_removal(&mounts, Path::new("/")).is_empty());
+        assert!(plan_removal(&mounts, Path::new("/a/../../etc")).is_empty());
+        assert!(plan_removal(&mounts, Path::new("system.slice:skiff:c1")).is_empty());
+    }
+}

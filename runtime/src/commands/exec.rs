@@ -1,0 +1,174 @@
+//! `exec`: run a new process inside a running container (args, or an OCI process.json).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::syscall::syscall::SyscallType;
+
+use crate::bundle::absolute;
+use crate::cli::{ExecArgs, GlobalOpts};
+use crate::container;
+use crate::error::{Error, Result};
+use crate::wait;
+
+pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
+    let invalid = |m: &str| Err(Error::InvalidArgument(m.to_owned()));
+    match (&args.process, args.command.is_empty()) {
+        (None, true) => return invalid("exec needs a command or --process"),
+        (Some(_), false) => return invalid("give either a command or --process, not both"),
+        _ => {}
+    }
+    if args.tty && (args.console_socket.is_none() || !args.detach) {
+        // libcontainer 0.7 passes a terminal only to a console socket, and only when detached;
+        // it cannot proxy a foreground terminal.
+        return invalid("--tty needs --console-socket and --detach");
+    }
+    if !args.tty && args.console_socket.is_some() {
+        return invalid("--console-socket needs --tty");
+    }
+    let env = parse_env(&args.env)?;
+    let (uid, gid) = parse_user(args.user.as_deref())?;
+
+    let c = container::load(&global.root, &args.id)?;
+    if !c.can_exec() {
+        return Err(Error::IncorrectState {
+            op: "exec in",
+            id: args.id.clone(),
+            status: container::status_name(c.status()),
+        });
+    }
+    let root = absolute(&global.root)?;
+    // With --tty and args, the terminal flag can only travel in a process.json: write one.
+    let tty_process = match (&args.process, args.tty) {
+        (None, true) => Some(TempFile(write_tty_process(&c, args, &env)?)),
+        _ => None,
+    };
+    let process = match (&tty_process, &args.process) {
+        (Some(f), _) => Some(f.0.clone()),
+        (None, Some(p)) => Some(absolute(p)?),
+        (None, None) => None,
+    };
+    let command = if process.is_some() {
+        Vec::new()
+    } else {
+        args.command.clone()
+    };
+    let lib = |e| Error::container("exec in", &args.id, e);
+    let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&root)
+        .map_err(lib)?
+        .with_pid_file(args.pid_file.as_deref().map(absolute).transpose()?)
+        .map_err(lib)?
+        .with_console_socket(args.console_socket.as_deref().map(absolute).transpose()?)
+        .validate_id()
+        .map_err(lib)?
+        .as_tenant()
+        .with_detach(args.detach)
+        .with_cwd(args.cwd.as_ref())
+        .with_env(env)
+        .with_process(process.as_ref())
+        .with_container_args(command)
+        .with_user(uid)
+        .with_group(gid)
+        .build()
+        .map_err(lib)?;
+    drop(tty_process);
+    if args.detach {
+        return Ok(0);
+    }
+    // The exec'd process is our child; wait for it by pid (libcontainer has no wait API).
+    wait::wait_forwarding(pid)
+}
+
+/// `NAME=value` pairs; a later pair wins.
+fn parse_env(pairs: &[String]) -> Result<HashMap<String, String>> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => Err(Error::InvalidArgument(format!(
+                "environment variable {p:?} is not NAME=value"
+            ))),
+        })
+        .collect()
+}
+
+/// `uid` or `uid:gid`, numeric as in runc.
+fn parse_user(user: Option<&str>) -> Result<(Option<u32>, Option<u32>)> {
+    let Some(user) = user else {
+        return Ok((None, None));
+    };
+    let bad = || Error::InvalidArgument(format!("user {user:?} is not uid[:gid]"));
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let uid = u.parse().map_err(|_| bad())?;
+    let gid = g.map(|g| g.parse().map_err(|_| bad())).transpose()?;
+    Ok((Some(uid), gid))
+}
+
+/// The container's own process with these args, env additions, cwd and a terminal.
+fn write_tty_process(
+    c: &Container,
+    args: &ExecArgs,
+    env: &HashMap<String, String>,
+) -> Result<PathBuf> {
+    let config = c.bundle().join("config.json");
+    let spec = Spec::load(&config).map_err(|source| Error::InvalidConfig {
+        path: config.clone(),
+        source: Box::new(source),
+    })?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    let mut all_env = process.env().clone().unwrap_or_default();
+    all_env.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    process.set_env(Some(all_env));
+    process.set_args(Some(args.command.clone()));
+    process.set_terminal(Some(true));
+    if let Some(cwd) = &args.cwd {
+        process.set_cwd(cwd.clone());
+    }
+    let path = c
+        .root
+        .join(format!("exec-process-{}.json", std::process::id()));
+    let text = serde_json::to_vec(&process).map_err(Error::Json)?;
+    std::fs::write(&path, text).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    Ok(path)
+}
+
+/// Removes the generated process.json however exec ends.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            tracing::warn!(path = %self.0.display(), err = %e, "could not remove temporary file");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_pairs() {
+        let env = parse_env(&["A=1".into(), "B=x=y".into(), "A=2".into()]).unwrap();
+        assert_eq!(env["A"], "2");
+        assert_eq!(env["B"], "x=y");
+        assert!(parse_env(&["NOEQUALS".into()]).is_err());
+        assert!(parse_env(&["=v".into()]).is_err());
+    }
+
+    #[test]
+    fn users() {
+        assert_eq!(parse_user(None).unwrap(), (None, None));
+        assert_eq!(parse_user(Some("1000")).unwrap(), (Some(1000), None));
+        assert_eq!(parse_user(Some("1:2")).unwrap(), (Some(1), Some(2)));
+        assert!(parse_user(Some("root")).is_err());
+        assert!(parse_user(Some("1:x")).is_err());
+    }
+}
