@@ -83,7 +83,12 @@ impl BlobStore {
 
     /// Takes the cross-process writer lock for `digest` (blocking).
     pub fn lock(&self, digest: &Digest) -> Result<Flock<File>, BlobError> {
-        let path = self.ingest_dir().join(format!("{}.lock", digest.hex()));
+        self.lock_key(digest.hex())
+    }
+
+    /// Takes a cross-process lock named `key` (blocking).
+    pub fn lock_key(&self, key: &str) -> Result<Flock<File>, BlobError> {
+        let path = self.ingest_dir().join(format!("{key}.lock"));
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| BlobError::Io { path, source: e.into() })
     }
