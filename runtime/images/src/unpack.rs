@@ -406,6 +406,12 @@ fn prepare_path(dest: &Path, rel: &Path, lowers: &[PathBuf], shown: &str) -> Res
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(UnpackError::NotADirectory { path: shown.to_string(), parent: cur_rel }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // In the merged view this parent may be a symlink from a layer below; an upper
+                // directory would silently shadow it, so refuse rather than change the image.
+                let below = lowers.iter().find_map(|l| fs::symlink_metadata(l.join(&cur_rel)).ok());
+                if below.is_some_and(|m| m.file_type().is_symlink()) {
+                    return Err(UnpackError::ThroughSymlink { path: shown.to_string(), symlink: cur_rel });
+                }
                 create_implicit_dir(&cur, &cur_rel, lowers)
                     .map_err(|source| UnpackError::Io { path: shown.to_string(), what: "creating parent directory", source })?;
             }

@@ -200,3 +200,16 @@ fn whiteouts_and_opaque_dirs_become_overlay_markers() {
     assert_eq!(fs::read(upper.join("var/new")).unwrap(), b"n");
     assert_eq!(fs::read(upper.join("again")).unwrap(), b"L", "hard link target copied up from below");
 }
+
+#[test]
+fn refuses_to_shadow_a_lower_symlink_with_an_implicit_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+    fs::create_dir_all(&lower).unwrap();
+    fs::create_dir_all(&upper).unwrap();
+    apply(&[dir("usr"), dir("usr/lib"), symlink("lib", "usr/lib")], &lower, &[]).unwrap();
+    let err = apply(&[file("lib/libc.so", b"x")], &upper, std::slice::from_ref(&lower)).unwrap_err();
+    assert!(matches!(err, UnpackError::ThroughSymlink { .. }), "{err}");
+    // Replacing the symlink itself is fine.
+    apply(&[dir("lib"), file("lib/libc.so", b"x")], &upper, &[lower]).unwrap();
+}
