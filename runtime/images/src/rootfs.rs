@@ -1,0 +1,137 @@
+//! Per-container root filesystems: overlayfs with the image's snapshots as lowerdirs and
+//! `upper/`, `work/` under the container's directory. A lease file keeps gc off the snapshots in use.
+
+use crate::digest::Digest;
+use crate::error::{io_err, Error, Result};
+use crate::store::Store;
+use sha2::Digest as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Mount syscalls, behind a trait so that planners can be tested with a recording fake.
+pub trait Mounter: Send + Sync {
+    fn mount_overlay(&self, target: &Path, options: &str) -> std::io::Result<()>;
+    fn unmount(&self, target: &Path) -> std::io::Result<()>;
+}
+
+/// The real thing: mount(2) and umount2(2).
+pub struct SysMounter;
+
+impl Mounter for SysMounter {
+    fn mount_overlay(&self, target: &Path, options: &str) -> std::io::Result<()> {
+        use nix::mount::{mount, MsFlags};
+        mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options)).map_err(Into::into)
+    }
+
+    fn unmount(&self, target: &Path) -> std::io::Result<()> {
+        match nix::mount::umount2(target, nix::mount::MntFlags::empty()) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()), // not mounted
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The overlayfs option string: `lowerdir=top:...:bottom,upperdir=..,workdir=..`.
+/// The kernel takes at most one page of options.
+pub fn overlay_options(lowers_bottom_first: &[PathBuf], upper: &Path, work: &Path) -> std::result::Result<String, String> {
+    if lowers_bottom_first.is_empty() {
+        return Err("image has no layers".into());
+    }
+    for p in lowers_bottom_first.iter().map(|p| p.as_path()).chain([upper, work]) {
+        let s = p.to_string_lossy();
+        if s.contains([':', ',', '\\']) || !p.is_absolute() {
+            return Err(format!("path {s:?} cannot be used in overlay options"));
+        }
+    }
+    let lower: Vec<String> = lowers_bottom_first.iter().rev().map(|p| p.display().to_string()).collect();
+    let opts = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
+    if opts.len() >= 4096 {
+        return Err(format!("overlay options are {} bytes, over the kernel's 4095 (too many layers)", opts.len()));
+    }
+    Ok(opts)
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Lease {
+    pub container_dir: PathBuf,
+    pub image: String,
+    pub chain_ids: Vec<Digest>,
+}
+
+impl Lease {
+    pub fn read(path: &Path) -> Result<Lease> {
+        let data = fs::read(path).map_err(io_err("reading lease", path))?;
+        serde_json::from_slice(&data).map_err(|e| Error::Index { path: path.into(), detail: e.to_string() })
+    }
+}
+
+fn lease_path(store: &Store, container_dir: &Path) -> PathBuf {
+    let id = hex::encode(sha2::Sha256::digest(container_dir.as_os_str().as_encoded_bytes()));
+    store.root().join("leases").join(format!("{id}.json"))
+}
+
+impl Store {
+    /// Mounts `image`'s root filesystem at `<container_dir>/rootfs`, with `upper/` and `work/` beside it.
+    pub fn mount_rootfs(&self, image: &str, container_dir: &Path) -> Result<PathBuf> {
+        let record = self.get(image)?;
+        let container_dir = std::path::absolute(container_dir).map_err(io_err("resolving", container_dir))?;
+        let (upper, work, rootfs) = (container_dir.join("upper"), container_dir.join("work"), container_dir.join("rootfs"));
+        for d in [&upper, &work, &rootfs] {
+            fs::create_dir_all(d).map_err(io_err("creating", d))?;
+        }
+        let lowers: Vec<PathBuf> = record.chain_ids.iter().map(|c| self.snapshot_fs(c)).collect();
+        if let Some(missing) = lowers.iter().find(|l| !l.is_dir()) {
+            return Err(Error::Mount { target: rootfs, detail: format!("snapshot {} is missing: pull the image again", missing.display()) });
+        }
+        let opts = overlay_options(&lowers, &upper, &work).map_err(|detail| Error::Mount { target: rootfs.clone(), detail })?;
+        // The lease goes first: gc must not remove a snapshot between here and the mount.
+        let lease = Lease { container_dir: container_dir.clone(), image: record.name.clone(), chain_ids: record.chain_ids.clone() };
+        let lease_file = lease_path(self, &container_dir);
+        fs::write(&lease_file, serde_json::to_vec(&lease).expect("lease serializes")).map_err(io_err("writing lease", &lease_file))?;
+        if let Err(e) = self.inner.mounter.mount_overlay(&rootfs, &opts) {
+            let _ = fs::remove_file(&lease_file);
+            return Err(Error::Mount { target: rootfs, detail: e.to_string() });
+        }
+        tracing::info!(image = %record.name, rootfs = %rootfs.display(), layers = lowers.len(), "rootfs mounted");
+        Ok(rootfs)
+    }
+
+    /// Unmounts `<container_dir>/rootfs` and removes `rootfs/`, `upper/`, `work/` and the lease.
+    pub fn unmount_rootfs(&self, container_dir: &Path) -> Result<()> {
+        let container_dir = std::path::absolute(container_dir).map_err(io_err("resolving", container_dir))?;
+        let rootfs = container_dir.join("rootfs");
+        if rootfs.exists() {
+            self.inner.mounter.unmount(&rootfs).map_err(|e| Error::Mount { target: rootfs.clone(), detail: format!("unmount: {e}") })?;
+        }
+        for d in ["rootfs", "upper", "work"] {
+            let p = container_dir.join(d);
+            match fs::remove_dir_all(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { what: "removing", path: p, source: e }),
+                _ => {}
+            }
+        }
+        let lease_file = lease_path(self, &container_dir);
+        match fs::remove_file(&lease_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io { what: "removing", path: lease_file, source: e }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_options_put_the_top_layer_first() {
+        let lowers = vec![PathBuf::from("/s/a/fs"), PathBuf::from("/s/b/fs")];
+        assert_eq!(
+            overlay_options(&lowers, Path::new("/c/upper"), Path::new("/c/work")).unwrap(),
+            "lowerdir=/s/b/fs:/s/a/fs,upperdir=/c/upper,workdir=/c/work"
+        );
+        assert!(overlay_options(&[], Path::new("/u"), Path::new("/w")).is_err());
+        assert!(overlay_options(&[PathBuf::from("/a:b")], Path::new("/u"), Path::new("/w")).is_err());
+        let many: Vec<PathBuf> = (0..100).map(|i| PathBuf::from(format!("/var/lib/skiff/images/snapshots/{:064}/fs", i))).collect();
+        assert!(overlay_options(&many, Path::new("/u"), Path::new("/w")).unwrap_err().contains("too many layers"));
+    }
+}
