@@ -260,3 +260,58 @@ async fn scheduler_binds_pods_and_explains_what_does_not_fit() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_follow_ready_pods() {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let c = Cluster::start().await;
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let eps: Api<Endpoints> = Api::namespaced(c.client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})).unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    for (name, ip) in [("a", "10.244.0.5"), ("b", "10.244.1.6")] {
+        let p: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x", "ports": [{"name": "http", "containerPort": 8080}]}]}})).unwrap();
+        pods.create(&PostParams::default(), &p).await.unwrap();
+        let status = json!({"status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": if name == "a" { "True" } else { "False" }}]}});
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    }
+    let addresses = || async {
+        let Ok(e) = eps.get("web").await else { return (vec![], vec![]) };
+        let s = e.subsets.unwrap_or_default();
+        let ready = s.iter().flat_map(|s| s.addresses.iter().flatten()).map(|a| a.ip.clone()).collect::<Vec<_>>();
+        let not_ready = s.iter().flat_map(|s| s.not_ready_addresses.iter().flatten()).map(|a| a.ip.clone()).collect::<Vec<_>>();
+        (ready, not_ready)
+    };
+    eventually("endpoints list the ready pod and the not-ready one", || async {
+        addresses().await == (vec!["10.244.0.5".to_string()], vec!["10.244.1.6".to_string()])
+    })
+    .await;
+    let e = eps.get("web").await.unwrap();
+    assert_eq!(e.subsets.unwrap()[0].ports.as_ref().unwrap()[0].port, 8080, "named target port resolved");
+    // b becomes ready.
+    pods.patch_status("b", &PatchParams::default(), &Patch::Strategic(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}))).await.unwrap();
+    eventually("both pods are ready endpoints", || async { addresses().await.0.len() == 2 }).await;
+    eventually("the endpoint slice agrees", || async {
+        slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+            .await
+            .map(|l| l.items.len() == 1 && l.items[0].endpoints.iter().filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true)).count() == 2)
+            .unwrap_or(false)
+    })
+    .await;
+    // A pod that stops matching leaves.
+    pods.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}}))).await.unwrap();
+    eventually("the relabelled pod leaves the endpoints", || async { addresses().await.0 == vec!["10.244.1.6".to_string()] }).await;
+    // The Service goes, and its Endpoints and slices with it.
+    services.delete("web", &Default::default()).await.unwrap();
+    eventually("endpoints go with the service", || async { eps.get("web").await.is_err() }).await;
+    eventually("slices go with the service", || async {
+        slices.list(&ListParams::default().labels("kubernetes.io/service-name=web")).await.map(|l| l.items.is_empty()).unwrap_or(false)
+    })
+    .await;
+}

@@ -6,10 +6,12 @@
 //! reconcile first decides with a pure planner (unit-tested) and then acts. Errors requeue with backoff; a
 //! successful reconcile requeues after the resync period.
 //!
-//! Modules: [`replicaset`], [`deployment`], [`node_ipam`] (a pod CIDR per node), [`expectations`] (no
+//! Modules: [`replicaset`], [`deployment`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod
+//! CIDR per node), [`expectations`] (no
 //! duplicate pods while the cache catches up).
 
 pub mod deployment;
+pub mod endpoints;
 pub mod expectations;
 pub mod node_ipam;
 pub mod replicaset;
@@ -71,6 +73,8 @@ where
 pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let (pods, pod_events) = informer(Api::<Pod>::all(client.clone()));
+    // The endpoints controller needs its own pod event stream (one stream, one consumer).
+    let (pods_for_endpoints, pod_events_for_endpoints) = informer(Api::<Pod>::all(client.clone()));
     let (replicasets, rs_events) = informer(Api::<ReplicaSet>::all(client.clone()));
     let rs = replicaset::run(
         Api::all(client.clone()),
@@ -89,7 +93,13 @@ pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Futur
         Arc::new(node_ipam::Context::new(client.clone(), config.cluster_cidr, config.node_cidr_mask, config.clone())),
         shutdown.clone(),
     );
-    tokio::join!(rs, deploy, ipam);
+    let endpoints = endpoints::run(
+        Api::all(client.clone()),
+        Arc::new(endpoints::Context::new(client.clone(), pods_for_endpoints, config.clone())),
+        pod_events_for_endpoints,
+        shutdown.clone(),
+    );
+    tokio::join!(rs, deploy, ipam, endpoints);
 }
 
 /// `namespace/name` of an object, for messages.
