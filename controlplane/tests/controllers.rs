@@ -315,3 +315,44 @@ async fn endpoints_follow_ready_pods() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_runs_to_completion() {
+    use k8s_openapi::api::batch::v1::Job;
+    let c = Cluster::start().await;
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let job: Job = serde_json::from_value(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "pi"},
+        "spec": {"completions": 3, "parallelism": 2, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "pi", "image": "busybox", "command": ["true"]}]}}}})).unwrap();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    // Stand-in agents: every pod of the job succeeds.
+    let finisher = {
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            let mut max_active = 0;
+            loop {
+                let list = active_pods(&pods).await;
+                let running: Vec<&Pod> = list.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Succeeded")).collect();
+                max_active = max_active.max(running.len());
+                for p in running {
+                    let _ = pods.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Succeeded"}}))).await;
+                }
+                if max_active > 2 {
+                    panic!("more than parallelism pods were active at once: {max_active}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    eventually("the job completes", || async {
+        jobs.get("pi").await.ok().and_then(|j| j.status).is_some_and(|s| {
+            s.succeeded == Some(3) && s.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Complete" && c.status == "True")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!finisher.is_finished(), "the stand-in agent saw no more than `parallelism` active pods");
+    finisher.abort();
+    assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 3, "exactly `completions` pods ran");
+}

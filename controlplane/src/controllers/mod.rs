@@ -6,13 +6,14 @@
 //! reconcile first decides with a pure planner (unit-tested) and then acts. Errors requeue with backoff; a
 //! successful reconcile requeues after the resync period.
 //!
-//! Modules: [`replicaset`], [`deployment`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod
+//! Modules: [`replicaset`], [`deployment`], [`job`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod
 //! CIDR per node), [`expectations`] (no
 //! duplicate pods while the cache catches up).
 
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
+pub mod job;
 pub mod node_ipam;
 pub mod replicaset;
 
@@ -73,8 +74,9 @@ where
 pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let (pods, pod_events) = informer(Api::<Pod>::all(client.clone()));
-    // The endpoints controller needs its own pod event stream (one stream, one consumer).
+    // Each controller that is woken by pod changes has its own pod stream (one stream, one consumer).
     let (pods_for_endpoints, pod_events_for_endpoints) = informer(Api::<Pod>::all(client.clone()));
+    let (pods_for_jobs, pod_events_for_jobs) = informer(Api::<Pod>::all(client.clone()));
     let (replicasets, rs_events) = informer(Api::<ReplicaSet>::all(client.clone()));
     let rs = replicaset::run(
         Api::all(client.clone()),
@@ -99,7 +101,13 @@ pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Futur
         pod_events_for_endpoints,
         shutdown.clone(),
     );
-    tokio::join!(rs, deploy, ipam, endpoints);
+    let jobs = job::run(
+        Api::all(client.clone()),
+        Arc::new(job::Context::new(client.clone(), pods_for_jobs, config.clone())),
+        pod_events_for_jobs,
+        shutdown.clone(),
+    );
+    tokio::join!(rs, deploy, ipam, endpoints, jobs);
 }
 
 /// `namespace/name` of an object, for messages.
