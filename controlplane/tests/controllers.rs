@@ -248,8 +248,13 @@ async fn scheduler_binds_pods_and_explains_what_does_not_fit() {
     })
     .await;
     let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
-    let evs = events.list(&ListParams::default().fields("involvedObject.name=too-big")).await.unwrap();
-    assert!(evs.items.iter().any(|e| e.reason.as_deref() == Some("FailedScheduling")));
+    eventually("a FailedScheduling event is recorded", || async {
+        events
+            .list(&ListParams::default().fields("involvedObject.name=too-big"))
+            .await
+            .is_ok_and(|evs| evs.items.iter().any(|e| e.reason.as_deref() == Some("FailedScheduling")))
+    })
+    .await;
     assert!(pods.get("too-big").await.unwrap().spec.unwrap().node_name.is_none());
     // A bigger node arrives: the pod is placed there.
     let big: Node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "big"},
@@ -355,4 +360,39 @@ async fn job_runs_to_completion() {
     assert!(!finisher.is_finished(), "the stand-in agent saw no more than `parallelism` active pods");
     finisher.abort();
     assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 3, "exactly `completions` pods ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_runs_one_pod_per_node() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::core::v1::Node;
+    let c = Cluster::start().await;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let dss: Api<DaemonSet> = Api::namespaced(c.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let node = |name: &str| -> Node {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "10"}, "conditions": [{"type": "Ready", "status": "True"}]}})).unwrap()
+    };
+    for n in ["n1", "n2"] {
+        nodes.create(&PostParams::default(), &node(n)).await.unwrap();
+    }
+    let ds: DaemonSet = serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {"metadata": {"labels": {"app": "agent"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}})).unwrap();
+    dss.create(&PostParams::default(), &ds).await.unwrap();
+    let placement = || async {
+        let mut v: Vec<String> = active_pods(&pods).await.iter().filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone())).collect();
+        v.sort();
+        v
+    };
+    eventually("a pod is bound on each node (by the scheduler)", || async { placement().await == ["n1", "n2"] }).await;
+    nodes.create(&PostParams::default(), &node("n3")).await.unwrap();
+    eventually("a new node gets its pod", || async { placement().await == ["n1", "n2", "n3"] }).await;
+    nodes.delete("n2", &Default::default()).await.unwrap();
+    eventually("the pod of a removed node goes", || async { placement().await == ["n1", "n3"] }).await;
+    eventually("status counts the nodes", || async {
+        dss.get("agent").await.ok().and_then(|d| d.status).is_some_and(|s| s.desired_number_scheduled == 2 && s.current_number_scheduled == 2)
+    })
+    .await;
 }

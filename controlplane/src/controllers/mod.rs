@@ -6,10 +6,11 @@
 //! reconcile first decides with a pure planner (unit-tested) and then acts. Errors requeue with backoff; a
 //! successful reconcile requeues after the resync period.
 //!
-//! Modules: [`replicaset`], [`deployment`], [`job`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod
+//! Modules: [`replicaset`], [`deployment`], [`daemonset`], [`job`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod
 //! CIDR per node), [`expectations`] (no
 //! duplicate pods while the cache catches up).
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
@@ -77,6 +78,8 @@ pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Futur
     // Each controller that is woken by pod changes has its own pod stream (one stream, one consumer).
     let (pods_for_endpoints, pod_events_for_endpoints) = informer(Api::<Pod>::all(client.clone()));
     let (pods_for_jobs, pod_events_for_jobs) = informer(Api::<Pod>::all(client.clone()));
+    let (pods_for_ds, pod_events_for_ds) = informer(Api::<Pod>::all(client.clone()));
+    let (nodes_for_ds, node_events_for_ds) = informer(Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()));
     let (replicasets, rs_events) = informer(Api::<ReplicaSet>::all(client.clone()));
     let rs = replicaset::run(
         Api::all(client.clone()),
@@ -107,7 +110,14 @@ pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Futur
         pod_events_for_jobs,
         shutdown.clone(),
     );
-    tokio::join!(rs, deploy, ipam, endpoints, jobs);
+    let daemonsets = daemonset::run(
+        Api::all(client.clone()),
+        Arc::new(daemonset::Context::new(client.clone(), pods_for_ds, nodes_for_ds, config.clone())),
+        pod_events_for_ds,
+        node_events_for_ds,
+        shutdown.clone(),
+    );
+    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets);
 }
 
 /// `namespace/name` of an object, for messages.

@@ -212,6 +212,18 @@ fn affinity_ok(p: &Pod, n: &Node) -> bool {
     selector_ok && required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, n)))
 }
 
+/// Whether a pod may run on a node at all, leaving resources aside: cordon, taints and node affinity (the
+/// DaemonSet controller's question).
+pub fn node_allows(p: &Pod, n: &Node) -> bool {
+    let tolerations = p.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
+    let cordon = Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), ..Default::default() };
+    let cordoned = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) && !tolerates(&tolerations, &cordon);
+    let tainted = effective_taints(n)
+        .iter()
+        .any(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(&tolerations, t));
+    !cordoned && !tainted && affinity_ok(p, n)
+}
+
 /// Run the filters in upstream's order (NodeUnschedulable, TaintToleration, NodeAffinity, NodePorts,
 /// NodeResourcesFit) and stop at the first that fails, as upstream does; NodeResourcesFit reports every resource
 /// that is short.
