@@ -45,7 +45,13 @@ struct Args {
     /// Prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
-    /// Do not run the controllers (ReplicaSet, Deployment, node IPAM) in this process.
+    /// tolerationSeconds given to pods for the not-ready and unreachable taints (eviction delay from a lost node).
+    #[arg(long, default_value_t = 300)]
+    default_toleration_seconds: i64,
+    /// A node that has not renewed its Lease for this long is marked unreachable.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period_secs: u64,
+    /// Do not run the controllers (ReplicaSet, Deployment, DaemonSet, Job, endpoints, node IPAM, node lifecycle).
     #[arg(long)]
     disable_controllers: bool,
     /// Do not run the scheduler in this process.
@@ -71,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         node_ports: parse_ports(&args.node_port_range)?,
         compaction_interval: Duration::from_secs(args.compaction_interval_secs.max(1)),
         bookmark_interval: Duration::from_secs(args.bookmark_interval_secs.max(1)),
+        default_toleration_seconds: args.default_toleration_seconds.max(0),
         ..Config::default()
     };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -112,7 +119,12 @@ async fn main() -> anyhow::Result<()> {
             "--node-cidr-mask-size must be between the cluster CIDR's prefix ({}) and 30",
             cluster_cidr.1
         );
-        let config = ControllersConfig { cluster_cidr, node_cidr_mask: args.node_cidr_mask_size, ..ControllersConfig::default() };
+        let lifecycle = controllers::node_lifecycle::LifecycleConfig {
+            grace: Duration::from_secs(args.node_monitor_grace_period_secs.max(1)),
+            ..Default::default()
+        };
+        let config =
+            ControllersConfig { cluster_cidr, node_cidr_mask: args.node_cidr_mask_size, lifecycle, ..ControllersConfig::default() };
         Some(tokio::spawn(controllers::run(client, config, async move {
             let _ = rx.changed().await;
         })))

@@ -22,9 +22,13 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Self {
+        Self::start_with(Config::default(), ControllersConfig::default()).await
+    }
+
+    async fn start_with(api: Config, controllers_config: ControllersConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(SqliteConfig::new(dir.path().join("s.db"))).unwrap());
-        let server = ApiServer::new(store, Config::default());
+        let server = ApiServer::new(store, api);
         server.start().await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -35,7 +39,7 @@ impl Cluster {
         }));
         let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
         let mut rx2 = rx.clone();
-        tokio::spawn(controllers::run(client.clone(), ControllersConfig::default(), async move {
+        tokio::spawn(controllers::run(client.clone(), controllers_config, async move {
             let _ = rx2.changed().await;
         }));
         let mut rx3 = rx.clone();
@@ -393,6 +397,45 @@ async fn daemonset_runs_one_pod_per_node() {
     eventually("the pod of a removed node goes", || async { placement().await == ["n1", "n3"] }).await;
     eventually("status counts the nodes", || async {
         dss.get("agent").await.ok().and_then(|d| d.status).is_some_and(|s| s.desired_number_scheduled == 2 && s.current_number_scheduled == 2)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_node_is_tainted_and_its_pods_evicted() {
+    use k8s_openapi::api::core::v1::Node;
+    use skiff_controlplane::controllers::node_lifecycle::{LifecycleConfig, UNREACHABLE};
+    let api = Config { default_toleration_seconds: 2, ..Config::default() };
+    let ctl = ControllersConfig {
+        lifecycle: LifecycleConfig { grace: Duration::from_secs(2), period: Duration::from_millis(300) },
+        ..ControllersConfig::default()
+    };
+    let c = Cluster::start_with(api, ctl).await;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let n: Node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gone"},
+        "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "10"},
+                   "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": now}]}})).unwrap();
+    nodes.create(&PostParams::default(), &n).await.unwrap();
+    let p: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "victim"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}})).unwrap();
+    let created = pods.create(&PostParams::default(), &p).await.unwrap();
+    let tolerations = created.spec.unwrap().tolerations.unwrap();
+    assert!(tolerations.iter().any(|t| t.key.as_deref() == Some(UNREACHABLE) && t.toleration_seconds == Some(2)), "default tolerations");
+    eventually("the scheduler binds the pod", || async {
+        pods.get("victim").await.ok().and_then(|p| p.spec).and_then(|s| s.node_name).as_deref() == Some("gone")
+    })
+    .await;
+    eventually("the silent node is Unknown and unreachable", || async {
+        let Ok(n) = nodes.get("gone").await else { return false };
+        let unknown = n.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "Unknown");
+        let tainted = n.spec.and_then(|s| s.taints).unwrap_or_default().iter().any(|t| t.key == UNREACHABLE && t.effect == "NoExecute");
+        unknown && tainted
+    })
+    .await;
+    eventually("the pod is evicted after its toleration", || async {
+        pods.get("victim").await.map(|p| p.metadata.deletion_timestamp.is_some()).unwrap_or(true)
     })
     .await;
 }

@@ -200,6 +200,34 @@ fn service_spec(spec: &mut Value) {
     }
 }
 
+/// Upstream's DefaultTolerationSeconds admission: a pod that does not tolerate the not-ready and unreachable
+/// NoExecute taints tolerates them for `seconds`, so it is evicted from a lost node after that long.
+pub fn pod_default_tolerations(pod: &mut Value, seconds: i64) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let list = spec.entry("tolerations").or_insert_with(|| json!([]));
+    if !list.is_array() {
+        return;
+    }
+    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        let covered = list.as_array().is_some_and(|l| {
+            l.iter().any(|t| {
+                let k = t.get("key").and_then(Value::as_str).unwrap_or("");
+                let e = t.get("effect").and_then(Value::as_str).unwrap_or("");
+                let exists = t.get("operator").and_then(Value::as_str) == Some("Exists");
+                (k == key || (k.is_empty() && exists)) && (e.is_empty() || e == "NoExecute")
+            })
+        });
+        if !covered {
+            if let Some(l) = list.as_array_mut() {
+                l.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
+            }
+        }
+    }
+    if list.as_array().is_some_and(Vec::is_empty) {
+        spec.remove("tolerations");
+    }
+}
+
 /// The pod's QoS class from its containers' requests and limits (upstream's `GetPodQOS`).
 pub fn pod_qos_class(spec: &Value) -> &'static str {
     let mut any = false;
@@ -266,6 +294,20 @@ mod tests {
         assert_eq!(d["spec"]["replicas"], 1);
         assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
         assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    }
+
+    #[test]
+    fn default_tolerations_added_once() {
+        let mut pod = json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]}});
+        pod_default_tolerations(&mut pod, 300);
+        let t = pod["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0]["tolerationSeconds"], 5);
+        assert_eq!(t[1]["key"], "node.kubernetes.io/not-ready");
+        assert_eq!(t[1]["tolerationSeconds"], 300);
+        let mut tolerates_all = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        pod_default_tolerations(&mut tolerates_all, 300);
+        assert_eq!(tolerates_all["spec"]["tolerations"].as_array().unwrap().len(), 1);
     }
 
     #[test]

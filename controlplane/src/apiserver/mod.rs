@@ -52,6 +52,8 @@ pub struct Config {
     pub max_watch: Duration,
     /// Compact store history older than this, at this interval.
     pub compaction_interval: Duration,
+    /// tolerationSeconds of the not-ready/unreachable tolerations given to pods without them.
+    pub default_toleration_seconds: i64,
 }
 
 impl Default for Config {
@@ -63,6 +65,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(30),
             max_watch: Duration::from_secs(30 * 60),
             compaction_interval: Duration::from_secs(5 * 60),
+            default_toleration_seconds: 300,
         }
     }
 }

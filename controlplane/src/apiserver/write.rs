@@ -168,6 +168,9 @@ pub async fn create_object(s: &ApiServer, t: &Target, mut obj: Value, r: &Req) -
             candidate["metadata"]["name"] = json!(format!("{generate}{}", random_suffix()));
         }
         strategy::prepare_create(t.info, &mut candidate, &uid, &now_rfc3339());
+        if t.info.kind == "Pod" {
+            crate::api::defaults::pod_default_tolerations(&mut candidate, s.config.default_toleration_seconds);
+        }
         validate(t.info, &candidate, None)?;
         let name = name_of(&candidate).to_string();
         let allocated = if t.info.kind == "Service" {

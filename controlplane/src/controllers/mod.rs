@@ -16,6 +16,7 @@ pub mod endpoints;
 pub mod expectations;
 pub mod job;
 pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod replicaset;
 
 use std::future::Future;
@@ -44,6 +45,8 @@ pub struct ControllersConfig {
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
     /// Prefix length of each node's pod CIDR.
     pub node_cidr_mask: u8,
+    /// Node lifecycle: grace period and check period.
+    pub lifecycle: node_lifecycle::LifecycleConfig,
     /// How long a controller waits for its informer to see the pods it created or deleted before acting again.
     pub expectations_timeout: Duration,
 }
@@ -54,6 +57,7 @@ impl Default for ControllersConfig {
             resync: Duration::from_secs(300),
             cluster_cidr: (std::net::Ipv4Addr::new(10, 244, 0, 0), 16),
             node_cidr_mask: 24,
+            lifecycle: node_lifecycle::LifecycleConfig::default(),
             expectations_timeout: Duration::from_secs(60),
         }
     }
@@ -117,7 +121,8 @@ pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Futur
         node_events_for_ds,
         shutdown.clone(),
     );
-    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets);
+    let lifecycle = node_lifecycle::run(client.clone(), config.lifecycle.clone(), shutdown.clone());
+    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle);
 }
 
 /// `namespace/name` of an object, for messages.
