@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use skiff_controlplane::apiserver::{self, kubeconfig, ApiServer, Config};
+use skiff_controlplane::controllers::leader::{self, LeaderConfig};
 use skiff_controlplane::controllers::{self, ControllersConfig};
 use skiff_controlplane::scheduler::{self, SchedulerConfig};
 use skiff_controlplane::store::sqlite::{Durability, SqliteConfig, SqliteStore};
@@ -59,6 +60,19 @@ struct Args {
     disable_scheduler: bool,
 }
 
+/// Resolves when `stop` reads true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "skiff".into())
+}
+
 fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
     let (lo, hi) = s.split_once('-').context("--node-port-range must be LO-HI")?;
     let (lo, hi): (u16, u16) = (lo.trim().parse()?, hi.trim().parse()?);
@@ -106,13 +120,14 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Leader election: of several control planes, one runs the controllers and one the scheduler.
+    let identity = format!("{}_{}", hostname(), uuid::Uuid::new_v4());
     let controllers = if args.disable_controllers {
         None
     } else {
         // The controllers talk to this API server over loopback, as they would to any other.
         let url: axum::http::Uri = format!("http://127.0.0.1:{}", local.port()).parse()?;
         let client = kube::Client::try_from(kube::Config::new(url)).context("building the controllers' API client")?;
-        let mut rx = stop_rx.clone();
         let cluster_cidr = apiserver::parse_cidr(&args.cluster_cidr).map_err(anyhow::Error::msg).context("--cluster-cidr")?;
         anyhow::ensure!(
             args.node_cidr_mask_size >= cluster_cidr.1 && args.node_cidr_mask_size <= 30,
@@ -125,8 +140,9 @@ async fn main() -> anyhow::Result<()> {
         };
         let config =
             ControllersConfig { cluster_cidr, node_cidr_mask: args.node_cidr_mask_size, lifecycle, ..ControllersConfig::default() };
-        Some(tokio::spawn(controllers::run(client, config, async move {
-            let _ = rx.changed().await;
+        let elect = LeaderConfig::new("kube-controller-manager", &identity);
+        Some(tokio::spawn(leader::run_elected(client.clone(), elect, stop_rx.clone(), move |stop| {
+            controllers::run(client.clone(), config.clone(), stopped(stop))
         })))
     };
     let scheduler = if args.disable_scheduler {
@@ -134,9 +150,9 @@ async fn main() -> anyhow::Result<()> {
     } else {
         let url: axum::http::Uri = format!("http://127.0.0.1:{}", local.port()).parse()?;
         let client = kube::Client::try_from(kube::Config::new(url)).context("building the scheduler's API client")?;
-        let mut rx = stop_rx.clone();
-        Some(tokio::spawn(scheduler::run(client, SchedulerConfig::default(), async move {
-            let _ = rx.changed().await;
+        let elect = LeaderConfig::new("kube-scheduler", &identity);
+        Some(tokio::spawn(leader::run_elected(client.clone(), elect, stop_rx.clone(), move |stop| {
+            scheduler::run(client.clone(), SchedulerConfig::default(), stopped(stop))
         })))
     };
     apiserver::serve(listener, server, async move {

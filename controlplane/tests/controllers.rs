@@ -439,3 +439,53 @@ async fn lost_node_is_tainted_and_its_pods_evicted() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_at_a_time_and_a_quick_takeover() {
+    use skiff_controlplane::controllers::leader::{run_elected, LeaderConfig};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let c = Cluster::start().await;
+    let leading: Arc<std::sync::Mutex<Vec<&'static str>>> = Default::default();
+    let overlap = Arc::new(AtomicUsize::new(0));
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let candidate = |id: &'static str| {
+        let cfg = LeaderConfig {
+            lease_duration: Duration::from_secs(2),
+            renew_deadline: Duration::from_millis(1500),
+            retry_period: Duration::from_millis(200),
+            ..LeaderConfig::new("test-lease", id)
+        };
+        let (leading, overlap, client, stop_rx) = (leading.clone(), overlap.clone(), c.client.clone(), stop_rx.clone());
+        tokio::spawn(run_elected(client, cfg, stop_rx, move |mut stop| {
+            let (leading, overlap) = (leading.clone(), overlap.clone());
+            async move {
+                {
+                    let mut l = leading.lock().unwrap();
+                    l.push(id);
+                    overlap.fetch_max(l.len(), Ordering::SeqCst);
+                }
+                while !*stop.borrow() {
+                    if stop.changed().await.is_err() {
+                        break;
+                    }
+                }
+                leading.lock().unwrap().retain(|x| *x != id);
+            }
+        }))
+    };
+    let a = candidate("a");
+    let b = candidate("b");
+    eventually("someone leads", || async { leading.lock().unwrap().len() == 1 }).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = leading.lock().unwrap()[0];
+    // The leader's process dies without letting go.
+    let (dead, alive) = if first == "a" { (a, b) } else { (b, a) };
+    dead.abort();
+    leading.lock().unwrap().clear();
+    let started = std::time::Instant::now();
+    eventually("the standby takes over", || async { leading.lock().unwrap().len() == 1 }).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "takeover took {:?}", started.elapsed());
+    assert_ne!(leading.lock().unwrap()[0], first);
+    assert_eq!(overlap.load(Ordering::SeqCst), 1, "never two leaders at once");
+    alive.abort();
+}

@@ -15,6 +15,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
 pub mod job;
+pub mod leader;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
