@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod apiserver;
+pub mod cloud;
 pub mod controllers;
 pub mod scheduler;
 pub mod store;

@@ -58,6 +58,9 @@ struct Args {
     /// Do not run the scheduler in this process.
     #[arg(long)]
     disable_scheduler: bool,
+    /// Run the cloud controller manager with this bare-host inventory (machines and a LoadBalancer address pool).
+    #[arg(long)]
+    cloud_inventory: Option<PathBuf>,
 }
 
 /// Resolves when `stop` reads true (or its sender is gone).
@@ -155,12 +158,26 @@ async fn main() -> anyhow::Result<()> {
             scheduler::run(client.clone(), SchedulerConfig::default(), stopped(stop))
         })))
     };
+    let cloud = match &args.cloud_inventory {
+        None => None,
+        Some(path) => {
+            let provider: Arc<dyn skiff_controlplane::cloud::CloudProvider> = Arc::new(
+                skiff_controlplane::cloud::inventory::Inventory::open(path.clone()).map_err(anyhow::Error::msg).context("--cloud-inventory")?,
+            );
+            let url: axum::http::Uri = format!("http://127.0.0.1:{}", local.port()).parse()?;
+            let client = kube::Client::try_from(kube::Config::new(url)).context("building the cloud controllers' API client")?;
+            let elect = LeaderConfig::new("cloud-controller-manager", &identity);
+            Some(tokio::spawn(leader::run_elected(client.clone(), elect, stop_rx.clone(), move |stop| {
+                skiff_controlplane::cloud::run(client.clone(), provider.clone(), Duration::from_secs(60), stopped(stop))
+            })))
+        }
+    };
     apiserver::serve(listener, server, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     })
     .await?;
-    for task in [controllers, scheduler].into_iter().flatten() {
+    for task in [controllers, scheduler, cloud].into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     store.close();

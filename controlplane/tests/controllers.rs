@@ -489,3 +489,51 @@ async fn one_leader_at_a_time_and_a_quick_takeover() {
     assert_eq!(overlap.load(Ordering::SeqCst), 1, "never two leaders at once");
     alive.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_controllers_use_the_inventory() {
+    use k8s_openapi::api::core::v1::{Node, Service};
+    use skiff_controlplane::cloud::{self, inventory::Inventory, CloudProvider};
+    let c = Cluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.yaml");
+    std::fs::write(&path, "machines:\n  - name: n1\n    addresses: [{type: InternalIP, address: 10.0.0.11}]\n    zone: rack-a\nloadBalancerPool: [10.0.0.200-10.0.0.201]\n").unwrap();
+    let provider: Arc<dyn CloudProvider> = Arc::new(Inventory::open(path).unwrap());
+    let (_tx, mut rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(cloud::run(c.client.clone(), provider, Duration::from_secs(60), async move {
+        let _ = rx.changed().await;
+    }));
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    for n in ["n1", "stranger"] {
+        let node: Node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}})).unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+    eventually("n1 gets its address and zone", || async {
+        nodes.get("n1").await.ok().is_some_and(|n| {
+            n.labels().get("topology.kubernetes.io/zone").map(String::as_str) == Some("rack-a")
+                && n.status.and_then(|s| s.addresses).unwrap_or_default().iter().any(|a| a.address == "10.0.0.11")
+        })
+    })
+    .await;
+    eventually("a node whose machine is not in the inventory is deleted", || async { nodes.get("stranger").await.is_err() }).await;
+    let lb = |name: &str| -> Service {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80}]}})).unwrap()
+    };
+    let ingress = |name: &'static str| {
+        let services = services.clone();
+        async move {
+            services.get(name).await.ok().and_then(|s| s.status).and_then(|s| s.load_balancer).and_then(|l| l.ingress).and_then(|i| i.first().and_then(|i| i.ip.clone()))
+        }
+    };
+    services.create(&PostParams::default(), &lb("a")).await.unwrap();
+    eventually("a gets the first pool address", || async { ingress("a").await.as_deref() == Some("10.0.0.200") }).await;
+    services.create(&PostParams::default(), &lb("b")).await.unwrap();
+    eventually("b gets the second", || async { ingress("b").await.as_deref() == Some("10.0.0.201") }).await;
+    // a stops being a LoadBalancer: its address is released and a new service can have it.
+    services.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"type": "ClusterIP"}}))).await.unwrap();
+    eventually("a's address is released", || async { ingress("a").await.is_none() }).await;
+    services.create(&PostParams::default(), &lb("c")).await.unwrap();
+    eventually("c reuses it", || async { ingress("c").await.as_deref() == Some("10.0.0.200") }).await;
+}

@@ -136,6 +136,9 @@ pub fn prepare_update(info: &ResourceInfo, sub: Option<Subresource>, new: Value,
             };
         }
     }
+    if info.kind == "Service" && sub.is_none() {
+        drop_type_dependent_fields(&mut out, old);
+    }
     if tracks_generation(info) && out.get("spec") != old.get("spec") {
         let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
         if let Some(m) = meta_mut(&mut out) {
@@ -143,6 +146,41 @@ pub fn prepare_update(info: &ResourceInfo, sub: Option<Subresource>, new: Value,
         }
     }
     out
+}
+
+/// Upstream's `dropTypeDependentFields`: a Service that stops being NodePort/LoadBalancer loses the node ports
+/// it kept from before (unless the client changed them on purpose, which validation then rejects).
+fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
+    let ty = |v: &Value| v.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let (new_ty, old_ty) = (ty(new), ty(old));
+    let needs_ports = |t: &str| t == "NodePort" || t == "LoadBalancer";
+    if needs_ports(&new_ty) || !needs_ports(&old_ty) {
+        return;
+    }
+    let old_ports: Vec<Value> = old
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map(|ps| ps.iter().filter_map(|p| p.get("nodePort").cloned()).collect())
+        .unwrap_or_default();
+    if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            if p.get("nodePort").is_some_and(|np| old_ports.contains(np)) {
+                if let Some(m) = p.as_object_mut() {
+                    m.remove("nodePort");
+                }
+            }
+        }
+    }
+    if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+        if new_ty != "LoadBalancer" {
+            // These apply only to NodePort/LoadBalancer Services; kept values from before go.
+            for k in ["externalTrafficPolicy", "allocateLoadBalancerNodePorts", "healthCheckNodePort"] {
+                if old.pointer(&format!("/spec/{k}")) == spec.get(k) {
+                    spec.remove(k);
+                }
+            }
+        }
+    }
 }
 
 /// For a delete with `requested` grace seconds: how long the object should linger with a deletionTimestamp
