@@ -60,6 +60,13 @@ enum Cmd {
         #[arg(long, default_value = "/var/tmp")]
         dir: PathBuf,
     },
+    /// Scheduling decisions (filters + scores, no API): pods/s and per-pod latency.
+    Scheduler {
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+        nodes: Vec<usize>,
+        #[arg(long, default_value_t = 10000)]
+        pods: usize,
+    },
     /// Server RSS holding N pods.
     Memory {
         #[arg(long, default_value_t = 10000)]
@@ -464,6 +471,55 @@ async fn bench_memory(pods: usize, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn bench_scheduler(node_counts: &[usize], pods: usize) {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use skiff_controlplane::scheduler::plugins::NodeView;
+    use skiff_controlplane::scheduler::{place_views, Decision};
+    println!("\n### Scheduler: placement decisions for {pods} pending pods (filters + scores, no API calls; 10% of nodes tainted, 25% of pods with a nodeSelector)\n");
+    println!("| nodes | pods placed | pods/s | p50 µs | p99 µs |");
+    println!("|---|---|---|---|---|");
+    for &n in node_counts {
+        let nodes: Vec<Node> = (0..n)
+            .map(|i| {
+                let mut v = serde_json::json!({"metadata": {"name": format!("node-{i}"), "labels": {"zone": format!("z{}", i % 3), "kubernetes.io/hostname": format!("node-{i}")}},
+                    "spec": {},
+                    "status": {"allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+                               "conditions": [{"type": "Ready", "status": "True"}]}});
+                if i % 10 == 0 {
+                    v["spec"] = serde_json::json!({"taints": [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]});
+                }
+                serde_json::from_value(v).expect("node")
+            })
+            .collect();
+        let pod_objs: Vec<Pod> = (0..pods)
+            .map(|i| {
+                let mut v = serde_json::json!({"metadata": {"name": format!("p{i}"), "uid": format!("uid-{i}")},
+                    "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}});
+                if i % 4 == 0 {
+                    v["spec"]["nodeSelector"] = serde_json::json!({"zone": "z1"});
+                }
+                serde_json::from_value(v).expect("pod")
+            })
+            .collect();
+        let views: Vec<NodeView> = nodes.iter().map(NodeView::new).collect();
+        let mut usage = std::collections::HashMap::new();
+        let mut lat = Vec::with_capacity(pods);
+        let mut placed = 0;
+        let start = Instant::now();
+        for p in &pod_objs {
+            let t = Instant::now();
+            let d = place_views(&[p], &views, &mut usage);
+            lat.push(t.elapsed());
+            if matches!(d[0], Decision::Bind(_)) {
+                placed += 1;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
+        println!("| {n} | {placed} | {:.0} | {:.0} | {:.0} |", pods as f64 / secs, p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -472,5 +528,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Api { seconds, clients, etcd, dir } => bench_api(seconds, &clients, etcd.as_deref(), &dir).await,
         Cmd::Watch { watchers, events, dir } => bench_watch(watchers, events, &dir).await,
         Cmd::Memory { pods, dir } => bench_memory(pods, &dir).await,
+        Cmd::Scheduler { nodes, pods } => {
+            bench_scheduler(&nodes, pods);
+            Ok(())
+        }
     }
 }

@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::controllers::informer;
-use plugins::{filter, score, unschedulable_message, NodeUsage, Unfit};
+use plugins::{filter_view, score_view, unschedulable_message, NodeUsage, NodeView, PodView, Unfit};
 
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -71,32 +71,69 @@ fn is_active(p: &Pod) -> bool {
     phase != "Succeeded" && phase != "Failed"
 }
 
+/// How many feasible nodes to find before choosing (upstream's percentageOfNodesToScore, adaptive): all of a
+/// small cluster, down to 5% (at least 100) of a large one.
+pub fn feasible_nodes_to_find(nodes: usize) -> usize {
+    if nodes < 100 {
+        return nodes;
+    }
+    let percent = (50i64 - nodes as i64 / 125).max(5) as usize;
+    (nodes * percent / 100).max(100).min(nodes)
+}
+
 /// Place `pending` (in order) on `nodes`, updating `usage` as pods are placed. Pure.
+///
+/// Like upstream, each pod's search starts where the previous one stopped and ends once enough feasible nodes
+/// were found, so large clusters are not scanned whole for every pod.
 pub fn place(pending: &[&Pod], nodes: &[&Node], usage: &mut HashMap<String, NodeUsage>) -> Vec<Decision> {
+    let views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n)).collect();
+    place_views(pending, &views, usage)
+}
+
+/// [`place`] with the node views already built (a scheduling pass builds them once).
+pub fn place_views(pending: &[&Pod], nodes: &[NodeView], usage: &mut HashMap<String, NodeUsage>) -> Vec<Decision> {
+    let empty = NodeUsage::default();
+    let want = feasible_nodes_to_find(nodes.len());
+    let mut start = 0usize;
     pending
         .iter()
         .map(|p| {
-            let mut best: Option<(i64, u64, &Node)> = None;
+            let pv = PodView::new(p);
+            let pod_uid = p.metadata.uid.as_deref().unwrap_or_default();
+            let mut best: Option<(i64, u64, usize)> = None;
             let mut reasons: Vec<Vec<Unfit>> = Vec::new();
-            for n in nodes {
-                let name = n.name_any();
-                let u = usage.get(&name).cloned().unwrap_or_default();
-                let unfit = filter(p, n, &u);
+            let mut feasible = 0;
+            let mut examined = 0;
+            for i in 0..nodes.len() {
+                let idx = (start + i) % nodes.len();
+                let n = &nodes[idx];
+                examined += 1;
+                let name = n.name;
+                let u = usage.get(name).unwrap_or(&empty);
+                let unfit = filter_view(&pv, n, u);
                 if !unfit.is_empty() {
                     reasons.push(unfit);
                     continue;
                 }
-                let s = score(p, n, &u);
+                feasible += 1;
+                let s = score_view(&pv, n, u);
                 // Ties go to a node picked by a hash of pod and node, so equal nodes share the load.
-                let tie = fnv(&format!("{}/{name}", p.uid().unwrap_or_default()));
-                if best.as_ref().is_none_or(|(bs, bt, _)| (s, tie) > (*bs, *bt)) {
-                    best = Some((s, tie, n));
+                let tie = fnv2(pod_uid, name);
+                if best.is_none_or(|(bs, bt, _)| (s, tie) > (bs, bt)) {
+                    best = Some((s, tie, idx));
+                }
+                if feasible >= want {
+                    break;
                 }
             }
+            if !nodes.is_empty() {
+                start = (start + examined) % nodes.len();
+            }
             match best {
-                Some((_, _, n)) => {
-                    usage.entry(n.name_any()).or_default().add_pod(p);
-                    Decision::Bind(n.name_any())
+                Some((_, _, idx)) => {
+                    let name = nodes[idx].name.to_string();
+                    usage.entry(name.clone()).or_default().add_pod(p);
+                    Decision::Bind(name)
                 }
                 None => Decision::Unschedulable(unschedulable_message(nodes.len(), &reasons)),
             }
@@ -104,8 +141,9 @@ pub fn place(pending: &[&Pod], nodes: &[&Node], usage: &mut HashMap<String, Node
         .collect()
 }
 
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+/// FNV-1a of `a/b`, without building the string.
+fn fnv2(a: &str, b: &str) -> u64 {
+    a.bytes().chain(std::iter::once(b'/')).chain(b.bytes()).fold(0xcbf29ce484222325u64, |h, x| (h ^ x as u64).wrapping_mul(0x100000001b3))
 }
 
 fn priority(p: &Pod) -> i32 {
@@ -164,8 +202,8 @@ impl Scheduler {
         pending.sort_by(|a, b| {
             priority(b).cmp(&priority(a)).then_with(|| a.metadata.creation_timestamp.as_ref().map(|t| t.0).cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0)))
         });
-        let node_refs: Vec<&Node> = nodes.iter().map(|n| n.as_ref()).collect();
-        let decisions = place(&pending, &node_refs, &mut usage);
+        let views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n)).collect();
+        let decisions = place_views(&pending, &views, &mut usage);
         let mut binds = Vec::new();
         for (p, d) in pending.iter().zip(decisions) {
             let uid = p.uid().unwrap_or_default();
@@ -324,6 +362,14 @@ mod tests {
         assert_eq!(bound.len(), 2);
         assert_ne!(d[0], d[1], "two big pods go to different nodes");
         assert_eq!(d[2], Decision::Unschedulable("0/2 nodes are available: 2 Insufficient cpu.".into()));
+    }
+
+    #[test]
+    fn large_clusters_are_sampled() {
+        assert_eq!(feasible_nodes_to_find(50), 50);
+        assert_eq!(feasible_nodes_to_find(1000), 420);
+        assert_eq!(feasible_nodes_to_find(5000), 500);
+        assert_eq!(feasible_nodes_to_find(100_000), 5000);
     }
 
     #[test]

@@ -224,28 +224,67 @@ pub fn node_allows(p: &Pod, n: &Node) -> bool {
     !cordoned && !tainted && affinity_ok(p, n)
 }
 
+/// What the filters and scores need of a node, computed once per scheduling pass.
+pub struct NodeView<'a> {
+    pub node: &'a Node,
+    pub name: &'a str,
+    pub alloc: Resources,
+    pub taints: Vec<Taint>,
+    pub unschedulable: bool,
+}
+
+impl<'a> NodeView<'a> {
+    pub fn new(node: &'a Node) -> Self {
+        NodeView {
+            node,
+            name: node.metadata.name.as_deref().unwrap_or_default(),
+            alloc: node_allocatable(node),
+            taints: effective_taints(node),
+            unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+        }
+    }
+}
+
+/// What the filters and scores need of a pod, computed once per pod.
+pub struct PodView<'a> {
+    pub pod: &'a Pod,
+    pub requests: Resources,
+    pub tolerations: Vec<Toleration>,
+    pub host_ports: Vec<(String, String, i32)>,
+}
+
+impl<'a> PodView<'a> {
+    pub fn new(pod: &'a Pod) -> Self {
+        PodView {
+            pod,
+            requests: pod_requests(pod),
+            tolerations: pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default(),
+            host_ports: host_ports(pod),
+        }
+    }
+}
+
 /// Run the filters in upstream's order (NodeUnschedulable, TaintToleration, NodeAffinity, NodePorts,
 /// NodeResourcesFit) and stop at the first that fails, as upstream does; NodeResourcesFit reports every resource
 /// that is short.
 pub fn filter(p: &Pod, n: &Node, usage: &NodeUsage) -> Vec<Unfit> {
-    let tolerations = p.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
-    if n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+    filter_view(&PodView::new(p), &NodeView::new(n), usage)
+}
+
+pub fn filter_view(p: &PodView, n: &NodeView, usage: &NodeUsage) -> Vec<Unfit> {
+    if n.unschedulable {
         let t = Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), ..Default::default() };
-        if !tolerates(&tolerations, &t) {
+        if !tolerates(&p.tolerations, &t) {
             return vec![Unfit::Unschedulable];
         }
     }
-    if let Some(t) = effective_taints(n)
-        .into_iter()
-        .find(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(&tolerations, t))
-    {
-        return vec![Unfit::Taint(format!("{{{}: {}}}", t.key, t.value.unwrap_or_default()))];
+    if let Some(t) = n.taints.iter().find(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(&p.tolerations, t)) {
+        return vec![Unfit::Taint(format!("{{{}: {}}}", t.key, t.value.as_deref().unwrap_or_default()))];
     }
-    if !affinity_ok(p, n) {
+    if !affinity_ok(p.pod, n.node) {
         return vec![Unfit::Affinity];
     }
-    let wanted_ports = host_ports(p);
-    let conflict = wanted_ports.iter().any(|(ip, proto, port)| {
+    let conflict = p.host_ports.iter().any(|(ip, proto, port)| {
         usage.host_ports.iter().any(|(uip, uproto, uport)| {
             uport == port && uproto == proto && (uip == ip || uip == "0.0.0.0" || ip == "0.0.0.0")
         })
@@ -254,9 +293,7 @@ pub fn filter(p: &Pod, n: &Node, usage: &NodeUsage) -> Vec<Unfit> {
         return vec![Unfit::Ports];
     }
     let mut out = Vec::new();
-    let want = pod_requests(p);
-    let alloc = node_allocatable(n);
-    let used = usage.requested;
+    let (want, alloc, used) = (p.requests, n.alloc, usage.requested);
     if used.pods + want.pods > alloc.pods {
         out.push(Unfit::TooManyPods);
     }
@@ -274,8 +311,11 @@ pub fn filter(p: &Pod, n: &Node, usage: &NodeUsage) -> Vec<Unfit> {
 
 /// Score a node that fits, higher is better (0..=300).
 pub fn score(p: &Pod, n: &Node, usage: &NodeUsage) -> i64 {
-    let want = pod_requests(p);
-    let alloc = node_allocatable(n);
+    score_view(&PodView::new(p), &NodeView::new(n), usage)
+}
+
+pub fn score_view(p: &PodView, n: &NodeView, usage: &NodeUsage) -> i64 {
+    let (want, alloc) = (p.requests, n.alloc);
     let frac = |used: i128, add: i128, cap: i128| -> f64 {
         if cap <= 0 {
             1.0
@@ -290,16 +330,16 @@ pub fn score(p: &Pod, n: &Node, usage: &NodeUsage) -> i64 {
     let mem = frac(usage.requested.memory, mem_req, alloc.memory);
     let least_allocated = ((1.0 - cpu) + (1.0 - mem)) / 2.0 * 100.0;
     let balanced = (1.0 - (cpu - mem).abs()) * 100.0;
-    let tolerations = p.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
-    let prefer_no = effective_taints(n).iter().filter(|t| t.effect == "PreferNoSchedule" && !tolerates(&tolerations, t)).count();
+    let prefer_no = n.taints.iter().filter(|t| t.effect == "PreferNoSchedule" && !tolerates(&p.tolerations, t)).count();
     let taint_score = 100.0 / (1.0 + prefer_no as f64);
     let preferred: i64 = p
+        .pod
         .spec
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
         .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref())
-        .map(|prefs| prefs.iter().filter(|w| term_matches(&w.preference, n)).map(|w| w.weight as i64).sum())
+        .map(|prefs| prefs.iter().filter(|w| term_matches(&w.preference, n.node)).map(|w| w.weight as i64).sum())
         .unwrap_or(0);
     (least_allocated + balanced + taint_score) as i64 + preferred
 }
