@@ -105,6 +105,7 @@ fn bind(dest: &str, src: &Path) -> Value {
     json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]})
 }
 
+/// The whole config.json of a container.
 pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
     let cwd = c.working_dir.clone().filter(|w| !w.is_empty()).or_else(|| image.working_dir.clone()).filter(|w| !w.is_empty());
     json!({
@@ -116,7 +117,9 @@ pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
             "env": process_env(c, image, inputs.hostname),
             "cwd": cwd.unwrap_or_else(|| "/".into()),
             "capabilities": {"bounding": CAPS, "effective": CAPS, "permitted": CAPS},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
+            // No "rlimits": the container inherits the runtime's limits, as with containerd 2. Setting one above
+            // the caller's hard limit needs CAP_SYS_RESOURCE (and NOFILE at most fs.nr_open); without it the
+            // runtime's intermediate process fails with EPERM (hosts whose bounding set lacks it, as here).
             "noNewPrivileges": false,
         },
         "root": {"path": "rootfs", "readonly": false},
@@ -182,5 +185,35 @@ mod tests {
         assert_eq!(r["memory"]["limit"], json!(32 << 20));
         assert_eq!(r["cpu"]["quota"], json!(25_000));
         assert_eq!(r["cpu"]["shares"], json!(256));
+    }
+
+    fn render_sample() -> Value {
+        let files = PodFiles { hosts: "/p/etc-hosts".into(), resolv_conf: "/p/resolv.conf".into(), hostname: "/p/hostname".into() };
+        let inputs = SpecInputs {
+            hostname: "web",
+            netns: Path::new("/run/netns/skiff-x"),
+            files: &files,
+            cgroups_path: "/skiff/besteffort/podu1/c1".into(),
+        };
+        render(&container(json!({"name": "c", "command": ["sh", "-c", "echo hi"]})), &image(), &inputs)
+    }
+
+    /// Guards the container-start EPERM: any rlimit in config.json is applied with setrlimit by the runtime's
+    /// intermediate process, which fails when it exceeds the caller's hard limit without CAP_SYS_RESOURCE.
+    #[test]
+    fn spec_sets_no_rlimits_so_the_container_inherits_the_runtimes() {
+        let spec = render_sample();
+        assert!(spec["process"].get("rlimits").is_none(), "{}", spec["process"]);
+    }
+
+    #[test]
+    fn spec_has_pod_netns_cgroups_path_and_bind_mounts() {
+        let spec = render_sample();
+        assert_eq!(spec["process"]["args"], json!(["sh", "-c", "echo hi"]));
+        assert_eq!(spec["linux"]["cgroupsPath"], "/skiff/besteffort/podu1/c1");
+        let ns = spec["linux"]["namespaces"].as_array().unwrap();
+        assert!(ns.contains(&json!({"type": "network", "path": "/run/netns/skiff-x"})));
+        let mounts = spec["mounts"].as_array().unwrap();
+        assert!(mounts.iter().any(|m| m["destination"] == "/etc/hosts" && m["source"] == "/p/etc-hosts"));
     }
 }
