@@ -112,8 +112,18 @@ fn runtime(args: &MonitorArgs) -> Command {
 }
 
 fn last_error(state_dir: &Path, fallback: &str) -> String {
-    let log = std::fs::read_to_string(state_dir.join("runtime.log")).unwrap_or_default();
-    log.lines().last().map(str::to_string).filter(|l| !l.is_empty()).unwrap_or_else(|| fallback.to_string())
+    error_summary(&std::fs::read_to_string(state_dir.join("runtime.log")).unwrap_or_default(), fallback)
+}
+
+/// The runtime log's last line, plus its first ERROR line when that differs: libcontainer logs the cause first
+/// (e.g. "failed to set rlimit ... EPERM") and only a generic "intermediate process error EPERM" last.
+pub fn error_summary(log: &str, fallback: &str) -> String {
+    let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let Some(last) = lines.last() else { return fallback.to_string() };
+    match lines.iter().find(|l| l.contains(" ERROR ")) {
+        Some(first) if first != last => format!("{last} (cause: {first})"),
+        _ => last.to_string(),
+    }
 }
 
 pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
@@ -244,6 +254,17 @@ fn relay(pid: i32, mut pipes: [File; 2], log: &mut File) -> WaitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_summary_keeps_the_first_error_as_the_cause() {
+        assert_eq!(error_summary("", "create failed"), "create failed");
+        assert_eq!(error_summary("T ERROR x: boom\n", "f"), "T ERROR x: boom");
+        let log = "T ERROR lc: failed to set rlimit err=Nix(EPERM)\nT ERROR lc: intermediate process error EPERM\n";
+        assert_eq!(
+            error_summary(log, "f"),
+            "T ERROR lc: intermediate process error EPERM (cause: T ERROR lc: failed to set rlimit err=Nix(EPERM))"
+        );
+    }
 
     #[test]
     fn splitter_emits_full_and_partial_lines() {
