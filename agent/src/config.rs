@@ -1,0 +1,82 @@
+//! The agent's configuration: node identity, directories, and where the runtime binary is.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("reading the kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("inferring the client config: {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("building the client: {0}")]
+    Build(#[from] kube::Error),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_name: String,
+    pub node_ip: IpAddr,
+    /// 0 binds an ephemeral port (tests); the bound port is what the Node reports.
+    pub port: u16,
+    pub kubeconfig: Option<PathBuf>,
+    /// Images, bundles, IPAM state (`/var/lib/skiff`).
+    pub root_dir: PathBuf,
+    /// Runtime state, netns bind mounts, monitor state and exit files (`/run/skiff`).
+    pub run_dir: PathBuf,
+    /// CRI log files (`/var/log/pods`).
+    pub log_dir: PathBuf,
+    /// The `skiff-runtime` binary.
+    pub runtime_bin: PathBuf,
+    /// Top of the pod cgroups: `<cgroup_root>/<qos>/pod<uid>/<container-id>`.
+    pub cgroup_root: String,
+    pub bridge: String,
+    pub max_pods: u32,
+}
+
+impl Config {
+    pub fn images_dir(&self) -> PathBuf {
+        self.root_dir.join("images")
+    }
+    pub fn runtime_root(&self) -> PathBuf {
+        self.run_dir.join("runtime")
+    }
+    pub fn netns_dir(&self) -> PathBuf {
+        self.run_dir.join("netns")
+    }
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.root_dir.join("ipam")
+    }
+    /// Per-pod directory for bundles and /etc files.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.root_dir.join("pods").join(uid)
+    }
+    /// Per-pod directory of monitor state: `<run>/pods/<uid>/<container>/<restart>/`.
+    pub fn pod_state_dir(&self, uid: &str) -> PathBuf {
+        self.run_dir.join("pods").join(uid)
+    }
+    pub fn pod_log_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
+        self.log_dir.join(format!("{namespace}_{name}_{uid}"))
+    }
+
+    pub async fn client(&self) -> Result<kube::Client, ClientError> {
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+            }
+            None => kube::Config::infer().await?,
+        };
+        Ok(kube::Client::try_from(config)?)
+    }
+}
+
+/// The directory of the running executable, where the sibling `skiff-runtime` usually is.
+pub fn sibling_binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .map(|d| d.join(name))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}

@@ -1,0 +1,11 @@
+//! Containers: on-disk state of each attempt, OCI bundles, the runtime CLI, and the per-container monitor.
+
+pub mod monitor;
+pub mod runtime;
+pub mod spec;
+pub mod state;
+
+/// The runtime's container id for attempt `restart` of container `name` of pod `uid`.
+pub fn container_id(uid: &str, name: &str, restart: u32) -> String {
+    format!("{uid}-{name}-{restart}")
+}

@@ -1,0 +1,286 @@
+//! The per-container monitor (`skiff-agent monitor ...`), the role of conmon / containerd-shim.
+//!
+//! A single-threaded process in its own session (so it outlives the agent and is not hit by signals aimed at the
+//! agent's process group). It makes itself a child subreaper, runs `skiff-runtime create` with pipes as the
+//! container's stdout/stderr, then `skiff-runtime start`, relays both pipes into the CRI log file, reaps the
+//! container's init when it exits (it is re-parented here when the runtime exits) and writes `exit.json`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::state::{write_json, Exited, Started, EXIT, STARTED};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MonitorArgs {
+    #[arg(long)]
+    pub runtime: PathBuf,
+    #[arg(long)]
+    pub runtime_root: PathBuf,
+    #[arg(long)]
+    pub id: String,
+    #[arg(long)]
+    pub bundle: PathBuf,
+    #[arg(long)]
+    pub log_file: PathBuf,
+    /// The attempt's state dir: started.json, exit.json, pid, runtime.log.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+}
+
+impl MonitorArgs {
+    /// The command line the agent uses to start a monitor.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = vec!["monitor".into()];
+        for (k, p) in [
+            ("--runtime", self.runtime.as_os_str()),
+            ("--runtime-root", self.runtime_root.as_os_str()),
+            ("--id", self.id.as_ref()),
+            ("--bundle", self.bundle.as_os_str()),
+            ("--log-file", self.log_file.as_os_str()),
+            ("--state-dir", self.state_dir.as_os_str()),
+        ] {
+            v.push(k.into());
+            v.push(p.into());
+        }
+        v
+    }
+}
+
+/// One CRI log line: `<RFC3339Nano> <stream> <F|P> <text>`.
+pub fn cri_line(stream: &str, partial: bool, text: &[u8]) -> Vec<u8> {
+    let ts = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let mut line = format!("{ts} {stream} {} ", if partial { "P" } else { "F" }).into_bytes();
+    line.extend_from_slice(text);
+    line.push(b'\n');
+    line
+}
+
+const MAX_LINE: usize = 16 * 1024;
+
+/// Splits buffered output into CRI lines: complete lines as F, over-long ones as P chunks.
+pub struct LineSplitter {
+    stream: &'static str,
+    buf: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn new(stream: &'static str) -> Self {
+        LineSplitter { stream, buf: vec![] }
+    }
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        self.buf.extend_from_slice(data);
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            let rest = self.buf.split_off(i + 1);
+            out.extend(cri_line(self.stream, false, &self.buf[..i]));
+            self.buf = rest;
+        }
+        while self.buf.len() >= MAX_LINE {
+            let rest = self.buf.split_off(MAX_LINE);
+            out.extend(cri_line(self.stream, true, &self.buf));
+            self.buf = rest;
+        }
+    }
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.buf.is_empty() {
+            out.extend(cri_line(self.stream, false, &self.buf));
+            self.buf.clear();
+        }
+    }
+}
+
+fn fail(state_dir: &Path, reason: &str, message: String) -> anyhow::Result<()> {
+    let exited = Exited { exit_code: 128, finished_at: Utc::now(), reason: reason.into(), message: message.clone() };
+    write_json(&state_dir.join(EXIT), &exited).context("writing exit.json")?;
+    anyhow::bail!("{reason}: {message}")
+}
+
+fn runtime(args: &MonitorArgs) -> Command {
+    let mut c = Command::new(&args.runtime);
+    c.arg("--root").arg(&args.runtime_root).arg("--log").arg(args.state_dir.join("runtime.log"));
+    c.stdin(Stdio::null());
+    c
+}
+
+fn last_error(state_dir: &Path, fallback: &str) -> String {
+    error_summary(&std::fs::read_to_string(state_dir.join("runtime.log")).unwrap_or_default(), fallback)
+}
+
+/// The runtime log's last line, plus its first ERROR line when that differs: libcontainer logs the cause first
+/// (e.g. "failed to set rlimit ... EPERM") and only a generic "intermediate process error EPERM" last.
+pub fn error_summary(log: &str, fallback: &str) -> String {
+    let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let Some(last) = lines.last() else { return fallback.to_string() };
+    match lines.iter().find(|l| l.contains(" ERROR ")) {
+        Some(first) if first != last => format!("{last} (cause: {first})"),
+        _ => last.to_string(),
+    }
+}
+
+pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
+    // Own session: the agent's death or its terminal's signals do not reach us.
+    let _ = nix::unistd::setsid();
+    nix::sys::prctl::set_child_subreaper(true).context("PR_SET_CHILD_SUBREAPER")?;
+    std::fs::create_dir_all(&args.state_dir).context("creating the state dir")?;
+    if let Some(dir) = args.log_file.parent() {
+        std::fs::create_dir_all(dir).context("creating the log dir")?;
+    }
+    let mut log = OpenOptions::new().create(true).append(true).open(&args.log_file).context("opening the log file")?;
+
+    let (out_r, out_w) = nix::unistd::pipe().context("pipe")?;
+    let (err_r, err_w) = nix::unistd::pipe().context("pipe")?;
+    let pid_file = args.state_dir.join("pid");
+    let status = runtime(&args)
+        .arg("create")
+        .arg(&args.id)
+        .arg("-b")
+        .arg(&args.bundle)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
+        .status()
+        .context("running skiff-runtime create")?;
+    if !status.success() {
+        return fail(&args.state_dir, "CreateContainerError", last_error(&args.state_dir, "skiff-runtime create failed"));
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    if pid <= 0 {
+        return fail(&args.state_dir, "CreateContainerError", "no pid file after create".into());
+    }
+    let start = runtime(&args).arg("start").arg(&args.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if !start.map(|s| s.success()).unwrap_or(false) {
+        let msg = last_error(&args.state_dir, "skiff-runtime start failed");
+        let _ = runtime(&args).args(["delete", "--force", &args.id]).status();
+        return fail(&args.state_dir, "RunContainerError", msg);
+    }
+    let started = Started { monitor_pid: std::process::id() as i32, pid, started_at: Utc::now() };
+    write_json(&args.state_dir.join(STARTED), &started).context("writing started.json")?;
+
+    let status = relay(pid, [File::from(out_r), File::from(err_r)], &mut log);
+    let (exit_code, reason) = match status {
+        WaitStatus::Exited(_, 0) => (0, "Completed"),
+        WaitStatus::Exited(_, c) => (c, "Error"),
+        WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, if oom_killed(&args) { "OOMKilled" } else { "Error" }),
+        _ => (255, "Error"),
+    };
+    let exited = Exited { exit_code, finished_at: Utc::now(), reason: reason.into(), message: String::new() };
+    write_json(&args.state_dir.join(EXIT), &exited).context("writing exit.json")?;
+    Ok(())
+}
+
+/// The kernel's memory.oom_control counter for the container is not reachable from here reliably; a SIGKILL with
+/// a memory limit set is reported as OOMKilled only when the runtime state says so (not yet).
+fn oom_killed(_args: &MonitorArgs) -> bool {
+    false
+}
+
+/// Copies both pipes into the log until the container init exited and the pipes are drained (or stay silent for a
+/// second after the exit: a daemonized grandchild may hold them open). Reaps every child that exits meanwhile.
+fn relay(pid: i32, mut pipes: [File; 2], log: &mut File) -> WaitStatus {
+    let mut splitters = [LineSplitter::new("stdout"), LineSplitter::new("stderr")];
+    let mut open = [true, true];
+    let mut exit: Option<(WaitStatus, Instant)> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while exit.is_none() {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(s @ (WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _))) if p.as_raw() == pid => {
+                    exit = Some((s, Instant::now()))
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        if let Some((s, at)) = exit {
+            if !open.iter().any(|o| *o) || at.elapsed() > Duration::from_secs(1) {
+                let mut out = vec![];
+                for sp in &mut splitters {
+                    sp.finish(&mut out);
+                }
+                let _ = log.write_all(&out);
+                return s;
+            }
+        }
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd> = vec![];
+            let idx: Vec<usize> = (0..2).filter(|i| open[*i]).collect();
+            for i in &idx {
+                fds.push(PollFd::new(pipes[*i].as_fd(), PollFlags::POLLIN));
+            }
+            if fds.is_empty() {
+                std::thread::sleep(Duration::from_millis(100));
+                vec![false, false]
+            } else {
+                let _ = poll(&mut fds, PollTimeout::from(200u16));
+                let mut r = vec![false, false];
+                for (k, i) in idx.iter().enumerate() {
+                    r[*i] = fds[k].revents().is_some_and(|e| !e.is_empty());
+                }
+                r
+            }
+        };
+        for i in 0..2 {
+            if !ready[i] {
+                continue;
+            }
+            match pipes[i].read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    open[i] = false;
+                    let mut out = vec![];
+                    splitters[i].finish(&mut out);
+                    let _ = log.write_all(&out);
+                }
+                Ok(n) => {
+                    let mut out = vec![];
+                    splitters[i].push(&buf[..n], &mut out);
+                    let _ = log.write_all(&out);
+                }
+            }
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_summary_keeps_the_first_error_as_the_cause() {
+        assert_eq!(error_summary("", "create failed"), "create failed");
+        assert_eq!(error_summary("T ERROR x: boom\n", "f"), "T ERROR x: boom");
+        let log = "T ERROR lc: failed to set rlimit err=Nix(EPERM)\nT ERROR lc: intermediate process error EPERM\n";
+        assert_eq!(
+            error_summary(log, "f"),
+            "T ERROR lc: intermediate process error EPERM (cause: T ERROR lc: failed to set rlimit err=Nix(EPERM))"
+        );
+    }
+
+    #[test]
+    fn splitter_emits_full_and_partial_lines() {
+        let mut s = LineSplitter::new("stdout");
+        let mut out = vec![];
+        s.push(b"hel", &mut out);
+        assert!(out.is_empty());
+        s.push(b"lo\nwor", &mut out);
+        s.finish(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].ends_with(" stdout F hello"), "{}", lines[0]);
+        assert!(lines[1].ends_with(" stdout F wor"));
+        let mut out = vec![];
+        s.push(&vec![b'x'; MAX_LINE + 3], &mut out);
+        assert!(String::from_utf8(out).unwrap().contains(" stdout P x"));
+    }
+}

@@ -1,0 +1,219 @@
+//! The OCI runtime config (config.json) of a container, from the image config and the pod spec. Pure.
+
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde_json::{json, Value};
+use skiff_images::RunConfig;
+
+use crate::sandbox::files::PodFiles;
+
+/// The process arguments, as Kubernetes combines `command`/`args` with the image's Entrypoint/Cmd.
+pub fn process_args(c: &Container, image: &RunConfig) -> Vec<String> {
+    match (&c.command, &c.args) {
+        (Some(cmd), args) if !cmd.is_empty() => cmd.iter().chain(args.iter().flatten()).cloned().collect(),
+        (_, Some(args)) if !args.is_empty() => image.entrypoint.iter().chain(args).cloned().collect(),
+        _ => image.entrypoint.iter().chain(&image.cmd).cloned().collect(),
+    }
+}
+
+/// Image env first, then the container's literal env (later wins); HOSTNAME and a default PATH.
+pub fn process_env(c: &Container, image: &RunConfig, hostname: &str) -> Vec<String> {
+    let mut env: Vec<(String, String)> = vec![];
+    let mut set = |k: &str, v: &str| {
+        if let Some(e) = env.iter_mut().find(|(ek, _)| ek == k) {
+            e.1 = v.to_string();
+        } else {
+            env.push((k.to_string(), v.to_string()));
+        }
+    };
+    set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    set("HOSTNAME", hostname);
+    for kv in &image.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(k, v);
+    }
+    for e in c.env.iter().flatten() {
+        if let Some(v) = &e.value {
+            set(&e.name, v);
+        } else if e.value_from.is_none() {
+            set(&e.name, "");
+        }
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Parses a CPU quantity into millicores ("500m", "2", "0.5").
+pub fn cpu_millis(q: &Quantity) -> Option<i64> {
+    let s = q.0.trim();
+    if let Some(m) = s.strip_suffix('m') {
+        return m.parse().ok();
+    }
+    s.parse::<f64>().ok().map(|c| (c * 1000.0).round() as i64)
+}
+
+/// Parses a memory quantity into bytes ("64Mi", "1G", "1000").
+pub fn memory_bytes(q: &Quantity) -> Option<i64> {
+    let s = q.0.trim();
+    const UNITS: [(&str, f64); 12] = [
+        ("Ki", 1024.0), ("Mi", 1048576.0), ("Gi", 1073741824.0), ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0), ("Ei", 1152921504606846976.0),
+        ("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12), ("P", 1e15), ("E", 1e18),
+    ];
+    for (suffix, mult) in UNITS {
+        if let Some(n) = s.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|v| (v * mult) as i64);
+        }
+    }
+    s.parse::<f64>().ok().map(|v| v as i64)
+}
+
+fn resources(c: &Container) -> Value {
+    let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+    let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+    let mut res = json!({});
+    if let Some(mem) = limits.and_then(|l| l.get("memory")).and_then(memory_bytes) {
+        res["memory"] = json!({"limit": mem});
+    }
+    // Shares from the request (or the limit, which defaults the request), as the kubelet: millis * 1024 / 1000.
+    let req_cpu = requests.and_then(|r| r.get("cpu")).or_else(|| limits.and_then(|l| l.get("cpu"))).and_then(cpu_millis);
+    let shares = req_cpu.map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2);
+    let mut cpu = json!({"shares": shares});
+    if let Some(lim) = limits.and_then(|l| l.get("cpu")).and_then(cpu_millis) {
+        cpu["quota"] = json!((lim * 100).max(1000));
+        cpu["period"] = json!(100_000);
+    }
+    res["cpu"] = cpu;
+    res
+}
+
+const CAPS: [&str; 14] = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+];
+
+/// Everything config.json needs besides the container spec.
+pub struct SpecInputs<'a> {
+    pub hostname: &'a str,
+    pub netns: &'a Path,
+    pub files: &'a PodFiles,
+    pub cgroups_path: String,
+}
+
+fn bind(dest: &str, src: &Path) -> Value {
+    json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]})
+}
+
+/// The whole config.json of a container.
+pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
+    let cwd = c.working_dir.clone().filter(|w| !w.is_empty()).or_else(|| image.working_dir.clone()).filter(|w| !w.is_empty());
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": process_args(c, image),
+            "env": process_env(c, image, inputs.hostname),
+            "cwd": cwd.unwrap_or_else(|| "/".into()),
+            "capabilities": {"bounding": CAPS, "effective": CAPS, "permitted": CAPS},
+            // No "rlimits": the container inherits the runtime's limits, as with containerd 2. Setting one above
+            // the caller's hard limit needs CAP_SYS_RESOURCE (and NOFILE at most fs.nr_open); without it the
+            // runtime's intermediate process fails with EPERM (hosts whose bounding set lacks it, as here).
+            "noNewPrivileges": false,
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": inputs.hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            bind("/etc/hosts", &inputs.files.hosts),
+            bind("/etc/resolv.conf", &inputs.files.resolv_conf),
+            bind("/etc/hostname", &inputs.files.hostname),
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                           {"type": "network", "path": inputs.netns}],
+            "cgroupsPath": inputs.cgroups_path,
+            "resources": resources(c),
+            "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                            "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(v: Value) -> Container {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn image() -> RunConfig {
+        RunConfig { entrypoint: vec!["/ep".into()], cmd: vec!["cmd".into()], env: vec!["A=img".into(), "B=img".into()], ..Default::default() }
+    }
+
+    #[test]
+    fn command_and_args_combine_like_kubernetes() {
+        let i = image();
+        assert_eq!(process_args(&container(json!({"name": "c"})), &i), ["/ep", "cmd"]);
+        assert_eq!(process_args(&container(json!({"name": "c", "args": ["x"]})), &i), ["/ep", "x"]);
+        assert_eq!(process_args(&container(json!({"name": "c", "command": ["sh"]})), &i), ["sh"]);
+        assert_eq!(process_args(&container(json!({"name": "c", "command": ["sh"], "args": ["-c", "x"]})), &i), ["sh", "-c", "x"]);
+    }
+
+    #[test]
+    fn container_env_overrides_image_env() {
+        let env = process_env(&container(json!({"name": "c", "env": [{"name": "B", "value": "pod"}]})), &image(), "p");
+        assert!(env.contains(&"A=img".to_string()) && env.contains(&"B=pod".to_string()) && env.contains(&"HOSTNAME=p".to_string()));
+    }
+
+    #[test]
+    fn quantities_and_limits() {
+        assert_eq!(cpu_millis(&Quantity("500m".into())), Some(500));
+        assert_eq!(cpu_millis(&Quantity("2".into())), Some(2000));
+        assert_eq!(memory_bytes(&Quantity("64Mi".into())), Some(64 << 20));
+        assert_eq!(memory_bytes(&Quantity("1G".into())), Some(1_000_000_000));
+        let c = container(json!({"name": "c", "resources": {"limits": {"cpu": "250m", "memory": "32Mi"}}}));
+        let r = resources(&c);
+        assert_eq!(r["memory"]["limit"], json!(32 << 20));
+        assert_eq!(r["cpu"]["quota"], json!(25_000));
+        assert_eq!(r["cpu"]["shares"], json!(256));
+    }
+
+    fn render_sample() -> Value {
+        let files = PodFiles { hosts: "/p/etc-hosts".into(), resolv_conf: "/p/resolv.conf".into(), hostname: "/p/hostname".into() };
+        let inputs = SpecInputs {
+            hostname: "web",
+            netns: Path::new("/run/netns/skiff-x"),
+            files: &files,
+            cgroups_path: "/skiff/besteffort/podu1/c1".into(),
+        };
+        render(&container(json!({"name": "c", "command": ["sh", "-c", "echo hi"]})), &image(), &inputs)
+    }
+
+    /// Guards the container-start EPERM: any rlimit in config.json is applied with setrlimit by the runtime's
+    /// intermediate process, which fails when it exceeds the caller's hard limit without CAP_SYS_RESOURCE.
+    #[test]
+    fn spec_sets_no_rlimits_so_the_container_inherits_the_runtimes() {
+        let spec = render_sample();
+        assert!(spec["process"].get("rlimits").is_none(), "{}", spec["process"]);
+    }
+
+    #[test]
+    fn spec_has_pod_netns_cgroups_path_and_bind_mounts() {
+        let spec = render_sample();
+        assert_eq!(spec["process"]["args"], json!(["sh", "-c", "echo hi"]));
+        assert_eq!(spec["linux"]["cgroupsPath"], "/skiff/besteffort/podu1/c1");
+        let ns = spec["linux"]["namespaces"].as_array().unwrap();
+        assert!(ns.contains(&json!({"type": "network", "path": "/run/netns/skiff-x"})));
+        let mounts = spec["mounts"].as_array().unwrap();
+        assert!(mounts.iter().any(|m| m["destination"] == "/etc/hosts" && m["source"] == "/p/etc-hosts"));
+    }
+}

@@ -1,0 +1,60 @@
+//! skiff-agent: the node agent (kubelet equivalent).
+//!
+//! Layout and data flow:
+//! - [`node`]: registers the Node (addresses, capacity, nodeInfo, daemon endpoint), waits for its podCIDR, then
+//!   renews a Lease in `kube-node-lease` every 10 s and rewrites the node conditions at least once a minute.
+//! - [`pods`]: a watcher on pods with `spec.nodeName=<node>` feeds one [`pods::worker`] per pod; each worker moves
+//!   through syncing → terminating → terminated. On every sync it observes the pod's containers on disk,
+//!   [`pods::actions::compute_pod_actions`] (pure) decides what to do, and the executor does it.
+//! - [`sandbox`]: per-pod network namespace (bind mount under `<run-dir>/netns/<uid>`), bridge `skiff0`, veth,
+//!   host-local IPAM persisted under `<root-dir>/ipam`, and the pod's /etc files.
+//! - [`container`]: OCI bundle generation (overlay rootfs from `skiff-images` + config.json), the `skiff-runtime`
+//!   child process, and the per-container [`container::monitor`] process that owns the container's stdio, writes
+//!   the CRI log file and records the exit code, so that containers and their logs outlive an agent restart.
+//! - [`status`]: PodStatus from the observed state, written through `pods/status` only when it changed.
+//! - [`server`]: `/healthz` and `/containerLogs/{ns}/{pod}/{container}` for the API server.
+
+pub mod config;
+pub mod container;
+pub mod logs;
+pub mod node;
+pub mod pods;
+pub mod sandbox;
+pub mod server;
+pub mod status;
+
+pub use config::Config;
+
+use std::future::Future;
+
+/// Runs the agent until `shutdown` resolves. Containers keep running when it returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let client = config.client().await.context("building the API client")?;
+    for d in [&config.root_dir, &config.run_dir, &config.log_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind((config.node_ip, config.port))
+        .await
+        .with_context(|| format!("binding {}:{}", config.node_ip, config.port))?;
+    let port = listener.local_addr()?.port();
+    tracing::info!(node = %config.node_name, port, "agent listening");
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(server::serve(listener, config.clone(), async move {
+        let _ = server_stop.changed().await;
+    }));
+    let node = node::register(&client, &config, port).await.context("registering the node")?;
+    let pod_cidr = node::wait_for_pod_cidr(&client, &config.node_name).await.context("waiting for the podCIDR")?;
+    tracing::info!(%pod_cidr, "node has its pod CIDR");
+    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), node, stop_rx.clone()));
+    let env = pods::PodEnv::new(client.clone(), config.clone(), pod_cidr).await.context("preparing the pod environment")?;
+    let pods_task = tokio::spawn(pods::run(env, stop_rx.clone()));
+    shutdown.await;
+    tracing::info!("shutting down (containers keep running)");
+    let _ = stop_tx.send(true);
+    let _ = pods_task.await;
+    let _ = heartbeat.await;
+    let _ = server.await;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! `skiff-agent`: the node agent, and (`skiff-agent monitor ...`) the per-container monitor it spawns.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use skiff_agent::container::monitor::MonitorArgs;
+use skiff_agent::Config;
+
+#[derive(Parser)]
+#[command(name = "skiff-agent", version, about = "Skiff node agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one container under a monitor (started by the agent, not by hand).
+    Monitor(MonitorArgs),
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// Node name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's InternalIP; the agent's server listens on it.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: IpAddr,
+    /// Port of the log/exec server (0: any free port, reported in the Node).
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    #[arg(long, default_value = "/var/lib/skiff")]
+    root_dir: PathBuf,
+    #[arg(long, default_value = "/run/skiff")]
+    run_dir: PathBuf,
+    #[arg(long, default_value = "/var/log/pods")]
+    log_dir: PathBuf,
+    /// The skiff-runtime binary (default: next to this one, else from PATH).
+    #[arg(long)]
+    runtime: Option<PathBuf>,
+    #[arg(long, default_value = "skiff")]
+    cgroup_root: String,
+    #[arg(long, default_value = "skiff0")]
+    bridge: String,
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(Command::Monitor(args)) = cli.command {
+        // Single-threaded on purpose: it forks the runtime and reaps the container.
+        return skiff_agent::container::monitor::run(args);
+    }
+    let a = cli.agent;
+    let node_name = match a.node_name {
+        Some(n) => n,
+        None => nix::unistd::gethostname().context("reading the host name")?.to_string_lossy().to_lowercase(),
+    };
+    let config = Config {
+        node_name,
+        node_ip: a.node_ip,
+        port: a.port,
+        kubeconfig: a.kubeconfig,
+        root_dir: a.root_dir,
+        run_dir: a.run_dir,
+        log_dir: a.log_dir,
+        runtime_bin: a.runtime.unwrap_or_else(|| skiff_agent::config::sibling_binary("skiff-runtime")),
+        cgroup_root: a.cgroup_root,
+        bridge: a.bridge,
+        max_pods: a.max_pods,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(skiff_agent::run(config, async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }))
+}

@@ -1,0 +1,122 @@
+//! Pods of this node: a watcher on `spec.nodeName=<node>` dispatching to one worker per pod uid.
+
+pub mod actions;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+
+use crate::container::runtime::Runtime;
+use crate::sandbox::ipam::{Cidr, Ipam};
+use crate::Config;
+
+/// What every pod worker shares.
+pub struct PodEnv {
+    pub client: kube::Client,
+    pub config: Config,
+    pub cidr: Cidr,
+    pub ipam: Ipam,
+    pub images: skiff_images::Store,
+    pub runtime: Runtime,
+    pub netlink: rtnetlink::Handle,
+    pub bridge_index: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error(transparent)]
+    Ipam(#[from] crate::sandbox::ipam::IpamError),
+    #[error("opening the image store: {0}")]
+    Images(#[from] skiff_images::Error),
+    #[error("setting up the bridge: {0}")]
+    Network(#[from] crate::sandbox::network::NetworkError),
+}
+
+impl PodEnv {
+    pub async fn new(client: kube::Client, config: Config, pod_cidr: String) -> Result<Arc<PodEnv>, EnvError> {
+        let cidr = Cidr::parse(&pod_cidr)?;
+        let images = skiff_images::Store::open(&config.images_dir(), Default::default())?;
+        let netlink = crate::sandbox::network::connect()?;
+        let bridge_index = crate::sandbox::network::ensure_bridge(&netlink, &config.bridge, cidr).await?;
+        Ok(Arc::new(PodEnv {
+            ipam: Ipam::new(&config.ipam_dir(), cidr),
+            runtime: Runtime { bin: config.runtime_bin.clone(), root: config.runtime_root() },
+            client,
+            config,
+            cidr,
+            images,
+            netlink,
+            bridge_index,
+        }))
+    }
+}
+
+/// Watches this node's pods until `stop` flips; containers are left running when it returns.
+pub async fn run(env: Arc<PodEnv>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let api: Api<Pod> = Api::all(env.client.clone());
+    let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", env.config.node_name));
+    let mut stream = watcher(api, wc).boxed();
+    let mut workers: HashMap<String, tokio::sync::watch::Sender<Option<Pod>>> = HashMap::new();
+    let mut listing: Option<Vec<String>> = None;
+    loop {
+        let event = tokio::select! {
+            _ = stop.changed() => return,
+            e = stream.next() => e,
+        };
+        workers.retain(|_, tx| !tx.is_closed());
+        let Some(event) = event else { return };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "pod watch failed; it resumes");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        match event {
+            watcher::Event::Init => listing = Some(vec![]),
+            watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
+                let Some(uid) = pod.metadata.uid.clone() else { continue };
+                if let Some(l) = listing.as_mut() {
+                    l.push(uid.clone());
+                }
+                deliver(&env, &mut workers, uid, Some(pod));
+            }
+            watcher::Event::Delete(pod) => {
+                if let Some(uid) = pod.metadata.uid.clone() {
+                    deliver(&env, &mut workers, uid, None);
+                }
+            }
+            watcher::Event::InitDone => {
+                let seen = listing.take().unwrap_or_default();
+                let gone: Vec<String> = workers.keys().filter(|u| !seen.contains(u)).cloned().collect();
+                for uid in gone {
+                    deliver(&env, &mut workers, uid, None);
+                }
+                // Pods removed from the API while the agent was down: clean up what they left.
+                for uid in worker::orphaned_pods(&env.config, &seen) {
+                    if !workers.contains_key(&uid) {
+                        tracing::info!(pod_uid = %uid, "cleaning up a pod that is gone from the API");
+                        deliver(&env, &mut workers, uid, None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn deliver(env: &Arc<PodEnv>, workers: &mut HashMap<String, tokio::sync::watch::Sender<Option<Pod>>>, uid: String, pod: Option<Pod>) {
+    if let Some(tx) = workers.get(&uid) {
+        let _ = tx.send(pod);
+        return;
+    }
+    let name = pod.as_ref().map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())).unwrap_or_default();
+    let (tx, rx) = tokio::sync::watch::channel(pod);
+    tokio::spawn(worker::run(env.clone(), uid.clone(), name, rx));
+    workers.insert(uid, tx);
+}

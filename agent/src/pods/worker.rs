@@ -1,0 +1,484 @@
+//! One pod's worker: syncing → terminating → terminated. Each sync observes the pod's containers on disk, asks
+//! [`compute_pod_actions`] what to do, does it, and writes the status if it changed.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::{Api, ResourceExt};
+use tracing::Instrument;
+
+use super::actions::{compute_pod_actions, Action, Desired, Observed, RestartPolicy};
+use super::PodEnv;
+use crate::container::monitor::MonitorArgs;
+use crate::container::state::{self, attempt_dir};
+use crate::container::{container_id, spec};
+use crate::sandbox::{files, ipam, netns, network};
+use crate::status::{self, Waiting};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error("image {image}: {source}")]
+    Image { image: String, source: skiff_images::Error },
+    #[error("container image {image:?} is not present with pull policy of Never")]
+    ImageNeverPull { image: String },
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("runtime: {0}")]
+    Runtime(#[from] crate::container::runtime::RuntimeError),
+    #[error("pod API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("{first}; also: {others}")]
+    Many { first: Box<WorkerError>, others: String },
+}
+
+impl From<netns::NetnsError> for WorkerError {
+    fn from(e: netns::NetnsError) -> Self {
+        WorkerError::Sandbox(e.into())
+    }
+}
+impl From<network::NetworkError> for WorkerError {
+    fn from(e: network::NetworkError) -> Self {
+        WorkerError::Sandbox(e.into())
+    }
+}
+impl From<ipam::IpamError> for WorkerError {
+    fn from(e: ipam::IpamError) -> Self {
+        WorkerError::Sandbox(e.into())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    Syncing,
+    Terminating,
+    Terminated,
+}
+
+struct Worker {
+    env: Arc<PodEnv>,
+    uid: String,
+    sandbox_ready: bool,
+    pod_ip: Option<Ipv4Addr>,
+    start_time: DateTime<Utc>,
+    start_failures: BTreeMap<String, (DateTime<Utc>, u32)>,
+    waiting: Waiting,
+    last_status: Option<serde_json::Value>,
+}
+
+/// Pod uids with state on this node that are not in `known`.
+pub fn orphaned_pods(config: &crate::Config, known: &[String]) -> Vec<String> {
+    let mut out = vec![];
+    for dir in [config.run_dir.join("pods"), config.root_dir.join("pods"), config.netns_dir()] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Some(uid) = e.file_name().to_str() {
+                if !known.iter().any(|k| k == uid) && !out.iter().any(|o| o == uid) {
+                    out.push(uid.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::sync::watch::Receiver<Option<Pod>>) {
+    let span = tracing::info_span!("pod", pod = %name, uid = %uid);
+    async move {
+        let mut w = Worker {
+            env,
+            uid,
+            sandbox_ready: false,
+            pod_ip: None,
+            start_time: Utc::now(),
+            start_failures: BTreeMap::new(),
+            waiting: Waiting::new(),
+            last_status: None,
+        };
+        let mut state = Lifecycle::Syncing;
+        loop {
+            let pod = rx.borrow_and_update().clone();
+            state = match state {
+                Lifecycle::Syncing => match &pod {
+                    Some(p) if p.metadata.deletion_timestamp.is_none() => {
+                        if let Err(e) = w.sync(p).await {
+                            tracing::warn!(error = %e, "pod sync failed; retrying");
+                        }
+                        Lifecycle::Syncing
+                    }
+                    _ => Lifecycle::Terminating,
+                },
+                Lifecycle::Terminating => match w.terminate(pod.as_ref()).await {
+                    Ok(()) => Lifecycle::Terminated,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pod termination failed; retrying");
+                        Lifecycle::Terminating
+                    }
+                },
+                Lifecycle::Terminated => {
+                    tracing::info!("pod terminated and cleaned up");
+                    return;
+                }
+            };
+            if state == Lifecycle::Terminating && pod.as_ref().is_none_or(|p| p.metadata.deletion_timestamp.is_some()) {
+                // Go straight on; the termination itself waits for the grace period.
+                if w.last_status.is_some() || w.sandbox_ready {
+                    continue;
+                }
+            }
+            if state == Lifecycle::Terminated {
+                continue;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn default_pull_policy(image: &str) -> &'static str {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') {
+        "IfNotPresent"
+    } else if !last.contains(':') || last.ends_with(":latest") {
+        "Always"
+    } else {
+        "IfNotPresent"
+    }
+}
+
+impl Worker {
+    fn pod_state_dir(&self) -> PathBuf {
+        self.env.config.pod_state_dir(&self.uid)
+    }
+    fn netns_path(&self) -> PathBuf {
+        self.env.config.netns_dir().join(&self.uid)
+    }
+    fn bundle_dir(&self, name: &str, restart: u32) -> PathBuf {
+        self.env.config.pod_dir(&self.uid).join("containers").join(format!("{name}-{restart}"))
+    }
+
+    async fn sync(&mut self, pod: &Pod) -> Result<(), WorkerError> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        if !self.sandbox_ready {
+            // Re-adopt a sandbox that survived an agent restart.
+            self.sandbox_ready = netns::is_mounted(&self.netns_path())
+                && network::link_index(&self.env.netlink, &network::host_veth_name(&self.uid)).await?.is_some();
+            if self.sandbox_ready {
+                self.pod_ip = Some(self.env.ipam.allocate(&self.uid)?);
+            }
+        }
+        let desired = Desired {
+            containers: spec.containers.iter().map(|c| c.name.clone()).collect(),
+            restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
+        };
+        let observed = Observed {
+            sandbox_ready: self.sandbox_ready,
+            attempts: state::scan(&self.pod_state_dir()),
+            start_failures: self.start_failures.clone(),
+        };
+        let now = Utc::now();
+        let mut result = Ok(());
+        for action in compute_pod_actions(&desired, &observed, now) {
+            match action {
+                Action::CreateSandbox => {
+                    self.create_sandbox(pod).await?;
+                    self.sandbox_ready = true;
+                }
+                Action::Start { name, restart } => {
+                    let Some(c) = spec.containers.iter().find(|c| c.name == name) else { continue };
+                    match self.start_container(pod, c, restart, &observed).await {
+                        Ok(()) => {
+                            self.waiting.remove(&name);
+                            self.start_failures.remove(&name);
+                        }
+                        Err(e) => {
+                            let reason = match e {
+                                WorkerError::Image { .. } => "ErrImagePull",
+                                WorkerError::ImageNeverPull { .. } => "ErrImageNeverPull",
+                                _ => "CreateContainerError",
+                            };
+                            tracing::warn!(container = %name, error = %e, reason, "starting a container failed");
+                            self.waiting.insert(name.clone(), (reason.to_string(), e.to_string()));
+                            let n = self.start_failures.get(&name).map(|(_, n)| n + 1).unwrap_or(1);
+                            self.start_failures.insert(name, (now, n));
+                        }
+                    }
+                }
+                Action::BackOff { name, until } => {
+                    let image_failing = self.waiting.get(&name).is_some_and(|(r, _)| r == "ErrImagePull" || r == "ImagePullBackOff");
+                    let reason = if image_failing { "ImagePullBackOff" } else { "CrashLoopBackOff" };
+                    let secs = (until - now).num_seconds().max(0);
+                    let message = format!("back-off {secs}s restarting failed container={name} pod={}", pod.name_any());
+                    self.waiting.insert(name, (reason.to_string(), message));
+                }
+            }
+        }
+        if let Err(e) = self.write_status(pod).await {
+            result = Err(e);
+        }
+        result
+    }
+
+    async fn create_sandbox(&mut self, pod: &Pod) -> Result<(), WorkerError> {
+        let path = self.netns_path();
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || netns::create(&p)).await.map_err(|_| netns::NetnsError::Thread)??;
+        let ip = self.env.ipam.allocate(&self.uid)?;
+        let (env, uid, p) = (self.env.clone(), self.uid.clone(), path.clone());
+        network::attach_pod(&env.netlink, env.bridge_index, &p, &uid, ip, env.cidr).await?;
+        files::write(&self.env.config.pod_dir(&self.uid), &pod.name_any(), ip)?;
+        self.pod_ip = Some(ip);
+        tracing::info!(pod_ip = %ip, "sandbox ready");
+        Ok(())
+    }
+
+    async fn ensure_image(&self, c: &Container) -> Result<String, WorkerError> {
+        let image = c.image.clone().unwrap_or_default();
+        let err = |source| WorkerError::Image { image: image.clone(), source };
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| default_pull_policy(&image).to_string());
+        let present = self.env.images.get(&image).is_ok();
+        match policy.as_str() {
+            "Never" if !present => Err(WorkerError::ImageNeverPull { image: image.clone() }),
+            "Never" => Ok(image.clone()),
+            "IfNotPresent" if present => Ok(image.clone()),
+            _ => {
+                let reference: skiff_images::Reference = image.parse().map_err(|e: skiff_images::reference::ReferenceError| err(e.into()))?;
+                self.env.images.pull(&reference).await.map_err(err)?;
+                Ok(image.clone())
+            }
+        }
+    }
+
+    async fn start_container(&mut self, pod: &Pod, c: &Container, restart: u32, observed: &Observed) -> Result<(), WorkerError> {
+        let image = self.ensure_image(c).await?;
+        // The previous attempt's container and rootfs go; its log file stays for `--previous`.
+        for a in observed.attempts.get(&c.name).into_iter().flatten() {
+            self.env.runtime.delete(&container_id(&self.uid, &c.name, a.restart)).await?;
+            self.unmount(&self.bundle_dir(&c.name, a.restart)).await?;
+        }
+        let id = container_id(&self.uid, &c.name, restart);
+        let bundle = self.bundle_dir(&c.name, restart);
+        let io = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| WorkerError::Io { what, path, source }
+        };
+        std::fs::create_dir_all(&bundle).map_err(io("creating", &bundle))?;
+        let (store, img, b) = (self.env.images.clone(), image.clone(), bundle.clone());
+        tokio::task::spawn_blocking(move || store.mount_rootfs(&img, &b))
+            .await
+            .map_err(|e| WorkerError::Io { what: "mounting rootfs in", path: bundle.clone(), source: std::io::Error::other(e) })?
+            .map_err(|source| WorkerError::Image { image: image.clone(), source })?;
+        let run_config = self.env.images.run_config(&image).map_err(|source| WorkerError::Image { image: image.clone(), source })?;
+        let pod_dir = self.env.config.pod_dir(&self.uid);
+        let pod_files = files::PodFiles {
+            hosts: pod_dir.join("etc-hosts"),
+            resolv_conf: pod_dir.join("resolv.conf"),
+            hostname: pod_dir.join("hostname"),
+        };
+        let qos = status::qos_class(pod).to_lowercase();
+        let netns = self.netns_path();
+        let name = pod.name_any();
+        let inputs = spec::SpecInputs {
+            hostname: &name,
+            netns: &netns,
+            files: &pod_files,
+            cgroups_path: format!("/{}/{qos}/pod{}/{id}", self.env.config.cgroup_root, self.uid),
+        };
+        let config_json = spec::render(c, &run_config, &inputs);
+        let config_path = bundle.join("config.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config_json).unwrap_or_default()).map_err(io("writing", &config_path))?;
+        let state_dir = attempt_dir(&self.pod_state_dir(), &c.name, restart);
+        std::fs::create_dir_all(&state_dir).map_err(io("creating", &state_dir))?;
+        let ns = pod.namespace().unwrap_or_default();
+        let log_file = self.env.config.pod_log_dir(&ns, &name, &self.uid).join(&c.name).join(format!("{restart}.log"));
+        let args = MonitorArgs {
+            runtime: self.env.runtime.bin.clone(),
+            runtime_root: self.env.runtime.root.clone(),
+            id: id.clone(),
+            bundle: bundle.clone(),
+            log_file,
+            state_dir: state_dir.clone(),
+        };
+        let exe = std::env::current_exe().map_err(io("locating", Path::new("/proc/self/exe")))?;
+        let out_path = state_dir.join("monitor.log");
+        let out = std::fs::File::create(&out_path).map_err(io("creating", &out_path))?;
+        let err = out.try_clone().map_err(io("duplicating", &out_path))?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(args.to_args())
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(io("spawning the monitor for", &bundle))?;
+        // Reap the monitor when it ends; it outlives us if the agent goes first.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        for _ in 0..200 {
+            if state_dir.join(state::STARTED).exists() || state_dir.join(state::EXIT).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!(container = %c.name, restart, container_id = %id, "container started");
+        Ok(())
+    }
+
+    async fn unmount(&self, bundle: &Path) -> Result<(), WorkerError> {
+        let (store, b) = (self.env.images.clone(), bundle.to_path_buf());
+        tokio::task::spawn_blocking(move || store.unmount_rootfs(&b))
+            .await
+            .map_err(|e| WorkerError::Io { what: "unmounting", path: bundle.to_path_buf(), source: std::io::Error::other(e) })?
+            .map_err(|source| WorkerError::Image { image: String::new(), source })
+    }
+
+    async fn write_status(&mut self, pod: &Pod) -> Result<(), WorkerError> {
+        let inputs = status::StatusInputs {
+            pod,
+            observed: &Observed { sandbox_ready: self.sandbox_ready, attempts: state::scan(&self.pod_state_dir()), start_failures: Default::default() },
+            waiting: &self.waiting,
+            host_ip: self.env.config.node_ip.to_string(),
+            pod_ip: self.pod_ip.map(|i| i.to_string()),
+            start_time: pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0).unwrap_or(self.start_time),
+            now: Utc::now(),
+        };
+        let status = status::render(&inputs);
+        if self.last_status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let api: Api<Pod> = Api::namespaced(self.env.client.clone(), &pod.namespace().unwrap_or_default());
+        api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": status})))
+            .await?;
+        tracing::debug!(phase = %status["phase"], "status written");
+        self.last_status = Some(status);
+        Ok(())
+    }
+
+    /// Stops every container within the grace period, removes everything the pod had on the node, then deletes the
+    /// pod from the API with gracePeriodSeconds=0.
+    async fn terminate(&mut self, pod: Option<&Pod>) -> Result<(), WorkerError> {
+        let grace = pod
+            .and_then(|p| p.metadata.deletion_grace_period_seconds.or(p.spec.as_ref()?.termination_grace_period_seconds))
+            .unwrap_or(if pod.is_some() { 30 } else { 2 })
+            .clamp(0, 3600) as u64;
+        let attempts = state::scan(&self.pod_state_dir());
+        let running: Vec<(String, PathBuf)> = attempts
+            .iter()
+            .flat_map(|(name, list)| list.iter().map(move |a| (name, a)))
+            .filter(|(_, a)| a.exited.is_none())
+            .map(|(name, a)| (container_id(&self.uid, name, a.restart), a.dir.clone()))
+            .collect();
+        let mut errors: Vec<WorkerError> = vec![];
+        for (id, _) in &running {
+            if let Err(e) = self.env.runtime.kill(id, "TERM").await {
+                errors.push(e.into());
+            }
+        }
+        let all_exited = |running: &[(String, PathBuf)]| running.iter().all(|(_, d)| d.join(state::EXIT).exists() || !d.join(state::STARTED).exists() && !d.join("pid").exists());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
+        while !all_exited(&running) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !all_exited(&running) {
+            for (id, _) in &running {
+                if let Err(e) = self.env.runtime.kill(id, "KILL").await {
+                    errors.push(e.into());
+                }
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !all_exited(&running) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        for (name, list) in &attempts {
+            for a in list {
+                if let Err(e) = self.env.runtime.delete(&container_id(&self.uid, name, a.restart)).await {
+                    errors.push(e.into());
+                }
+                if let Err(e) = self.unmount(&self.bundle_dir(name, a.restart)).await {
+                    errors.push(e);
+                }
+            }
+        }
+        if let Err(e) = network::detach_pod(&self.env.netlink, &self.uid).await {
+            errors.push(e.into());
+        }
+        let p = self.netns_path();
+        match tokio::task::spawn_blocking(move || netns::remove(&p)).await {
+            Ok(Err(e)) => errors.push(e.into()),
+            Err(_) => errors.push(netns::NetnsError::Thread.into()),
+            Ok(Ok(())) => {}
+        }
+        if let Err(e) = self.env.ipam.release(&self.uid) {
+            errors.push(e.into());
+        }
+        remove_cgroups(&self.env.config.cgroup_root, &self.uid);
+        let mut dirs = vec![self.env.config.pod_dir(&self.uid), self.pod_state_dir()];
+        for e in std::fs::read_dir(&self.env.config.log_dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().ends_with(&format!("_{}", self.uid)) {
+                dirs.push(e.path());
+            }
+        }
+        if errors.is_empty() {
+            for d in dirs {
+                match std::fs::remove_dir_all(&d) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => errors.push(WorkerError::Io { what: "removing", path: d, source: e }),
+                    _ => {}
+                }
+            }
+        }
+        self.sandbox_ready = false;
+        if !errors.is_empty() {
+            let first = errors.remove(0);
+            if errors.is_empty() {
+                return Err(first);
+            }
+            let others = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            return Err(WorkerError::Many { first: Box::new(first), others });
+        }
+        if let Some(pod) = pod {
+            let api: Api<Pod> = Api::namespaced(self.env.client.clone(), &pod.namespace().unwrap_or_default());
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }),
+                ..Default::default()
+            };
+            match api.delete(&pod.name_any(), &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes `<root>/<qos>/pod<uid>` (and anything empty below it) in every cgroup hierarchy.
+pub fn remove_cgroups(root: &str, uid: &str) {
+    for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        for qos in ["guaranteed", "burstable", "besteffort"] {
+            let pod = h.path().join(root).join(qos).join(format!("pod{uid}"));
+            if !pod.is_dir() {
+                continue;
+            }
+            for child in std::fs::read_dir(&pod).into_iter().flatten().flatten() {
+                if child.path().is_dir() {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            if let Err(e) = std::fs::remove_dir(&pod) {
+                tracing::warn!(path = %pod.display(), error = %e, "removing a pod cgroup failed");
+            }
+        }
+    }
+}
