@@ -22,6 +22,11 @@ mkdir -p "$HOME"
 cleanup() {
   for pid in $AGENT_PID $CP_PID; do kill "$pid" 2>/dev/null; done
   for pid in $AGENT_PID $CP_PID; do wait "$pid" 2>/dev/null; done
+  # After a failed run, container monitors (their own sessions, by design) may still run: they are ours when their
+  # command line names this run's private temp dir. Stopped by PID.
+  for pid in $(ps -eo pid=,args= | grep -F "$WORK/" | grep -v grep | awk '{print $1}'); do
+    [ "$pid" != "$$" ] && kill -9 "$pid" 2>/dev/null
+  done
   # Whatever a failed run left: mounts under WORK, cgroups under CGROOT, the lab namespace.
   grep -F " $WORK/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
   for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/ /sys/fs/cgroup/; do
@@ -59,10 +64,11 @@ eventually() {
   { fail "import the test image"; exit 1; }
 
 ip netns add "$LAB" && ip -n "$LAB" link set lo up || { fail "create the lab namespace"; exit 1; }
-lab "$BIN/skiff-controlplane" --data-dir "$WORK/cp" --listen "127.0.0.1:$PORT" >"$WORK/cp.log" 2>&1 &
+# nsenter (not the lab function: that would fork a subshell and $! would not be the server's PID) execs the binary.
+nsenter --net="/run/netns/$LAB" "$BIN/skiff-controlplane" --data-dir "$WORK/cp" --listen "127.0.0.1:$PORT" >"$WORK/cp.log" 2>&1 &
 CP_PID=$!
 for _ in $(seq 1 100); do [ -s "$WORK/cp/kubeconfig" ] && lab curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-lab "$BIN/skiff-agent" --node-name lab-node --node-ip 127.0.0.1 --port 0 --kubeconfig "$WORK/cp/kubeconfig" \
+nsenter --net="/run/netns/$LAB" "$BIN/skiff-agent" --node-name lab-node --node-ip 127.0.0.1 --port 0 --kubeconfig "$WORK/cp/kubeconfig" \
   --root-dir "$WORK/node" --run-dir "$WORK/run" --log-dir "$WORK/logs" --runtime "$BIN/skiff-runtime" \
   --cgroup-root "$CGROOT" >"$WORK/agent.log" 2>&1 &
 AGENT_PID=$!
