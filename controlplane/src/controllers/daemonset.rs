@@ -11,7 +11,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -21,7 +20,7 @@ use serde_json::json;
 
 use super::expectations::Expectations;
 use super::replicaset::{is_active, is_ready};
-use super::{controlled_by, error_policy, object_name, ControllerError, ControllersConfig};
+use super::{controlled_by, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
 use crate::scheduler::plugins::node_allows;
 
 pub const HASH_LABEL: &str = "controller-revision-hash";
@@ -75,36 +74,11 @@ fn daemon_tolerations() -> Vec<Toleration> {
 
 /// The template as a pod with the DaemonSet's tolerations and hash label, for no node in particular.
 fn base_pod(ds: &DaemonSet) -> Result<Pod, ControllerError> {
-    let template = ds.spec.as_ref().map(|s| s.template.clone()).ok_or_else(|| ControllerError::Invalid {
-        object: object_name(ds),
-        reason: "spec.template is missing".into(),
-    })?;
-    let meta = template.metadata.unwrap_or_default();
-    let mut labels = meta.labels.unwrap_or_default();
-    labels.insert(HASH_LABEL.into(), template_hash(ds));
-    let mut spec = template.spec.unwrap_or_default();
-    let mut tolerations = spec.tolerations.take().unwrap_or_default();
-    tolerations.extend(daemon_tolerations());
-    spec.tolerations = Some(tolerations);
-    Ok(Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", ds.name_any())),
-            namespace: ds.namespace(),
-            labels: Some(labels),
-            annotations: meta.annotations,
-            owner_references: Some(vec![OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: "DaemonSet".into(),
-                name: ds.name_any(),
-                uid: ds.uid().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..Default::default()
-        },
-        spec: Some(spec),
-        status: None,
-    })
+    let mut pod = owned_pod(ds, ds.spec.as_ref().map(|s| s.template.clone()))?;
+    pod.metadata.labels.get_or_insert_with(Default::default).insert(HASH_LABEL.into(), template_hash(ds));
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    spec.tolerations.get_or_insert_with(Vec::new).extend(daemon_tolerations());
+    Ok(pod)
 }
 
 /// The pod for `node`: the base pod with required affinity to that node only (its own node affinity, if any,

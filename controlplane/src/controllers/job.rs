@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
@@ -21,7 +21,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::expectations::Expectations;
 use super::replicaset::is_ready;
-use super::{controlled_by, error_policy, object_name, ControllerError, ControllersConfig};
+use super::{controlled_by, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
 
 pub struct Context {
     client: Client,
@@ -157,30 +157,7 @@ pub fn plan(job: &Job, owned: &[&Pod], now: DateTime<Utc>) -> Plan {
 }
 
 fn pod_for(job: &Job) -> Result<Pod, ControllerError> {
-    let template = job.spec.as_ref().map(|s| s.template.clone()).ok_or_else(|| ControllerError::Invalid {
-        object: object_name(job),
-        reason: "spec.template is missing".into(),
-    })?;
-    let meta = template.metadata.unwrap_or_default();
-    Ok(Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", job.name_any())),
-            namespace: job.namespace(),
-            labels: meta.labels,
-            annotations: meta.annotations,
-            owner_references: Some(vec![OwnerReference {
-                api_version: "batch/v1".into(),
-                kind: "Job".into(),
-                name: job.name_any(),
-                uid: job.uid().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..Default::default()
-        },
-        spec: template.spec,
-        status: None,
-    })
+    owned_pod(job, job.spec.as_ref().map(|s| s.template.clone()))
 }
 
 pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, ControllerError> {

@@ -131,6 +131,37 @@ pub fn object_name<K: kube::Resource>(o: &K) -> String {
     format!("{}/{}", o.meta().namespace.as_deref().unwrap_or_default(), o.meta().name.as_deref().unwrap_or_default())
 }
 
+/// A pod from `owner`'s template (generateName `<owner>-`), controlled by `owner`: what the ReplicaSet, Job and
+/// DaemonSet controllers create.
+pub fn owned_pod<K>(owner: &K, template: Option<k8s_openapi::api::core::v1::PodTemplateSpec>) -> Result<Pod, ControllerError>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let template = template.ok_or_else(|| ControllerError::Invalid { object: object_name(owner), reason: "spec.template is missing".into() })?;
+    let meta = template.metadata.unwrap_or_default();
+    let name = owner.meta().name.clone().unwrap_or_default();
+    Ok(Pod {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            generate_name: Some(format!("{name}-")),
+            namespace: owner.meta().namespace.clone(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            finalizers: meta.finalizers,
+            owner_references: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: K::api_version(&()).into_owned(),
+                kind: K::kind(&()).into_owned(),
+                name,
+                uid: owner.meta().uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    })
+}
+
 /// Is `o` controlled by the object with `uid`?
 pub fn controlled_by<K: kube::Resource>(o: &K, uid: &str) -> bool {
     o.meta()

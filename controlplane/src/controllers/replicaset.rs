@@ -9,14 +9,13 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use super::expectations::Expectations;
-use super::{controlled_by, error_policy, object_name, ControllerError, ControllersConfig};
+use super::{controlled_by, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
 
 pub struct Context {
     client: Client,
@@ -93,31 +92,7 @@ pub fn plan(rs: &ReplicaSet, owned: &[&Pod]) -> Plan {
 
 /// A pod for `rs` from its template.
 pub fn pod_from_template(rs: &ReplicaSet) -> Result<Pod, ControllerError> {
-    let template = rs.spec.as_ref().and_then(|s| s.template.clone()).ok_or_else(|| ControllerError::Invalid {
-        object: object_name(rs),
-        reason: "spec.template is missing".into(),
-    })?;
-    let meta = template.metadata.unwrap_or_default();
-    Ok(Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", rs.name_any())),
-            namespace: rs.namespace(),
-            labels: meta.labels,
-            annotations: meta.annotations,
-            finalizers: meta.finalizers,
-            owner_references: Some(vec![OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: "ReplicaSet".into(),
-                name: rs.name_any(),
-                uid: rs.uid().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..Default::default()
-        },
-        spec: template.spec,
-        status: None,
-    })
+    owned_pod(rs, rs.spec.as_ref().and_then(|s| s.template.clone()))
 }
 
 pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
@@ -181,7 +156,7 @@ pub fn run(
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     fn rs(replicas: i32) -> ReplicaSet {
         serde_json::from_value(serde_json::json!({
