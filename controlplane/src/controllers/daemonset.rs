@@ -12,7 +12,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::expectations::Expectations;
 use super::replicaset::{is_active, is_ready};
-use super::{controlled_by, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
+use super::{controlled_by, delete_owned_pods, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
 use crate::scheduler::plugins::node_allows;
 
 pub const HASH_LABEL: &str = "controller-revision-hash";
@@ -192,13 +192,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, 
         let created = pods.create(&PostParams::default(), &pod_for(&ds, node)?).await.map_err(err)?;
         ctx.expectations.expect_add(&uid, created.name_any());
     }
-    for victim in &plan.delete {
-        match pods.delete(victim, &DeleteParams::default()).await {
-            Ok(_) => ctx.expectations.expect_delete(&uid, victim.clone()),
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(err(e)),
-        }
-    }
+    delete_owned_pods(&pods, &plan.delete, &ctx.expectations, &uid, &name).await?;
     if ds.status.as_ref() != Some(&plan.status) {
         let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
         match api.patch_status(&ds.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": plan.status}))).await {

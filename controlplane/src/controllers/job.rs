@@ -21,7 +21,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::expectations::Expectations;
 use super::replicaset::is_ready;
-use super::{controlled_by, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
+use super::{controlled_by, delete_owned_pods, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
 
 pub struct Context {
     client: Client,
@@ -194,13 +194,7 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contr
             ctx.expectations.expect_add(&uid, created.name_any());
         }
     }
-    for victim in &plan.delete {
-        match pods.delete(victim, &DeleteParams::default()).await {
-            Ok(_) => ctx.expectations.expect_delete(&uid, victim.clone()),
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(err(e)),
-        }
-    }
+    delete_owned_pods(&pods, &plan.delete, &ctx.expectations, &uid, &name).await?;
     if job.status.as_ref() != Some(&plan.status) {
         let patch = serde_json::json!({"status": plan.status});
         match jobs.patch_status(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {

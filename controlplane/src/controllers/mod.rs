@@ -162,6 +162,25 @@ where
     })
 }
 
+/// Delete the pods `names` of the owner with `uid`, expecting each delete to show up in the cache; a pod already
+/// gone is fine.
+pub async fn delete_owned_pods(
+    pods: &Api<Pod>,
+    names: &[String],
+    expectations: &expectations::Expectations,
+    uid: &str,
+    object: &str,
+) -> Result<(), ControllerError> {
+    for victim in names {
+        match pods.delete(victim, &kube::api::DeleteParams::default()).await {
+            Ok(_) => expectations.expect_delete(uid, victim.clone()),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(ControllerError::Api { object: object.to_string(), source: Box::new(e) }),
+        }
+    }
+    Ok(())
+}
+
 /// Is `o` controlled by the object with `uid`?
 pub fn controlled_by<K: kube::Resource>(o: &K, uid: &str) -> bool {
     o.meta()

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use super::expectations::Expectations;
-use super::{controlled_by, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
+use super::{controlled_by, delete_owned_pods, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
 
 pub struct Context {
     client: Client,
@@ -118,13 +118,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action,
         }
         tracing::info!(replicaset = %name, created = plan.create, "created pods");
     }
-    for victim in &plan.delete {
-        match pods.delete(victim, &DeleteParams::default()).await {
-            Ok(_) => ctx.expectations.expect_delete(&uid, victim.clone()),
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(ControllerError::Api { object: name.clone(), source: Box::new(e) }),
-        }
-    }
+    delete_owned_pods(&pods, &plan.delete, &ctx.expectations, &uid, &name).await?;
     if !plan.delete.is_empty() {
         tracing::info!(replicaset = %name, deleted = plan.delete.len(), "deleted pods");
     }
