@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # End-to-end, as root: the control plane and the node agent in a lab network namespace (no route out), a busybox
-# image built here and imported into the agent's store, one pod through the real path (API → scheduler → agent →
-# sandbox → skiff-runtime), its logs through the API server, its network, and a delete that leaves nothing behind.
-# Usage: first_pod.sh BIN_DIR   (BIN_DIR holds skiff-controlplane, skiff-agent, skiff-runtime, skiff-images)
+# image built here and imported into the agent's store, then every case in cases/*.sh (in name order) against that
+# one cluster: pods through the real path (API → scheduler → agent → sandbox → skiff-runtime).
+# Usage: run.sh BIN_DIR [CASE...]   (BIN_DIR holds skiff-controlplane, skiff-agent, skiff-runtime, skiff-images;
+#        CASE: a name like 10-first-pod to run only some cases)
+# Each case file is sourced: it uses k (kubectl in the lab), lab, pass, fail, eventually, $WORK, $BIN, $LAB and
+# must leave no pod behind.
 set -u
-BIN=$(realpath "${1:?usage: first_pod.sh BIN_DIR}")
-skip() { echo "skipping first-pod e2e: $1"; echo "first pod e2e: 0 passed, 0 failed"; exit 0; }
+BIN=$(realpath "${1:?usage: run.sh BIN_DIR [CASE...]}")
+shift
+HERE=$(dirname "$(realpath "$0")")
+ONLY=("$@")
+skip() { echo "skipping agent e2e: $1"; echo "agent e2e: 0 passed, 0 failed"; exit 0; }
 [ "$(id -u)" = 0 ] || skip "not running as root"
 for tool in ip nsenter umoci busybox kubectl curl; do command -v "$tool" >/dev/null || skip "$tool is missing"; done
 [ -e /proc/self/ns/net ] || skip "no network namespaces"
 
-WORK=$(mktemp -d /tmp/skiff-first-pod.XXXXXX)
+WORK=$(mktemp -d /tmp/skiff-agent-e2e.XXXXXX)
 LAB=skiff-e2e-$$
 CGROOT=skiff-e2e-$$
 PORT=$((21000 + RANDOM % 20000))
@@ -57,7 +63,7 @@ eventually() {
   cd "$WORK" && umoci init --layout oci >/dev/null && umoci new --image oci:busybox >/dev/null &&
   umoci unpack --image oci:busybox bundle >/dev/null 2>&1 && mkdir -p bundle/rootfs/bin &&
   cp "$(command -v busybox)" bundle/rootfs/bin/busybox &&
-  for a in sh echo sleep cat ls ip hostname; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
+  for a in sh echo sleep cat ls ip hostname id env wc head nc httpd wget test grep; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
   umoci repack --image oci:busybox bundle >/dev/null && tar -C oci -cf busybox.tar .
 ) || { fail "build the test image"; exit 1; }
 "$BIN/skiff-images" --root "$WORK/node/images" import --name localhost/busybox:1 "$WORK/busybox.tar" >/dev/null ||
@@ -75,30 +81,16 @@ AGENT_PID=$!
 
 eventually "node registers and is Ready" '^lab-node +Ready ' 60 -- k get nodes --no-headers
 eventually "node has a lease" 'lab-node' 20 -- k -n kube-node-lease get leases --no-headers
-cat >"$WORK/pod.yaml" <<'Y'
-apiVersion: v1
-kind: Pod
-metadata: {name: hello}
-spec:
-  terminationGracePeriodSeconds: 10
-  containers:
-  - name: hello
-    image: localhost/busybox:1
-    imagePullPolicy: Never
-    command: ["sh", "-c", "trap 'exit 0' TERM; echo hello from skiff; echo ip $(hostname); while true; do sleep 1 & wait; done"]
-Y
-if k apply -f "$WORK/pod.yaml" >/dev/null; then pass "create the pod"; else fail "create the pod"; fi
-eventually "pod is Running on the node" '^hello +1/1 +Running +0 .*lab-node' 60 -- k get pod hello -o wide --no-headers
-IP=$(k get pod hello -o 'jsonpath={.status.podIP}')
-if [[ "$IP" =~ ^10\.244\.0\.[0-9]+$ ]]; then pass "pod IP $IP is in the node's pod CIDR"; else fail "pod IP in the pod CIDR" "$IP"; fi
-eventually "kubectl logs through the API server" 'hello from skiff' 20 -- k logs hello
-if lab busybox ping -c 1 -W 2 "$IP" >/dev/null 2>&1; then pass "the pod answers on its IP (inside the lab)"; else
-  [ -n "${E2E_PAUSE:-}" ] && sleep "$E2E_PAUSE"
-  fail "ping the pod" "$(ip -n "$LAB" -br addr; ip -n "$LAB" route; for n in "$WORK"/run/netns/*; do nsenter --net="$n" ip -br addr; nsenter --net="$n" ip route; done)"
-fi
-START=$(date +%s)
-if k delete pod hello --timeout=60s >/dev/null 2>&1; then pass "delete the pod ($(( $(date +%s) - START )) s)"; else fail "delete the pod"; fi
-eventually "the pod is gone from the API" 'NotFound|not found' 40 -- k get pod hello
+for case_file in "$HERE"/cases/*.sh; do
+  name=$(basename "$case_file" .sh)
+  if [ ${#ONLY[@]} -gt 0 ] && ! printf '%s\n' "${ONLY[@]}" | grep -qx "$name"; then continue; fi
+  echo "== case $name"
+  # shellcheck source=/dev/null
+  source "$case_file"
+done
+
+# Whatever the cases did, nothing of their pods may remain on the host.
+eventually "no pod left in the API" '^No resources found' 60 -- k get pods -A
 left=$(ls "$WORK/run/netns" 2>/dev/null | wc -l)
 [ "$left" = 0 ] && pass "no network namespace left" || fail "network namespaces left: $left"
 links=$(ip -n "$LAB" -o link | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -vE '^(lo|skiff0)$' | wc -l)
@@ -113,5 +105,5 @@ monitors=$(ps -eo args= | grep -F "$WORK" | grep -cF " monitor ")
 if [ "$FAILED" -gt 0 ]; then
   echo "--- agent log (tail)"; tail -30 "$WORK/agent.log"
 fi
-echo "first pod e2e: $PASSED passed, $FAILED failed"
+echo "agent e2e: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
