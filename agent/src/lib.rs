@@ -12,10 +12,12 @@
 //!   child process, and the per-container [`container::monitor`] process that owns the container's stdio, writes
 //!   the CRI log file and records the exit code, so that containers and their logs outlive an agent restart.
 //! - [`status`]: PodStatus from the observed state, written through `pods/status` only when it changed.
-//! - [`server`]: `/healthz` and `/containerLogs/{ns}/{pod}/{container}` for the API server.
+//! - [`server`]: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, and [`exec`]'s WebSocket exec and attach
+//!   sessions for the API server.
 
 pub mod config;
 pub mod container;
+pub mod exec;
 pub mod logs;
 pub mod node;
 pub mod pods;

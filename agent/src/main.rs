@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use skiff_agent::container::monitor::MonitorArgs;
+use skiff_agent::exec::tty::ExecTtyArgs;
 use skiff_agent::Config;
 
 #[derive(Parser)]
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Runs one container under a monitor (started by the agent, not by hand).
     Monitor(MonitorArgs),
+    /// Runs one `kubectl exec -t` session (started by the agent, not by hand).
+    ExecTty(ExecTtyArgs),
 }
 
 #[derive(clap::Args)]
@@ -59,9 +62,11 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    if let Some(Command::Monitor(args)) = cli.command {
-        // Single-threaded on purpose: it forks the runtime and reaps the container.
-        return skiff_agent::container::monitor::run(args);
+    match cli.command {
+        // Single-threaded on purpose: they fork the runtime and reap what it leaves them.
+        Some(Command::Monitor(args)) => return skiff_agent::container::monitor::run(args),
+        Some(Command::ExecTty(args)) => return skiff_agent::exec::tty::run(args),
+        None => {}
     }
     let a = cli.agent;
     let node_name = match a.node_name {

@@ -1,4 +1,5 @@
-//! The agent's HTTP server for the API server: `/healthz` and `/containerLogs/{ns}/{pod}/{container}`.
+//! The agent's HTTP server for the API server: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, and the
+//! WebSocket `/exec/...` and `/attach/...` sessions ([`crate::exec`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -8,7 +9,10 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::RawQuery;
+use axum::routing::{any, get};
 use axum::Router;
 use serde::Deserialize;
 
@@ -19,10 +23,30 @@ pub async fn serve(listener: tokio::net::TcpListener, config: Config, shutdown: 
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route("/exec/{ns}/{pod}/{container}", any(exec))
+        .route("/attach/{ns}/{pod}/{container}", any(attach))
         .with_state(config);
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "agent server failed");
     }
+}
+
+async fn exec(
+    State(config): State<Config>,
+    Path(target): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    crate::exec::exec(config, target, q.unwrap_or_default(), ws).await
+}
+
+async fn attach(
+    State(config): State<Config>,
+    Path(target): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    crate::exec::attach(config, target, q.unwrap_or_default(), ws).await
 }
 
 #[derive(Deserialize, Default)]
