@@ -11,16 +11,20 @@
 //! - [`container`]: OCI bundle generation (overlay rootfs from `skiff-images` + config.json), the `skiff-runtime`
 //!   child process, and the per-container [`container::monitor`] process that owns the container's stdio, writes
 //!   the CRI log file and records the exit code, so that containers and their logs outlive an agent restart.
+//! - [`probes`]: startup/liveness/readiness probes (one task per started container) and postStart/preStop hooks.
+//! - [`events`]: pod events with the kubelet's reasons, written in the background.
 //! - [`status`]: PodStatus from the observed state, written through `pods/status` only when it changed.
 //! - [`server`]: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, and [`exec`]'s WebSocket exec and attach
 //!   sessions for the API server.
 
 pub mod config;
 pub mod container;
+pub mod events;
 pub mod exec;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod probes;
 pub mod sandbox;
 pub mod server;
 pub mod status;

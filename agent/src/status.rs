@@ -55,6 +55,8 @@ pub struct StatusInputs<'a> {
     pub pod: &'a Pod,
     pub observed: &'a Observed,
     pub waiting: &'a Waiting,
+    /// Probe results of running containers; a running container without an entry is started and ready.
+    pub health: &'a std::collections::BTreeMap<String, crate::probes::Health>,
     pub host_ip: String,
     pub pod_ip: Option<String>,
     pub start_time: DateTime<Utc>,
@@ -66,14 +68,17 @@ pub fn render(i: &StatusInputs) -> Value {
     let spec = i.pod.spec.as_ref();
     let policy = spec.and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
     let mut statuses = vec![];
-    let (mut all_running, mut any_running, mut all_done, mut any_failed, mut any_started) = (true, false, true, false, false);
+    let (mut all_ready, mut any_running, mut all_done, mut any_failed, mut any_started) = (true, false, true, false, false);
     for c in spec.map(|s| s.containers.as_slice()).unwrap_or_default() {
         let attempts = i.observed.attempts.get(&c.name).map(Vec::as_slice).unwrap_or_default();
         let last = attempts.last();
         let restart_count = last.map(|a| a.restart).unwrap_or(0);
         let running = last.is_some_and(|a| a.started.is_some() && a.exited.is_none());
+        let health = i.health.get(&c.name).filter(|h| Some(h.restart) == last.map(|a| a.restart));
+        let ready = running && health.is_none_or(|h| h.ready);
+        let started = running && health.is_none_or(|h| h.started);
         let mut st = json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                            "restartCount": restart_count, "ready": running, "started": running});
+                            "restartCount": restart_count, "ready": ready, "started": started});
         let waiting = i.waiting.get(&c.name);
         match (last, waiting) {
             (Some(a), None) if running => {
@@ -109,8 +114,8 @@ pub fn render(i: &StatusInputs) -> Value {
                 st["lastState"] = json!({"terminated": prev});
             }
         }
-        if !running {
-            all_running = false;
+        if !ready {
+            all_ready = false;
         }
         any_running |= running;
         any_started |= last.is_some();
@@ -132,7 +137,7 @@ pub fn render(i: &StatusInputs) -> Value {
     let cond = |t: &str, ok: bool| {
         json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": null})
     };
-    let ready = all_running && !statuses.is_empty();
+    let ready = all_ready && !statuses.is_empty();
     let mut status = json!({
         "phase": phase,
         "conditions": [cond("PodScheduled", true), cond("Initialized", true), cond("ContainersReady", ready), cond("Ready", ready)],
@@ -163,7 +168,7 @@ mod tests {
     fn render_with(p: &Pod, attempts: Vec<Attempt>, waiting: Waiting) -> Value {
         let observed = Observed { sandbox_ready: true, attempts: [("c".to_string(), attempts)].into(), ..Default::default() };
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        render(&StatusInputs { pod: p, observed: &observed, waiting: &waiting, host_ip: "10.0.0.1".into(),
+        render(&StatusInputs { pod: p, observed: &observed, waiting: &waiting, health: &Default::default(), host_ip: "10.0.0.1".into(),
                                pod_ip: Some("10.244.0.2".into()), start_time: now, now })
     }
 

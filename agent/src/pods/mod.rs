@@ -25,6 +25,7 @@ pub struct PodEnv {
     pub runtime: Runtime,
     pub netlink: rtnetlink::Handle,
     pub bridge_index: u32,
+    pub events: crate::events::Recorder,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,7 @@ impl PodEnv {
         let netlink = crate::sandbox::network::connect()?;
         let bridge_index = crate::sandbox::network::ensure_bridge(&netlink, &config.bridge, cidr).await?;
         Ok(Arc::new(PodEnv {
+            events: crate::events::Recorder::start(client.clone(), config.node_name.clone()),
             ipam: Ipam::new(&config.ipam_dir(), cidr),
             runtime: Runtime { bin: config.runtime_bin.clone(), root: config.runtime_root() },
             client,

@@ -18,6 +18,8 @@ use super::PodEnv;
 use crate::container::monitor::MonitorArgs;
 use crate::container::state::{self, attempt_dir};
 use crate::container::{container_id, spec};
+use crate::events::{Kind, PodEvent};
+use crate::probes::{self, HealthMap};
 use crate::sandbox::{files, ipam, netns, network};
 use crate::status::{self, Waiting};
 
@@ -71,6 +73,21 @@ struct Worker {
     start_failures: BTreeMap<String, (DateTime<Utc>, u32)>,
     waiting: Waiting,
     last_status: Option<serde_json::Value>,
+    /// Probe tasks by container: (attempt, task).
+    probes: BTreeMap<String, (u32, tokio::task::JoinHandle<()>)>,
+    health: HealthMap,
+    /// Probe results wake the worker to rewrite the status at once.
+    wake: Arc<tokio::sync::Notify>,
+    /// The back-off deadline last reported as an event, per container (one BackOff event per back-off).
+    backoff_reported: BTreeMap<String, DateTime<Utc>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        for (_, (_, task)) in std::mem::take(&mut self.probes) {
+            task.abort();
+        }
+    }
 }
 
 /// Pod uids with state on this node that are not in `known`.
@@ -100,7 +117,12 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
             start_failures: BTreeMap::new(),
             waiting: Waiting::new(),
             last_status: None,
+            probes: BTreeMap::new(),
+            health: Default::default(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            backoff_reported: BTreeMap::new(),
         };
+        let wake = w.wake.clone();
         let mut state = Lifecycle::Syncing;
         loop {
             let pod = rx.borrow_and_update().clone();
@@ -137,6 +159,7 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
             }
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
@@ -200,6 +223,8 @@ impl Worker {
                         Ok(()) => {
                             self.waiting.remove(&name);
                             self.start_failures.remove(&name);
+                            self.backoff_reported.remove(&name);
+                            self.post_start(pod, c, restart).await;
                         }
                         Err(e) => {
                             let reason = match e {
@@ -208,6 +233,18 @@ impl Worker {
                                 _ => "CreateContainerError",
                             };
                             tracing::warn!(container = %name, error = %e, reason, "starting a container failed");
+                            let ev = |r, m: String| PodEvent::new(pod, Some(&name), Kind::Warning, r, m);
+                            match &e {
+                                WorkerError::Image { image, source } => {
+                                    self.env.events.record(ev("Failed", format!("Failed to pull image {image:?}: {source}")))
+                                }
+                                WorkerError::ImageNeverPull { image } => self.env.events.record(ev(
+                                    "ErrImageNeverPull",
+                                    format!("Container image {image:?} is not present with pull policy of Never"),
+                                )),
+                                _ => {}
+                            }
+                            self.env.events.record(ev("Failed", format!("Error: {}", if reason == "CreateContainerError" { e.to_string() } else { reason.to_string() })));
                             self.waiting.insert(name.clone(), (reason.to_string(), e.to_string()));
                             let n = self.start_failures.get(&name).map(|(_, n)| n + 1).unwrap_or(1);
                             self.start_failures.insert(name, (now, n));
@@ -219,14 +256,91 @@ impl Worker {
                     let reason = if image_failing { "ImagePullBackOff" } else { "CrashLoopBackOff" };
                     let secs = (until - now).num_seconds().max(0);
                     let message = format!("back-off {secs}s restarting failed container={name} pod={}", pod.name_any());
+                    if self.backoff_reported.get(&name) != Some(&until) {
+                        self.backoff_reported.insert(name.clone(), until);
+                        let text = if image_failing {
+                            let image = spec.containers.iter().find(|c| c.name == name).and_then(|c| c.image.clone()).unwrap_or_default();
+                            format!("Back-off pulling image {image:?}")
+                        } else {
+                            format!("Back-off restarting failed container {name} in pod {}_{}({})", pod.name_any(), pod.namespace().unwrap_or_default(), self.uid)
+                        };
+                        self.env.events.record(PodEvent::new(pod, Some(&name), Kind::Warning, "BackOff", text));
+                    }
                     self.waiting.insert(name, (reason.to_string(), message));
                 }
             }
         }
+        self.reconcile_probes(pod, &spec);
         if let Err(e) = self.write_status(pod).await {
             result = Err(e);
         }
         result
+    }
+
+    fn grace(pod: &Pod) -> Duration {
+        let s = pod.metadata.deletion_grace_period_seconds.or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)).unwrap_or(30);
+        Duration::from_secs(s.clamp(0, 3600) as u64)
+    }
+
+    /// One probe task per running container attempt that has probes; tasks of attempts that ended go.
+    fn reconcile_probes(&mut self, pod: &Pod, spec: &k8s_openapi::api::core::v1::PodSpec) {
+        let attempts = state::scan(&self.pod_state_dir());
+        let running: BTreeMap<String, u32> = attempts
+            .iter()
+            .filter_map(|(name, list)| list.last().filter(|a| a.started.is_some() && a.exited.is_none()).map(|a| (name.clone(), a.restart)))
+            .collect();
+        self.probes.retain(|name, (restart, task)| {
+            let keep = running.get(name) == Some(restart) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        health.retain(|name, h| running.get(name) == Some(&h.restart));
+        for c in &spec.containers {
+            let Some(&restart) = running.get(&c.name) else { continue };
+            if !health.contains_key(&c.name) {
+                health.insert(c.name.clone(), probes::initial_health(c, restart));
+            }
+            if !probes::has_probes(c) || self.probes.contains_key(&c.name) {
+                continue;
+            }
+            let target = probes::ProbeTarget {
+                runtime: self.env.runtime.clone(),
+                events: self.env.events.clone(),
+                pod: pod.clone(),
+                container: c.clone(),
+                restart,
+                container_id: container_id(&self.uid, &c.name, restart),
+                pod_ip: self.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
+                state_dir: attempt_dir(&self.pod_state_dir(), &c.name, restart),
+                grace: c.liveness_probe.as_ref().and_then(|p| p.termination_grace_period_seconds).map(|s| Duration::from_secs(s.clamp(1, 3600) as u64)).unwrap_or_else(|| Self::grace(pod)),
+            };
+            let task = tokio::spawn(probes::probe_loop(target, self.health.clone(), self.wake.clone()));
+            self.probes.insert(c.name.clone(), (restart, task));
+        }
+    }
+
+    /// The postStart hook, as the kubelet runs it: right after the start, before the container counts as running for
+    /// anything else; when it fails the container is killed (and restarted per policy).
+    async fn post_start(&mut self, pod: &Pod, c: &Container, restart: u32) {
+        let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else { return };
+        let id = container_id(&self.uid, &c.name, restart);
+        let ip = self.pod_ip.map(|i| i.to_string()).unwrap_or_default();
+        let result = match probes::hook_handler(h, c, &ip) {
+            Ok(handler) => probes::run(&handler, &self.env.runtime, &id, Self::grace(pod).max(Duration::from_secs(30))).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            let ev = |r, m: String| PodEvent::new(pod, Some(&c.name), Kind::Warning, r, m);
+            self.env.events.record(ev("FailedPostStartHook", format!("PostStartHook failed: {e}")));
+            self.env.events.record(PodEvent::new(pod, Some(&c.name), Kind::Normal, "Killing", format!("FailedPostStartHook: stopping container {}", c.name)));
+            let dir = attempt_dir(&self.pod_state_dir(), &c.name, restart);
+            let c = Container { lifecycle: None, ..c.clone() };
+            let ctx = probes::Ctx { runtime: &self.env.runtime, events: &self.env.events, pod, container: &c, id: &id, pod_ip: &ip };
+            probes::stop_container(&ctx, &dir, Self::grace(pod)).await;
+        }
     }
 
     async fn create_sandbox(&mut self, pod: &Pod) -> Result<(), WorkerError> {
@@ -242,25 +356,32 @@ impl Worker {
         Ok(())
     }
 
-    async fn ensure_image(&self, c: &Container) -> Result<String, WorkerError> {
+    async fn ensure_image(&self, pod: &Pod, c: &Container) -> Result<String, WorkerError> {
         let image = c.image.clone().unwrap_or_default();
         let err = |source| WorkerError::Image { image: image.clone(), source };
         let policy = c.image_pull_policy.clone().unwrap_or_else(|| default_pull_policy(&image).to_string());
         let present = self.env.images.get(&image).is_ok();
         match policy.as_str() {
             "Never" if !present => Err(WorkerError::ImageNeverPull { image: image.clone() }),
-            "Never" => Ok(image.clone()),
-            "IfNotPresent" if present => Ok(image.clone()),
+            "Never" | "IfNotPresent" if present => {
+                let msg = format!("Container image {image:?} already present on machine");
+                self.env.events.record(PodEvent::new(pod, Some(&c.name), Kind::Normal, "Pulled", msg));
+                Ok(image.clone())
+            }
             _ => {
                 let reference: skiff_images::Reference = image.parse().map_err(|e: skiff_images::reference::ReferenceError| err(e.into()))?;
+                self.env.events.record(PodEvent::new(pod, Some(&c.name), Kind::Normal, "Pulling", format!("Pulling image {image:?}")));
+                let t = std::time::Instant::now();
                 self.env.images.pull(&reference).await.map_err(err)?;
+                let msg = format!("Successfully pulled image {image:?} in {:.3}s", t.elapsed().as_secs_f64());
+                self.env.events.record(PodEvent::new(pod, Some(&c.name), Kind::Normal, "Pulled", msg));
                 Ok(image.clone())
             }
         }
     }
 
     async fn start_container(&mut self, pod: &Pod, c: &Container, restart: u32, observed: &Observed) -> Result<(), WorkerError> {
-        let image = self.ensure_image(c).await?;
+        let image = self.ensure_image(pod, c).await?;
         // The previous attempt's container and rootfs go; its log file stays for `--previous`.
         for a in observed.attempts.get(&c.name).into_iter().flatten() {
             self.env.runtime.delete(&container_id(&self.uid, &c.name, a.restart)).await?;
@@ -331,6 +452,9 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::info!(container = %c.name, restart, container_id = %id, "container started");
+        let ev = |r, m: String| PodEvent::new(pod, Some(&c.name), Kind::Normal, r, m);
+        self.env.events.record(ev("Created", format!("Created container {}", c.name)));
+        self.env.events.record(ev("Started", format!("Started container {}", c.name)));
         Ok(())
     }
 
@@ -347,6 +471,7 @@ impl Worker {
             pod,
             observed: &Observed { sandbox_ready: self.sandbox_ready, attempts: state::scan(&self.pod_state_dir()), start_failures: Default::default() },
             waiting: &self.waiting,
+            health: &self.health.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             host_ip: self.env.config.node_ip.to_string(),
             pod_ip: self.pod_ip.map(|i| i.to_string()),
             start_time: pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0).unwrap_or(self.start_time),
@@ -378,6 +503,29 @@ impl Worker {
             .filter(|(_, a)| a.exited.is_none())
             .map(|(name, a)| (container_id(&self.uid, name, a.restart), a.dir.clone()))
             .collect();
+        for (_, (_, task)) in std::mem::take(&mut self.probes) {
+            task.abort();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
+        // preStop hooks of the running containers, together, within the grace period; then SIGTERM.
+        if let Some(pod) = pod {
+            let ip = self.pod_ip.map(|i| i.to_string()).unwrap_or_default();
+            let containers = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
+            let mut hooks = vec![];
+            for c in &containers {
+                let Some(list) = attempts.get(&c.name) else { continue };
+                let Some(a) = list.last().filter(|a| a.started.is_some() && a.exited.is_none()) else { continue };
+                self.env.events.record(PodEvent::new(pod, Some(&c.name), Kind::Normal, "Killing", format!("Stopping container {}", c.name)));
+                let id = container_id(&self.uid, &c.name, a.restart);
+                let (rt, ev, ip) = (self.env.runtime.clone(), self.env.events.clone(), ip.clone());
+                let (pod, c) = (pod.clone(), c.clone());
+                hooks.push(async move {
+                    let ctx = probes::Ctx { runtime: &rt, events: &ev, pod: &pod, container: &c, id: &id, pod_ip: &ip };
+                    probes::run_pre_stop(&ctx, Duration::from_secs(grace)).await
+                });
+            }
+            let _ = tokio::time::timeout_at(deadline, futures::future::join_all(hooks)).await;
+        }
         let mut errors: Vec<WorkerError> = vec![];
         for (id, _) in &running {
             if let Err(e) = self.env.runtime.kill(id, "TERM").await {
@@ -385,7 +533,6 @@ impl Worker {
             }
         }
         let all_exited = |running: &[(String, PathBuf)]| running.iter().all(|(_, d)| d.join(state::EXIT).exists() || !d.join(state::STARTED).exists() && !d.join("pid").exists());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
         while !all_exited(&running) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
