@@ -54,6 +54,12 @@ struct AgentArgs {
     bridge: String,
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// Rotate a container's log file at this many bytes (the kubelet's --container-log-max-size, 10Mi).
+    #[arg(long, default_value_t = 10 << 20)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the current one included (--container-log-max-files).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+    container_log_max_files: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +91,8 @@ fn main() -> anyhow::Result<()> {
         cgroup_root: a.cgroup_root,
         bridge: a.bridge,
         max_pods: a.max_pods,
+        log_max_size: a.container_log_max_size.max(1024),
+        log_max_files: a.container_log_max_files,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(skiff_agent::run(config, async {

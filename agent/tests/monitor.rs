@@ -185,6 +185,8 @@ fn monitor_runs_a_container_and_writes_cri_logs_and_exit_code() {
         bundle,
         log_file: log_file.clone(),
         state_dir: state_dir.clone(),
+        log_max_size: 10 << 20,
+        log_max_files: 5,
     };
     let monitor_out = tmp.path().join("monitor.log");
     let out = std::fs::File::create(&monitor_out).unwrap();

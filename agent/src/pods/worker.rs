@@ -429,6 +429,8 @@ impl Worker {
             bundle: bundle.clone(),
             log_file,
             state_dir: state_dir.clone(),
+            log_max_size: self.env.config.log_max_size,
+            log_max_files: self.env.config.log_max_files,
         };
         let exe = std::env::current_exe().map_err(io("locating", Path::new("/proc/self/exe")))?;
         let out_path = state_dir.join("monitor.log");

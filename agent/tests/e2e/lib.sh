@@ -50,12 +50,14 @@ eventually() {
   fail "$name (never matched /$pattern/)" "$out"; return 1
 }
 
+# Small log files, so that rotation is tested.
+AGENT_ARGS=(--container-log-max-size 65536 --container-log-max-files 3)
 # The node agent, started with nsenter (not the lab function: that would fork a subshell and $! would not be the
 # agent's PID). Extra arguments go to the agent.
 start_agent() {
   nsenter --net="/run/netns/$LAB" "$BIN/skiff-agent" --node-name lab-node --node-ip 127.0.0.1 --port 0 \
     --kubeconfig "$WORK/cp/kubeconfig" --root-dir "$WORK/node" --run-dir "$WORK/run" --log-dir "$WORK/logs" \
-    --runtime "$BIN/skiff-runtime" --cgroup-root "$CGROOT" "$@" >>"$WORK/agent.log" 2>&1 &
+    --runtime "$BIN/skiff-runtime" --cgroup-root "$CGROOT" "${AGENT_ARGS[@]}" "$@" >>"$WORK/agent.log" 2>&1 &
   AGENT_PID=$!
 }
 # Stops the agent (SIGTERM: its containers keep running, as with the kubelet).
@@ -69,7 +71,7 @@ stop_agent() {
   cd "$WORK" && umoci init --layout oci >/dev/null && umoci new --image oci:busybox >/dev/null &&
   umoci unpack --image oci:busybox bundle >/dev/null 2>&1 && mkdir -p bundle/rootfs/bin &&
   cp "$(command -v busybox)" bundle/rootfs/bin/busybox &&
-  for a in sh echo sleep cat ls ip hostname id env wc head nc httpd wget test grep touch rm mkdir stty tty kill; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
+  for a in sh echo sleep cat ls ip hostname id env wc head nc httpd wget test grep touch rm mkdir stty tty kill dd seq; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
   umoci repack --image oci:busybox bundle >/dev/null && tar -C oci -cf busybox.tar .
 ) || { fail "build the test image"; exit 1; }
 "$BIN/skiff-images" --root "$WORK/node/images" import --name localhost/busybox:1 "$WORK/busybox.tar" >/dev/null ||
