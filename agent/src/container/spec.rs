@@ -96,7 +96,9 @@ const CAPS: [&str; 14] = [
 /// Everything config.json needs besides the container spec.
 pub struct SpecInputs<'a> {
     pub hostname: &'a str,
-    pub netns: &'a Path,
+    /// The pod's network namespace; `None` for `hostNetwork` pods, which share the node's network and UTS
+    /// namespaces (and so keep the node's hostname).
+    pub netns: Option<&'a Path>,
     pub files: &'a PodFiles,
     pub cgroups_path: String,
 }
@@ -105,10 +107,19 @@ fn bind(dest: &str, src: &Path) -> Value {
     json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]})
 }
 
+fn namespaces(netns: Option<&Path>) -> Value {
+    let mut ns = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "mount"})];
+    if let Some(path) = netns {
+        ns.push(json!({"type": "uts"}));
+        ns.push(json!({"type": "network", "path": path}));
+    }
+    Value::Array(ns)
+}
+
 /// The whole config.json of a container.
 pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
     let cwd = c.working_dir.clone().filter(|w| !w.is_empty()).or_else(|| image.working_dir.clone()).filter(|w| !w.is_empty());
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -123,7 +134,6 @@ pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
             "noNewPrivileges": false,
         },
         "root": {"path": "rootfs", "readonly": false},
-        "hostname": inputs.hostname,
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
@@ -136,15 +146,18 @@ pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
             bind("/etc/hostname", &inputs.files.hostname),
         ],
         "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                           {"type": "network", "path": inputs.netns}],
+            "namespaces": namespaces(inputs.netns),
             "cgroupsPath": inputs.cgroups_path,
             "resources": resources(c),
             "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
                             "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
             "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         },
-    })
+    });
+    if inputs.netns.is_some() {
+        spec["hostname"] = json!(inputs.hostname);
+    }
+    spec
 }
 
 #[cfg(test)]
@@ -191,7 +204,7 @@ mod tests {
         let files = PodFiles { hosts: "/p/etc-hosts".into(), resolv_conf: "/p/resolv.conf".into(), hostname: "/p/hostname".into() };
         let inputs = SpecInputs {
             hostname: "web",
-            netns: Path::new("/run/netns/skiff-x"),
+            netns: Some(Path::new("/run/netns/skiff-x")),
             files: &files,
             cgroups_path: "/skiff/besteffort/podu1/c1".into(),
         };
@@ -204,6 +217,17 @@ mod tests {
     fn spec_sets_no_rlimits_so_the_container_inherits_the_runtimes() {
         let spec = render_sample();
         assert!(spec["process"].get("rlimits").is_none(), "{}", spec["process"]);
+    }
+
+    #[test]
+    fn host_network_pods_share_the_nodes_network_and_uts_namespaces() {
+        let files = PodFiles { hosts: "/p/etc-hosts".into(), resolv_conf: "/p/resolv.conf".into(), hostname: "/p/hostname".into() };
+        let inputs = SpecInputs { hostname: "node-1", netns: None, files: &files, cgroups_path: "/x".into() };
+        let spec = render(&container(json!({"name": "c", "command": ["true"]})), &image(), &inputs);
+        let ns = spec["linux"]["namespaces"].as_array().unwrap();
+        assert!(!ns.iter().any(|n| n["type"] == "network" || n["type"] == "uts"), "{ns:?}");
+        assert!(spec.get("hostname").is_none());
+        assert_eq!(render_sample()["hostname"], "web");
     }
 
     #[test]

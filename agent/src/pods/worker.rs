@@ -80,6 +80,7 @@ struct Worker {
     wake: Arc<tokio::sync::Notify>,
     /// The back-off deadline last reported as an event, per container (one BackOff event per back-off).
     backoff_reported: BTreeMap<String, DateTime<Utc>>,
+    host_network: bool,
 }
 
 impl Drop for Worker {
@@ -121,6 +122,7 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
             health: Default::default(),
             wake: Arc::new(tokio::sync::Notify::new()),
             backoff_reported: BTreeMap::new(),
+            host_network: false,
         };
         let wake = w.wake.clone();
         let mut state = Lifecycle::Syncing;
@@ -192,11 +194,16 @@ impl Worker {
 
     async fn sync(&mut self, pod: &Pod) -> Result<(), WorkerError> {
         let spec = pod.spec.clone().unwrap_or_default();
+        self.host_network = spec.host_network == Some(true);
         if !self.sandbox_ready {
             // Re-adopt a sandbox that survived an agent restart.
-            self.sandbox_ready = netns::is_mounted(&self.netns_path())
-                && network::link_index(&self.env.netlink, &network::host_veth_name(&self.uid)).await?.is_some();
-            if self.sandbox_ready {
+            self.sandbox_ready = if self.host_network {
+                self.env.config.pod_dir(&self.uid).join("etc-hosts").exists()
+            } else {
+                netns::is_mounted(&self.netns_path())
+                    && network::link_index(&self.env.netlink, &network::host_veth_name(&self.uid)).await?.is_some()
+            };
+            if self.sandbox_ready && !self.host_network {
                 self.pod_ip = Some(self.env.ipam.allocate(&self.uid)?);
             }
         }
@@ -277,6 +284,15 @@ impl Worker {
         result
     }
 
+    /// The pod's IP as probes and status see it: the node's for hostNetwork pods.
+    fn ip_string(&self) -> String {
+        if self.host_network {
+            self.env.config.node_ip.to_string()
+        } else {
+            self.pod_ip.map(|i| i.to_string()).unwrap_or_default()
+        }
+    }
+
     fn grace(pod: &Pod) -> Duration {
         let s = pod.metadata.deletion_grace_period_seconds.or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)).unwrap_or(30);
         Duration::from_secs(s.clamp(0, 3600) as u64)
@@ -313,7 +329,7 @@ impl Worker {
                 container: c.clone(),
                 restart,
                 container_id: container_id(&self.uid, &c.name, restart),
-                pod_ip: self.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
+                pod_ip: self.ip_string(),
                 state_dir: attempt_dir(&self.pod_state_dir(), &c.name, restart),
                 grace: c.liveness_probe.as_ref().and_then(|p| p.termination_grace_period_seconds).map(|s| Duration::from_secs(s.clamp(1, 3600) as u64)).unwrap_or_else(|| Self::grace(pod)),
             };
@@ -327,7 +343,7 @@ impl Worker {
     async fn post_start(&mut self, pod: &Pod, c: &Container, restart: u32) {
         let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else { return };
         let id = container_id(&self.uid, &c.name, restart);
-        let ip = self.pod_ip.map(|i| i.to_string()).unwrap_or_default();
+        let ip = self.ip_string();
         let result = match probes::hook_handler(h, c, &ip) {
             Ok(handler) => probes::run(&handler, &self.env.runtime, &id, Self::grace(pod).max(Duration::from_secs(30))).await,
             Err(e) => Err(e),
@@ -344,6 +360,16 @@ impl Worker {
     }
 
     async fn create_sandbox(&mut self, pod: &Pod) -> Result<(), WorkerError> {
+        if self.host_network {
+            // The node's network: no namespace, veth or IP of its own; the node's name and address in /etc/hosts.
+            let ip = match self.env.config.node_ip {
+                std::net::IpAddr::V4(ip) => ip,
+                std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+            };
+            files::write(&self.env.config.pod_dir(&self.uid), &self.env.config.node_name, ip)?;
+            tracing::info!("sandbox ready (host network)");
+            return Ok(());
+        }
         let path = self.netns_path();
         let p = path.clone();
         tokio::task::spawn_blocking(move || netns::create(&p)).await.map_err(|_| netns::NetnsError::Thread)??;
@@ -411,7 +437,7 @@ impl Worker {
         let name = pod.name_any();
         let inputs = spec::SpecInputs {
             hostname: &name,
-            netns: &netns,
+            netns: (!self.host_network).then_some(netns.as_path()),
             files: &pod_files,
             cgroups_path: format!("/{}/{qos}/pod{}/{id}", self.env.config.cgroup_root, self.uid),
         };
@@ -475,7 +501,7 @@ impl Worker {
             waiting: &self.waiting,
             health: &self.health.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             host_ip: self.env.config.node_ip.to_string(),
-            pod_ip: self.pod_ip.map(|i| i.to_string()),
+            pod_ip: Some(self.ip_string()).filter(|s| !s.is_empty()),
             start_time: pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0).unwrap_or(self.start_time),
             now: Utc::now(),
         };
@@ -511,7 +537,7 @@ impl Worker {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
         // preStop hooks of the running containers, together, within the grace period; then SIGTERM.
         if let Some(pod) = pod {
-            let ip = self.pod_ip.map(|i| i.to_string()).unwrap_or_default();
+            let ip = self.ip_string();
             let containers = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
             let mut hooks = vec![];
             for c in &containers {
