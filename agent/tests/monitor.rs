@@ -167,7 +167,7 @@ fn monitor_runs_a_container_and_writes_cri_logs_and_exit_code() {
     let cgroup_root = format!("skiff-mon-test-{pid}");
     let inputs = SpecInputs {
         hostname: "web",
-        netns: Some(netns.path()),
+        netns: Some(netns.path().as_path()),
         files: &files,
         cgroups_path: format!("/{cgroup_root}/besteffort/podu1/{id}"),
     };
