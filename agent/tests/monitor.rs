@@ -165,9 +165,10 @@ fn monitor_runs_a_container_and_writes_cri_logs_and_exit_code() {
     .unwrap();
     let id = format!("skiff-mon-test-{pid}");
     let cgroup_root = format!("skiff-mon-test-{pid}");
+    let netns_path = netns.path();
     let inputs = SpecInputs {
         hostname: "web",
-        netns: Some(netns.path().as_path()),
+        netns: Some(netns_path.as_path()),
         files: &files,
         cgroups_path: format!("/{cgroup_root}/besteffort/podu1/{id}"),
     };
