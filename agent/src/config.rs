@@ -36,6 +36,8 @@ pub struct Config {
     pub log_max_size: u64,
     /// Log files kept per container, the current one included (containerLogMaxFiles).
     pub log_max_files: u32,
+    /// A directory of static pod manifests (`--pod-manifest-path`).
+    pub pod_manifest_path: Option<PathBuf>,
 }
 
 impl Config {

@@ -13,6 +13,7 @@
 //!   the CRI log file and records the exit code, so that containers and their logs outlive an agent restart.
 //! - [`probes`]: startup/liveness/readiness probes (one task per started container) and postStart/preStop hooks.
 //! - [`events`]: pod events with the kubelet's reasons, written in the background.
+//! - [`static_pods`]: pods from manifest files on the node, mirrored to the API.
 //! - [`status`]: PodStatus from the observed state, written through `pods/status` only when it changed.
 //! - [`server`]: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, and [`exec`]'s WebSocket exec and attach
 //!   sessions for the API server.
@@ -26,6 +27,7 @@ pub mod node;
 pub mod pods;
 pub mod probes;
 pub mod sandbox;
+pub mod static_pods;
 pub mod server;
 pub mod status;
 
@@ -56,10 +58,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), node, stop_rx.clone()));
     let env = pods::PodEnv::new(client.clone(), config.clone(), pod_cidr).await.context("preparing the pod environment")?;
     let pods_task = tokio::spawn(pods::run(env, stop_rx.clone()));
+    let static_task = config
+        .pod_manifest_path
+        .clone()
+        .map(|dir| tokio::spawn(static_pods::run(client.clone(), config.node_name.clone(), dir, stop_rx.clone())));
     shutdown.await;
     tracing::info!("shutting down (containers keep running)");
     let _ = stop_tx.send(true);
     let _ = pods_task.await;
+    if let Some(t) = static_task {
+        let _ = t.await;
+    }
     let _ = heartbeat.await;
     let _ = server.await;
     Ok(())

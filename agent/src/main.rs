@@ -60,6 +60,9 @@ struct AgentArgs {
     /// Log files kept per container, the current one included (--container-log-max-files).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
     container_log_max_files: u32,
+    /// A directory of static pod manifests, run on this node and mirrored to the API.
+    #[arg(long)]
+    pod_manifest_path: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         max_pods: a.max_pods,
         log_max_size: a.container_log_max_size.max(1024),
         log_max_files: a.container_log_max_files,
+        pod_manifest_path: a.pod_manifest_path,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(skiff_agent::run(config, async {

@@ -50,8 +50,8 @@ eventually() {
   fail "$name (never matched /$pattern/)" "$out"; return 1
 }
 
-# Small log files, so that rotation is tested.
-AGENT_ARGS=(--container-log-max-size 65536 --container-log-max-files 3)
+# Small log files, so that rotation is tested; a static pod directory.
+AGENT_ARGS=(--container-log-max-size 65536 --container-log-max-files 3 --pod-manifest-path "$WORK/manifests")
 # The node agent, started with nsenter (not the lab function: that would fork a subshell and $! would not be the
 # agent's PID). Extra arguments go to the agent.
 start_agent() {
