@@ -88,6 +88,10 @@ async fn wait_for(want: usize, running: &mut HashMap<String, Instant>, rx: &mut 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    run().await
+}
+
+async fn run() -> anyhow::Result<()> {
     let a = Args::parse();
     let config = match &a.kubeconfig {
         Some(p) => {
@@ -182,5 +186,8 @@ async fn main() -> anyhow::Result<()> {
     let lat: Vec<Duration> = names.iter().filter_map(|n| Some(gone.get(n)?.saturating_duration_since(*deleted.get(n)?))).collect();
     summary(&format!("delete-to-gone ({} pods at once, grace 2 s)", a.pods), lat);
     watch.abort();
-    Ok(())
+    // Exit now: the client's connection tasks would otherwise keep the runtime's shutdown waiting.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(0)
 }
