@@ -7,6 +7,7 @@
 //! `FailedScheduling` event, and is retried with backoff, or at once when a node changes.
 
 pub mod plugins;
+pub mod topology;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -99,6 +100,7 @@ pub fn place_views(pending: &[&Pod], nodes: &[NodeView], usage: &mut HashMap<Str
         .iter()
         .map(|p| {
             let pv = PodView::new(p);
+            let topo = topology::Topology::for_pod(&pv, nodes, usage);
             let pod_uid = p.metadata.uid.as_deref().unwrap_or_default();
             let mut best: Option<(i64, u64, usize)> = None;
             let mut reasons: Vec<Vec<Unfit>> = Vec::new();
@@ -115,8 +117,12 @@ pub fn place_views(pending: &[&Pod], nodes: &[NodeView], usage: &mut HashMap<Str
                     reasons.push(unfit);
                     continue;
                 }
+                if let Some(u) = topo.as_ref().and_then(|t| t.filter(n)) {
+                    reasons.push(vec![u]);
+                    continue;
+                }
                 feasible += 1;
-                let s = score_view(&pv, n, u);
+                let s = score_view(&pv, n, u) + topo.as_ref().map(|t| t.score(n)).unwrap_or(0);
                 // Ties go to a node picked by a hash of pod and node, so equal nodes share the load.
                 let tie = fnv2(pod_uid, name);
                 if best.is_none_or(|(bs, bt, _)| (s, tie) > (bs, bt)) {

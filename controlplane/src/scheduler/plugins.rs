@@ -87,21 +87,37 @@ pub fn node_allocatable(n: &Node) -> Resources {
     from_map(status.and_then(|s| s.allocatable.as_ref()).or(status.and_then(|s| s.capacity.as_ref())))
 }
 
-/// What is already placed on a node: requests of its pods and host ports in use.
+/// What is already placed on a node: requests of its pods, host ports in use, and the pods themselves (for the
+/// pod-aware plugins and preemption).
 #[derive(Clone, Debug, Default)]
 pub struct NodeUsage {
     pub requested: Resources,
     pub host_ports: Vec<(String, String, i32)>,
+    pub pods: Vec<super::topology::PodRef>,
 }
 
 impl NodeUsage {
     pub fn add_pod(&mut self, p: &Pod) {
-        self.requested.add(&pod_requests(p));
-        self.host_ports.extend(host_ports(p));
+        self.add_info(std::sync::Arc::new(super::topology::PodInfo::new(p)));
+    }
+
+    pub fn add_info(&mut self, info: super::topology::PodRef) {
+        self.requested.add(&info.requests);
+        self.host_ports.extend(info.host_ports.iter().cloned());
+        self.pods.push(info);
+    }
+
+    /// The usage of just these pods.
+    pub fn of(pods: impl IntoIterator<Item = super::topology::PodRef>) -> NodeUsage {
+        let mut u = NodeUsage::default();
+        for p in pods {
+            u.add_info(p);
+        }
+        u
     }
 }
 
-fn host_ports(p: &Pod) -> Vec<(String, String, i32)> {
+pub fn host_ports(p: &Pod) -> Vec<(String, String, i32)> {
     let mut out = Vec::new();
     for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
         for port in c.ports.iter().flatten() {
@@ -122,6 +138,11 @@ pub enum Unfit {
     Ports,
     Affinity,
     Taint(String),
+    PodAffinity,
+    PodAntiAffinity,
+    ExistingAntiAffinity,
+    Spread,
+    SpreadMissingLabel,
 }
 
 impl std::fmt::Display for Unfit {
@@ -133,6 +154,11 @@ impl std::fmt::Display for Unfit {
             Unfit::Ports => write!(f, "node(s) didn't have free ports for the requested pod ports"),
             Unfit::Affinity => write!(f, "node(s) didn't match Pod's node affinity/selector"),
             Unfit::Taint(t) => write!(f, "node(s) had untolerated taint {t}"),
+            Unfit::PodAffinity => write!(f, "node(s) didn't match pod affinity rules"),
+            Unfit::PodAntiAffinity => write!(f, "node(s) didn't match pod anti-affinity rules"),
+            Unfit::ExistingAntiAffinity => write!(f, "node(s) didn't satisfy existing pods anti-affinity rules"),
+            Unfit::Spread => write!(f, "node(s) didn't match pod topology spread constraints"),
+            Unfit::SpreadMissingLabel => write!(f, "node(s) didn't match pod topology spread constraints (missing required label)"),
         }
     }
 }
@@ -199,7 +225,8 @@ pub fn term_matches(term: &NodeSelectorTerm, n: &Node) -> bool {
         && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, n.metadata.name.as_deref()))
 }
 
-fn affinity_ok(p: &Pod, n: &Node) -> bool {
+/// nodeSelector and required node affinity.
+pub fn node_affinity_ok(p: &Pod, n: &Node) -> bool {
     let spec = p.spec.as_ref();
     let labels = n.metadata.labels.clone().unwrap_or_default();
     let selector_ok = spec
@@ -221,7 +248,7 @@ pub fn node_allows(p: &Pod, n: &Node) -> bool {
     let tainted = effective_taints(n)
         .iter()
         .any(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(&tolerations, t));
-    !cordoned && !tainted && affinity_ok(p, n)
+    !cordoned && !tainted && node_affinity_ok(p, n)
 }
 
 /// What the filters and scores need of a node, computed once per scheduling pass.
@@ -281,7 +308,7 @@ pub fn filter_view(p: &PodView, n: &NodeView, usage: &NodeUsage) -> Vec<Unfit> {
     if let Some(t) = n.taints.iter().find(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(&p.tolerations, t)) {
         return vec![Unfit::Taint(format!("{{{}: {}}}", t.key, t.value.as_deref().unwrap_or_default()))];
     }
-    if !affinity_ok(p.pod, n.node) {
+    if !node_affinity_ok(p.pod, n.node) {
         return vec![Unfit::Affinity];
     }
     let conflict = p.host_ports.iter().any(|(ip, proto, port)| {

@@ -11,7 +11,7 @@ spec:
   - name: main
     image: localhost/busybox:1
     imagePullPolicy: Never
-    command: ["sh", "-c", "seq 1 40000; echo old-line; sleep 3; echo new-line; trap 'exit 0' TERM; sleep 30 & wait; exit 1"]
+    command: ["sh", "-c", "seq 1 40000; echo old-line; sleep 3; echo new-line; sleep 2; exit 1"]
 Y
 k apply -f "$WORK/logs.yaml" >/dev/null && pass "create a chatty pod" || fail "create a chatty pod"
 eventually "its first run wrote old-line" 'old-line' 60 -- k logs chatty --tail 5

@@ -1,0 +1,347 @@
+//! The scheduler plugins that look at other pods: InterPodAffinity (required and preferred pod affinity and
+//! anti-affinity, and the existing pods' required anti-affinity, which is symmetric) and PodTopologySpread
+//! (DoNotSchedule as a filter, ScheduleAnyway as a score). Pure.
+//!
+//! For each pod to place, [`Topology::for_pod`] reads where matching pods are — by topology domain, the value of a
+//! node label such as `kubernetes.io/hostname` or `topology.kubernetes.io/zone` — once, so the per-node filter and
+//! score are lookups. A pod without such rules, in a cluster without required anti-affinity, costs nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::plugins::{NodeUsage, NodeView, PodView, Unfit};
+
+/// What the scheduler keeps of a pod placed on a node.
+#[derive(Clone, Debug, Default)]
+pub struct PodInfo {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub priority: i32,
+    pub requests: super::plugins::Resources,
+    pub host_ports: Vec<(String, String, i32)>,
+    /// This pod's required anti-affinity terms (they also keep other pods away from it).
+    pub anti_affinity: Vec<PodAffinityTerm>,
+}
+
+impl PodInfo {
+    pub fn new(p: &Pod) -> PodInfo {
+        let spec = p.spec.as_ref();
+        PodInfo {
+            uid: p.metadata.uid.clone().unwrap_or_default(),
+            namespace: p.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: p.metadata.name.clone().unwrap_or_default(),
+            labels: p.metadata.labels.clone().unwrap_or_default(),
+            priority: spec.and_then(|s| s.priority).unwrap_or(0),
+            requests: super::plugins::pod_requests(p),
+            host_ports: super::plugins::host_ports(p),
+            anti_affinity: spec
+                .and_then(|s| s.affinity.as_ref())
+                .and_then(|a| a.pod_anti_affinity.as_ref())
+                .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A typed label selector against labels: an empty selector matches everything, as in Kubernetes.
+pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    by_labels
+        && sel.match_expressions.iter().flatten().all(|r| {
+            let v = labels.get(&r.key);
+            let values = r.values.as_deref().unwrap_or(&[]);
+            match r.operator.as_str() {
+                "In" => v.is_some_and(|v| values.contains(v)),
+                "NotIn" => v.is_none_or(|v| !values.contains(v)),
+                "Exists" => v.is_some(),
+                "DoesNotExist" => v.is_none(),
+                _ => false,
+            }
+        })
+}
+
+/// Whether `term` (of a pod in `own_ns`) selects `other`. A term without a label selector selects nothing; its
+/// namespaces default to the pod's own; a namespaceSelector (which needs namespace labels) counts as "all".
+fn term_selects(term: &PodAffinityTerm, own_ns: &str, other: &PodInfo) -> bool {
+    let Some(sel) = &term.label_selector else { return false };
+    let ns_ok = match (&term.namespaces, &term.namespace_selector) {
+        (Some(list), _) if !list.is_empty() => list.iter().any(|n| n == &other.namespace),
+        (_, Some(_)) => true,
+        _ => other.namespace == own_ns,
+    };
+    ns_ok && selector_matches(sel, &other.labels)
+}
+
+fn label<'a>(n: &'a NodeView, key: &str) -> Option<&'a str> {
+    n.node.metadata.labels.as_ref().and_then(|l| l.get(key)).map(String::as_str)
+}
+
+struct TermDomains {
+    key: String,
+    /// Topology values with at least one matching pod.
+    values: HashSet<String>,
+    weight: i64,
+}
+
+struct Spread {
+    key: String,
+    max_skew: i64,
+    hard: bool,
+    counts: HashMap<String, i64>,
+    min: i64,
+}
+
+/// Everything the pod-aware plugins need to judge one pod on any node.
+pub struct Topology {
+    affinity: Vec<TermDomains>,
+    /// The pod matches all its own required affinity terms and no pod matches any of them: the first pod of a
+    /// group may go anywhere (upstream's rule).
+    affinity_first_of_group: bool,
+    anti_affinity: Vec<TermDomains>,
+    /// (topology key, value) pairs where an existing pod's required anti-affinity rejects this pod.
+    existing_anti: HashSet<(String, String)>,
+    preferred: Vec<TermDomains>,
+    spread: Vec<Spread>,
+}
+
+fn domains(term: &PodAffinityTerm, own: &PodInfo, nodes: &[NodeView], usage: &HashMap<String, NodeUsage>, weight: i64) -> TermDomains {
+    let mut values = HashSet::new();
+    for n in nodes {
+        let Some(v) = label(n, &term.topology_key) else { continue };
+        if values.contains(v) {
+            continue;
+        }
+        if usage.get(n.name).is_some_and(|u| u.pods.iter().any(|p| p.uid != own.uid && term_selects(term, &own.namespace, p))) {
+            values.insert(v.to_string());
+        }
+    }
+    TermDomains { key: term.topology_key.clone(), values, weight }
+}
+
+fn spread(c: &TopologySpreadConstraint, own: &PodInfo, pv: &PodView, nodes: &[NodeView], usage: &HashMap<String, NodeUsage>) -> Spread {
+    let mut counts: HashMap<String, i64> = HashMap::new();
+    for n in nodes {
+        // nodeAffinityPolicy Honor (the default): only nodes the pod could go to make domains.
+        let Some(v) = label(n, &c.topology_key) else { continue };
+        if !super::plugins::node_affinity_ok(pv.pod, n.node) {
+            continue;
+        }
+        let matching = match (&c.label_selector, usage.get(n.name)) {
+            (Some(sel), Some(u)) => u.pods.iter().filter(|p| p.namespace == own.namespace && selector_matches(sel, &p.labels)).count() as i64,
+            _ => 0,
+        };
+        *counts.entry(v.to_string()).or_default() += matching;
+    }
+    let min = counts.values().copied().min().unwrap_or(0);
+    Spread { key: c.topology_key.clone(), max_skew: c.max_skew.max(1) as i64, hard: c.when_unsatisfiable != "ScheduleAnyway", counts, min }
+}
+
+impl Topology {
+    /// `None` when nothing about other pods matters for this pod.
+    pub fn for_pod(pv: &PodView, nodes: &[NodeView], usage: &HashMap<String, NodeUsage>) -> Option<Topology> {
+        let spec = pv.pod.spec.as_ref()?;
+        let own = PodInfo::new(pv.pod);
+        let aff = spec.affinity.as_ref();
+        let req_aff = aff.and_then(|a| a.pod_affinity.as_ref()).and_then(|a| a.required_during_scheduling_ignored_during_execution.clone()).unwrap_or_default();
+        let req_anti = own.anti_affinity.clone();
+        let pref_aff = aff.and_then(|a| a.pod_affinity.as_ref()).and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone()).unwrap_or_default();
+        let pref_anti = aff.and_then(|a| a.pod_anti_affinity.as_ref()).and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone()).unwrap_or_default();
+        let constraints = spec.topology_spread_constraints.clone().unwrap_or_default();
+        let others_anti = usage.values().any(|u| u.pods.iter().any(|p| !p.anti_affinity.is_empty()));
+        if req_aff.is_empty() && req_anti.is_empty() && pref_aff.is_empty() && pref_anti.is_empty() && constraints.is_empty() && !others_anti {
+            return None;
+        }
+        let affinity: Vec<TermDomains> = req_aff.iter().map(|t| domains(t, &own, nodes, usage, 0)).collect();
+        let affinity_first_of_group = !affinity.is_empty()
+            && affinity.iter().all(|d| d.values.is_empty())
+            && req_aff.iter().all(|t| term_selects(t, &own.namespace, &own));
+        let anti_affinity = req_anti.iter().map(|t| domains(t, &own, nodes, usage, 0)).collect();
+        let mut existing_anti = HashSet::new();
+        if others_anti {
+            for n in nodes {
+                let Some(u) = usage.get(n.name) else { continue };
+                for p in u.pods.iter().filter(|p| !p.anti_affinity.is_empty()) {
+                    for t in &p.anti_affinity {
+                        if term_selects(t, &p.namespace, &own) {
+                            if let Some(v) = label(n, &t.topology_key) {
+                                existing_anti.insert((t.topology_key.clone(), v.to_string()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut preferred: Vec<TermDomains> = pref_aff.iter().map(|w| domains(&w.pod_affinity_term, &own, nodes, usage, w.weight as i64)).collect();
+        preferred.extend(pref_anti.iter().map(|w| domains(&w.pod_affinity_term, &own, nodes, usage, -(w.weight as i64))));
+        let spread = constraints.iter().map(|c| spread(c, &own, pv, nodes, usage)).collect();
+        Some(Topology { affinity, affinity_first_of_group, anti_affinity, existing_anti, preferred, spread })
+    }
+
+    /// The filters, in upstream's order: InterPodAffinity, then PodTopologySpread.
+    pub fn filter(&self, n: &NodeView) -> Option<Unfit> {
+        for (key, value) in &self.existing_anti {
+            if label(n, key) == Some(value.as_str()) {
+                return Some(Unfit::ExistingAntiAffinity);
+            }
+        }
+        if !self.affinity_first_of_group {
+            for d in &self.affinity {
+                if !label(n, &d.key).is_some_and(|v| d.values.contains(v)) {
+                    return Some(Unfit::PodAffinity);
+                }
+            }
+        }
+        for d in &self.anti_affinity {
+            if label(n, &d.key).is_some_and(|v| d.values.contains(v)) {
+                return Some(Unfit::PodAntiAffinity);
+            }
+        }
+        for s in self.spread.iter().filter(|s| s.hard) {
+            let Some(v) = label(n, &s.key) else { return Some(Unfit::SpreadMissingLabel) };
+            let count = s.counts.get(v).copied().unwrap_or(0);
+            if count + 1 - s.min > s.max_skew {
+                return Some(Unfit::Spread);
+            }
+        }
+        None
+    }
+
+    /// Preferred (anti-)affinity weights of the domains this node is in, and fewer matching pods for ScheduleAnyway
+    /// spreading (up to 100 per constraint).
+    pub fn score(&self, n: &NodeView) -> i64 {
+        let mut s = 0;
+        for d in &self.preferred {
+            if label(n, &d.key).is_some_and(|v| d.values.contains(v)) {
+                s += d.weight;
+            }
+        }
+        for sp in self.spread.iter().filter(|s| !s.hard) {
+            let Some(v) = label(n, &sp.key) else { continue };
+            let count = sp.counts.get(v).copied().unwrap_or(0);
+            let max = sp.counts.values().copied().max().unwrap_or(0);
+            if max > 0 {
+                s += 100 * (max - count) / max;
+            } else {
+                s += 100;
+            }
+        }
+        s
+    }
+}
+
+/// Keeps the shared pod list cheap to clone into a node's usage.
+pub type PodRef = Arc<PodInfo>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Node;
+    use serde_json::json;
+
+    fn node(name: &str, zone: &str) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "zone": zone}},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}, "conditions": [{"type": "Ready", "status": "True"}]}}))
+        .unwrap()
+    }
+
+    fn pod(name: &str, labels: serde_json::Value, spec_extra: serde_json::Value) -> Pod {
+        let mut spec = json!({"containers": [{"name": "c", "image": "x"}]});
+        json_patch::merge(&mut spec, &spec_extra);
+        serde_json::from_value(json!({"metadata": {"name": name, "uid": name, "namespace": "default", "labels": labels}, "spec": spec})).unwrap()
+    }
+
+    fn usage_with(placed: &[(&str, Pod)]) -> HashMap<String, NodeUsage> {
+        let mut u: HashMap<String, NodeUsage> = HashMap::new();
+        for (n, p) in placed {
+            u.entry(n.to_string()).or_default().add_pod(p);
+        }
+        u
+    }
+
+    fn judge(p: &Pod, nodes: &[Node], usage: &HashMap<String, NodeUsage>) -> Vec<Option<Unfit>> {
+        let views: Vec<NodeView> = nodes.iter().map(NodeView::new).collect();
+        let pv = PodView::new(p);
+        let t = Topology::for_pod(&pv, &views, usage);
+        views.iter().map(|n| t.as_ref().and_then(|t| t.filter(n))).collect()
+    }
+
+    fn term(key: &str, app: &str) -> serde_json::Value {
+        json!({"topologyKey": key, "labelSelector": {"matchLabels": {"app": app}}})
+    }
+
+    #[test]
+    fn selectors() {
+        let l: BTreeMap<String, String> = [("app".to_string(), "web".to_string()), ("tier".into(), "fe".into())].into();
+        let sel = |v| serde_json::from_value::<LabelSelector>(v).unwrap();
+        assert!(selector_matches(&sel(json!({})), &l));
+        assert!(selector_matches(&sel(json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["fe", "be"]}]})), &l));
+        assert!(!selector_matches(&sel(json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["fe"]}]})), &l));
+        assert!(selector_matches(&sel(json!({"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]})), &l));
+    }
+
+    #[test]
+    fn required_affinity_follows_matching_pods_and_lets_the_first_one_in() {
+        let nodes = [node("a", "z1"), node("b", "z1"), node("c", "z2")];
+        let db = pod("db", json!({"app": "db"}), json!({}));
+        let web = pod("web", json!({"app": "web"}), json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("zone", "db")]}}}));
+        let u = usage_with(&[("a", db)]);
+        assert_eq!(judge(&web, &nodes, &u), vec![None, None, Some(Unfit::PodAffinity)]);
+        // No db anywhere: nowhere to go.
+        assert_eq!(judge(&web, &nodes, &HashMap::new()), vec![Some(Unfit::PodAffinity); 3]);
+        // A pod that matches its own term may start the group.
+        let first = pod("w1", json!({"app": "web"}), json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("zone", "web")]}}}));
+        assert_eq!(judge(&first, &nodes, &HashMap::new()), vec![None, None, None]);
+    }
+
+    #[test]
+    fn required_anti_affinity_both_ways() {
+        let nodes = [node("a", "z1"), node("b", "z1"), node("c", "z2")];
+        let spec = json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("kubernetes.io/hostname", "web")]}}});
+        let w1 = pod("w1", json!({"app": "web"}), spec.clone());
+        let w2 = pod("w2", json!({"app": "web"}), spec);
+        let u = usage_with(&[("a", w1)]);
+        assert_eq!(judge(&w2, &nodes, &u), vec![Some(Unfit::ExistingAntiAffinity), None, None]);
+        // Symmetry: a plain web pod is kept off the node of a pod that refuses web neighbours.
+        let plain = pod("w3", json!({"app": "web"}), json!({}));
+        assert_eq!(judge(&plain, &nodes, &u), vec![Some(Unfit::ExistingAntiAffinity), None, None]);
+        let other = pod("o", json!({"app": "other"}), json!({}));
+        assert_eq!(judge(&other, &nodes, &u), vec![None, None, None]);
+    }
+
+    #[test]
+    fn topology_spread_keeps_the_skew() {
+        let nodes = [node("a", "z1"), node("b", "z2"), node("c", "z3")];
+        let spec = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+                                                         "labelSelector": {"matchLabels": {"app": "web"}}}]});
+        let w = |n: &str| pod(n, json!({"app": "web"}), json!({}));
+        let u = usage_with(&[("a", w("w1")), ("b", w("w2"))]);
+        let next = pod("w3", json!({"app": "web"}), spec.clone());
+        assert_eq!(judge(&next, &nodes, &u), vec![Some(Unfit::Spread), Some(Unfit::Spread), None]);
+        let unlabeled: Node = serde_json::from_value(json!({"metadata": {"name": "d"}, "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}})).unwrap();
+        assert_eq!(judge(&next, &[unlabeled], &HashMap::new()), vec![Some(Unfit::SpreadMissingLabel)]);
+    }
+
+    #[test]
+    fn preferences_score() {
+        let nodes = [node("a", "z1"), node("b", "z2")];
+        let views: Vec<NodeView> = nodes.iter().map(NodeView::new).collect();
+        let cache = pod("cache", json!({"app": "cache"}), json!({}));
+        let u = usage_with(&[("a", cache)]);
+        let p = pod("web", json!({"app": "web"}), json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 80, "podAffinityTerm": term("zone", "cache")}]}}}));
+        let pv = PodView::new(&p);
+        let t = Topology::for_pod(&pv, &views, &u).unwrap();
+        assert_eq!((t.score(&views[0]), t.score(&views[1])), (80, 0));
+        let anti = pod("web2", json!({"app": "web"}), json!({"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 30, "podAffinityTerm": term("zone", "cache")}]}}}));
+        let pv = PodView::new(&anti);
+        let t = Topology::for_pod(&pv, &views, &u).unwrap();
+        assert_eq!((t.score(&views[0]), t.score(&views[1])), (-30, 0));
+        assert!(Topology::for_pod(&PodView::new(&pod("plain", json!({}), json!({}))), &views, &u).is_none());
+    }
+}
