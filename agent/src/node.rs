@@ -35,7 +35,8 @@ fn read_meminfo_kib(key: &str) -> Option<u64> {
     s.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
-fn host_facts(config: &Config, port: u16) -> NodeFacts {
+/// The node's capacity (also reported as its allocatable): cpu, memory, pods, ephemeral-storage.
+pub fn capacity(config: &Config) -> serde_json::Value {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mem_kib = read_meminfo_kib("MemTotal:").unwrap_or(0);
     let storage = std::fs::create_dir_all(&config.root_dir)
@@ -43,12 +44,16 @@ fn host_facts(config: &Config, port: u16) -> NodeFacts {
         .and_then(|_| nix::sys::statvfs::statvfs(&config.root_dir).ok())
         .map(|s| s.blocks() * s.fragment_size())
         .unwrap_or(0);
-    let capacity = json!({
+    json!({
         "cpu": cpus.to_string(),
         "memory": format!("{mem_kib}Ki"),
         "pods": config.max_pods.to_string(),
         "ephemeral-storage": storage.to_string(),
-    });
+    })
+}
+
+fn host_facts(config: &Config, port: u16) -> NodeFacts {
+    let capacity = capacity(config);
     let uname = nix::sys::utsname::uname().ok();
     let kernel = uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     let arch = match std::env::consts::ARCH {

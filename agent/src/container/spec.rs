@@ -18,8 +18,8 @@ pub fn process_args(c: &Container, image: &RunConfig) -> Vec<String> {
     }
 }
 
-/// Image env first, then the container's literal env (later wins); HOSTNAME and a default PATH.
-pub fn process_env(c: &Container, image: &RunConfig, hostname: &str) -> Vec<String> {
+/// Image env first, then the container's resolved env (later wins); HOSTNAME and a default PATH.
+pub fn process_env(image: &RunConfig, hostname: &str, container_env: &[(String, String)]) -> Vec<String> {
     let mut env: Vec<(String, String)> = vec![];
     let mut set = |k: &str, v: &str| {
         if let Some(e) = env.iter_mut().find(|(ek, _)| ek == k) {
@@ -34,12 +34,8 @@ pub fn process_env(c: &Container, image: &RunConfig, hostname: &str) -> Vec<Stri
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         set(k, v);
     }
-    for e in c.env.iter().flatten() {
-        if let Some(v) = &e.value {
-            set(&e.name, v);
-        } else if e.value_from.is_none() {
-            set(&e.name, "");
-        }
+    for (k, v) in container_env {
+        set(k, v);
     }
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
@@ -99,6 +95,15 @@ pub struct SpecInputs<'a> {
     pub netns: &'a Path,
     pub files: &'a PodFiles,
     pub cgroups_path: String,
+    /// What the agent resolved for this container (env, mounts, security).
+    pub config: ContainerConfig,
+}
+
+/// The container's settings that the agent resolves before rendering: env, volume mounts, security context.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerConfig {
+    /// From [`crate::pods::env::resolve`].
+    pub env: Vec<(String, String)>,
 }
 
 fn bind(dest: &str, src: &Path) -> Value {
@@ -114,7 +119,7 @@ pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
             "terminal": false,
             "user": {"uid": 0, "gid": 0},
             "args": process_args(c, image),
-            "env": process_env(c, image, inputs.hostname),
+            "env": process_env(image, inputs.hostname, &inputs.config.env),
             "cwd": cwd.unwrap_or_else(|| "/".into()),
             "capabilities": {"bounding": CAPS, "effective": CAPS, "permitted": CAPS},
             // No "rlimits": the container inherits the runtime's limits, as with containerd 2. Setting one above
@@ -170,7 +175,7 @@ mod tests {
 
     #[test]
     fn container_env_overrides_image_env() {
-        let env = process_env(&container(json!({"name": "c", "env": [{"name": "B", "value": "pod"}]})), &image(), "p");
+        let env = process_env(&image(), "p", &[("B".into(), "pod".into())]);
         assert!(env.contains(&"A=img".to_string()) && env.contains(&"B=pod".to_string()) && env.contains(&"HOSTNAME=p".to_string()));
     }
 
@@ -194,6 +199,7 @@ mod tests {
             netns: Path::new("/run/netns/skiff-x"),
             files: &files,
             cgroups_path: "/skiff/besteffort/podu1/c1".into(),
+            config: ContainerConfig::default(),
         };
         render(&container(json!({"name": "c", "command": ["sh", "-c", "echo hi"]})), &image(), &inputs)
     }

@@ -1,6 +1,9 @@
 //! Pods of this node: a watcher on `spec.nodeName=<node>` dispatching to one worker per pod uid.
 
 pub mod actions;
+pub mod downward;
+pub mod env;
+pub mod objects;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -25,6 +28,8 @@ pub struct PodEnv {
     pub runtime: Runtime,
     pub netlink: rtnetlink::Handle,
     pub bridge_index: u32,
+    /// The node's allocatable resources: the downward API's default for missing limits.
+    pub allocatable: downward::NodeAllocatable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +48,9 @@ impl PodEnv {
         let images = skiff_images::Store::open(&config.images_dir(), Default::default())?;
         let netlink = crate::sandbox::network::connect()?;
         let bridge_index = crate::sandbox::network::ensure_bridge(&netlink, &config.bridge, cidr).await?;
+        let allocatable = downward::NodeAllocatable::from_json(&crate::node::capacity(&config));
         Ok(Arc::new(PodEnv {
+            allocatable,
             ipam: Ipam::new(&config.ipam_dir(), cidr),
             runtime: Runtime { bin: config.runtime_bin.clone(), root: config.runtime_root() },
             client,

@@ -14,7 +14,9 @@ use kube::{Api, ResourceExt};
 use tracing::Instrument;
 
 use super::actions::{compute_pod_actions, Action, Desired, Observed, RestartPolicy};
-use super::PodEnv;
+use super::downward::PodContext;
+use super::objects::PodObjects;
+use super::{env, objects, PodEnv};
 use crate::container::monitor::MonitorArgs;
 use crate::container::state::{self, attempt_dir};
 use crate::container::{container_id, spec};
@@ -35,6 +37,9 @@ pub enum WorkerError {
     Runtime(#[from] crate::container::runtime::RuntimeError),
     #[error("pod API: {0}")]
     Api(#[from] kube::Error),
+    /// The container's config cannot be made (env, security context): `CreateContainerConfigError`.
+    #[error("{0}")]
+    Config(String),
     #[error("{first}; also: {others}")]
     Many { first: Box<WorkerError>, others: String },
 }
@@ -71,7 +76,12 @@ struct Worker {
     start_failures: BTreeMap<String, (DateTime<Utc>, u32)>,
     waiting: Waiting,
     last_status: Option<serde_json::Value>,
+    /// The ConfigMaps and Secrets the pod refers to, and when they were fetched.
+    objects: Option<(tokio::time::Instant, PodObjects)>,
 }
+
+/// How often a pod's ConfigMaps and Secrets are fetched again (for env of new containers and volume updates).
+const OBJECTS_REFRESH: Duration = Duration::from_secs(10);
 
 /// Pod uids with state on this node that are not in `known`.
 pub fn orphaned_pods(config: &crate::Config, known: &[String]) -> Vec<String> {
@@ -100,6 +110,7 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
             start_failures: BTreeMap::new(),
             waiting: Waiting::new(),
             last_status: None,
+            objects: None,
         };
         let mut state = Lifecycle::Syncing;
         loop {
@@ -188,7 +199,9 @@ impl Worker {
         };
         let now = Utc::now();
         let mut result = Ok(());
-        for action in compute_pod_actions(&desired, &observed, now) {
+        let actions = compute_pod_actions(&desired, &observed, now);
+        let objects = self.refresh_objects(pod).await?;
+        for action in actions {
             match action {
                 Action::CreateSandbox => {
                     self.create_sandbox(pod).await?;
@@ -196,10 +209,18 @@ impl Worker {
                 }
                 Action::Start { name, restart } => {
                     let Some(c) = spec.containers.iter().find(|c| c.name == name) else { continue };
-                    match self.start_container(pod, c, restart, &observed).await {
+                    match self.start_container(pod, c, restart, &observed, &objects).await {
                         Ok(()) => {
                             self.waiting.remove(&name);
                             self.start_failures.remove(&name);
+                        }
+                        Err(WorkerError::Config(message)) => {
+                            // Retried on every sync (objects are fetched again every OBJECTS_REFRESH), no back-off.
+                            let reason = "CreateContainerConfigError".to_string();
+                            if self.waiting.get(&name) != Some(&(reason.clone(), message.clone())) {
+                                tracing::warn!(container = %name, error = %message, "container config error");
+                            }
+                            self.waiting.insert(name, (reason, message));
                         }
                         Err(e) => {
                             let reason = match e {
@@ -227,6 +248,28 @@ impl Worker {
             result = Err(e);
         }
         result
+    }
+
+    /// The pod's ConfigMaps and Secrets, fetched again when older than [`OBJECTS_REFRESH`]. A failed fetch keeps
+    /// the previous ones when there are any.
+    async fn refresh_objects(&mut self, pod: &Pod) -> Result<PodObjects, WorkerError> {
+        let fresh = self.objects.as_ref().is_some_and(|(at, _)| at.elapsed() < OBJECTS_REFRESH);
+        if !fresh {
+            match objects::fetch(&self.env.client, &pod.namespace().unwrap_or_default(), pod).await {
+                Ok(o) => self.objects = Some((tokio::time::Instant::now(), o)),
+                Err(e) if self.objects.is_some() => tracing::warn!(error = %e, "fetching the pod's configmaps and secrets failed"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(self.objects.as_ref().map(|(_, o)| o.clone()).unwrap_or_default())
+    }
+
+    fn pod_context(&self) -> PodContext {
+        PodContext {
+            host_ip: self.env.config.node_ip.to_string(),
+            pod_ips: self.pod_ip.iter().map(ToString::to_string).collect(),
+            node: self.env.allocatable.clone(),
+        }
     }
 
     async fn create_sandbox(&mut self, pod: &Pod) -> Result<(), WorkerError> {
@@ -259,7 +302,19 @@ impl Worker {
         }
     }
 
-    async fn start_container(&mut self, pod: &Pod, c: &Container, restart: u32, observed: &Observed) -> Result<(), WorkerError> {
+    async fn start_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        restart: u32,
+        observed: &Observed,
+        objects: &PodObjects,
+    ) -> Result<(), WorkerError> {
+        let resolved = env::resolve(pod, c, objects, &self.pod_context()).map_err(|e| WorkerError::Config(e.to_string()))?;
+        if !resolved.skipped.is_empty() {
+            tracing::warn!(container = %c.name, keys = ?resolved.skipped, "envFrom keys skipped: not valid env var names");
+        }
+        let c = &env::expand_command_and_args(c, &resolved);
         let image = self.ensure_image(c).await?;
         // The previous attempt's container and rootfs go; its log file stays for `--previous`.
         for a in observed.attempts.get(&c.name).into_iter().flatten() {
@@ -293,6 +348,7 @@ impl Worker {
             netns: &netns,
             files: &pod_files,
             cgroups_path: format!("/{}/{qos}/pod{}/{id}", self.env.config.cgroup_root, self.uid),
+            config: spec::ContainerConfig { env: resolved.vars.clone() },
         };
         let config_json = spec::render(c, &run_config, &inputs);
         let config_path = bundle.join("config.json");
