@@ -11,6 +11,10 @@
 //! - [`container`]: OCI bundle generation (overlay rootfs from `skiff-images` + config.json), the `skiff-runtime`
 //!   child process, and the per-container [`container::monitor`] process that owns the container's stdio, writes
 //!   the CRI log file and records the exit code, so that containers and their logs outlive an agent restart.
+//! - [`volumes`]: emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes under the pod's
+//!   directory (planned purely, then set up; ConfigMap/Secret updates re-projected atomically), and the
+//!   containers' bind mounts of them. Env vars from the downward API, ConfigMaps and Secrets are in
+//!   [`pods::env`].
 //! - [`status`]: PodStatus from the observed state, written through `pods/status` only when it changed.
 //! - [`server`]: `/healthz` and `/containerLogs/{ns}/{pod}/{container}` for the API server.
 
@@ -22,6 +26,7 @@ pub mod pods;
 pub mod sandbox;
 pub mod server;
 pub mod status;
+pub mod volumes;
 
 pub use config::Config;
 

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use skiff_images::RunConfig;
 
 use crate::sandbox::files::PodFiles;
+use crate::volumes::mounts::BindMount;
 
 /// The process arguments, as Kubernetes combines `command`/`args` with the image's Entrypoint/Cmd.
 pub fn process_args(c: &Container, image: &RunConfig) -> Vec<String> {
@@ -104,10 +105,32 @@ pub struct SpecInputs<'a> {
 pub struct ContainerConfig {
     /// From [`crate::pods::env::resolve`].
     pub env: Vec<(String, String)>,
+    /// The container's volume mounts ([`crate::volumes::mounts`]).
+    pub mounts: Vec<BindMount>,
 }
 
-fn bind(dest: &str, src: &Path) -> Value {
-    json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]})
+fn bind(dest: &str, src: &Path, read_only: bool) -> Value {
+    json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", if read_only { "ro" } else { "rw" }]})
+}
+
+/// The standard mounts, the pod's /etc files (unless a volume is mounted there, as upstream) and the volumes.
+fn mounts(inputs: &SpecInputs) -> Vec<Value> {
+    let mut out = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    let user = &inputs.config.mounts;
+    for (dest, src) in [("/etc/hosts", &inputs.files.hosts), ("/etc/resolv.conf", &inputs.files.resolv_conf), ("/etc/hostname", &inputs.files.hostname)] {
+        if !user.iter().any(|m| m.destination.trim_end_matches('/') == dest) {
+            out.push(bind(dest, src, false));
+        }
+    }
+    out.extend(user.iter().map(|m| bind(&m.destination, &m.source, m.read_only)));
+    out
 }
 
 /// The whole config.json of a container.
@@ -129,17 +152,7 @@ pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
         },
         "root": {"path": "rootfs", "readonly": false},
         "hostname": inputs.hostname,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-            bind("/etc/hosts", &inputs.files.hosts),
-            bind("/etc/resolv.conf", &inputs.files.resolv_conf),
-            bind("/etc/hostname", &inputs.files.hostname),
-        ],
+        "mounts": mounts(inputs),
         "linux": {
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
                            {"type": "network", "path": inputs.netns}],
@@ -221,5 +234,23 @@ mod tests {
         assert!(ns.contains(&json!({"type": "network", "path": "/run/netns/skiff-x"})));
         let mounts = spec["mounts"].as_array().unwrap();
         assert!(mounts.iter().any(|m| m["destination"] == "/etc/hosts" && m["source"] == "/p/etc-hosts"));
+    }
+
+    #[test]
+    fn volume_mounts_are_binds_and_replace_the_pod_files() {
+        let files = PodFiles { hosts: "/p/etc-hosts".into(), resolv_conf: "/p/resolv.conf".into(), hostname: "/p/hostname".into() };
+        let config = ContainerConfig {
+            mounts: vec![
+                BindMount { destination: "/data".into(), source: "/v/data".into(), read_only: false },
+                BindMount { destination: "/etc/hosts".into(), source: "/v/h".into(), read_only: true },
+            ],
+            ..Default::default()
+        };
+        let inputs = SpecInputs { hostname: "web", netns: Path::new("/n"), files: &files, cgroups_path: String::new(), config };
+        let spec = render(&container(json!({"name": "c"})), &image(), &inputs);
+        let mounts = spec["mounts"].as_array().unwrap();
+        assert!(mounts.contains(&json!({"destination": "/data", "type": "bind", "source": "/v/data", "options": ["rbind", "rprivate", "rw"]})));
+        let hosts: Vec<&Value> = mounts.iter().filter(|m| m["destination"] == "/etc/hosts").collect();
+        assert_eq!(hosts, [&json!({"destination": "/etc/hosts", "type": "bind", "source": "/v/h", "options": ["rbind", "rprivate", "ro"]})]);
     }
 }

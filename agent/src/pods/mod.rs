@@ -30,6 +30,8 @@ pub struct PodEnv {
     pub bridge_index: u32,
     /// The node's allocatable resources: the downward API's default for missing limits.
     pub allocatable: downward::NodeAllocatable,
+    /// tmpfs mounts of volumes.
+    pub mounter: Arc<dyn crate::volumes::mounter::Mounter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,7 @@ impl PodEnv {
         let allocatable = downward::NodeAllocatable::from_json(&crate::node::capacity(&config));
         Ok(Arc::new(PodEnv {
             allocatable,
+            mounter: Arc::new(crate::volumes::mounter::SysMounter),
             ipam: Ipam::new(&config.ipam_dir(), cidr),
             runtime: Runtime { bin: config.runtime_bin.clone(), root: config.runtime_root() },
             client,

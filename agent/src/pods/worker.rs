@@ -22,6 +22,7 @@ use crate::container::state::{self, attempt_dir};
 use crate::container::{container_id, spec};
 use crate::sandbox::{files, ipam, netns, network};
 use crate::status::{self, Waiting};
+use crate::volumes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -78,6 +79,9 @@ struct Worker {
     last_status: Option<serde_json::Value>,
     /// The ConfigMaps and Secrets the pod refers to, and when they were fetched.
     objects: Option<(tokio::time::Instant, PodObjects)>,
+    /// The pod's volumes once set up (or why not), and for which objects fetch and pod resourceVersion.
+    volumes: Option<Result<BTreeMap<String, volumes::Mounted>, String>>,
+    volumes_key: Option<(tokio::time::Instant, String)>,
 }
 
 /// How often a pod's ConfigMaps and Secrets are fetched again (for env of new containers and volume updates).
@@ -111,6 +115,8 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
             waiting: Waiting::new(),
             last_status: None,
             objects: None,
+            volumes: None,
+            volumes_key: None,
         };
         let mut state = Lifecycle::Syncing;
         loop {
@@ -200,16 +206,26 @@ impl Worker {
         let now = Utc::now();
         let mut result = Ok(());
         let actions = compute_pod_actions(&desired, &observed, now);
+        if actions.contains(&Action::CreateSandbox) {
+            self.create_sandbox(pod).await?;
+            self.sandbox_ready = true;
+        }
         let objects = self.refresh_objects(pod).await?;
+        let volumes = self.ensure_volumes(pod, &objects);
         for action in actions {
             match action {
-                Action::CreateSandbox => {
-                    self.create_sandbox(pod).await?;
-                    self.sandbox_ready = true;
-                }
+                Action::CreateSandbox => {}
                 Action::Start { name, restart } => {
                     let Some(c) = spec.containers.iter().find(|c| c.name == name) else { continue };
-                    match self.start_container(pod, c, restart, &observed, &objects).await {
+                    let volumes = match &volumes {
+                        Ok(v) => v,
+                        Err(message) => {
+                            // As upstream, the pod waits for its volumes (the kubelet's FailedMount event text).
+                            self.waiting.insert(name, ("ContainerCreating".into(), message.clone()));
+                            continue;
+                        }
+                    };
+                    match self.start_container(pod, c, restart, &observed, &objects, volumes).await {
                         Ok(()) => {
                             self.waiting.remove(&name);
                             self.start_failures.remove(&name);
@@ -264,6 +280,34 @@ impl Worker {
         Ok(self.objects.as_ref().map(|(_, o)| o.clone()).unwrap_or_default())
     }
 
+    /// Sets the pod's volumes up, again whenever its objects were fetched again or the pod changed (ConfigMap,
+    /// Secret and downward API updates). After a first success a failed update keeps the previous volumes.
+    fn ensure_volumes(&mut self, pod: &Pod, objects: &PodObjects) -> Result<BTreeMap<String, volumes::Mounted>, String> {
+        let fetched = self.objects.as_ref().map(|(at, _)| *at).unwrap_or_else(tokio::time::Instant::now);
+        let key = (fetched, pod.resource_version().unwrap_or_default());
+        if let (Some(v), true) = (&self.volumes, self.volumes_key.as_ref() == Some(&key)) {
+            return v.clone();
+        }
+        let plans = volumes::plan(pod, objects, &self.pod_context());
+        let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|s| s.fs_group).map(|g| g as u32);
+        let pod_dir = self.env.config.pod_dir(&self.uid);
+        let result = volumes::setup(&pod_dir, plans, fs_group, self.env.mounter.as_ref()).map_err(|e| e.to_string());
+        let result = match (result, &self.volumes) {
+            (Err(e), Some(Ok(previous))) => {
+                tracing::warn!(error = %e, "updating the pod's volumes failed; keeping the previous contents");
+                Ok(previous.clone())
+            }
+            (Err(e), _) => {
+                tracing::warn!(error = %e, "setting up the pod's volumes failed");
+                Err(e)
+            }
+            (ok, _) => ok,
+        };
+        self.volumes = Some(result.clone());
+        self.volumes_key = Some(key);
+        result
+    }
+
     fn pod_context(&self) -> PodContext {
         PodContext {
             host_ip: self.env.config.node_ip.to_string(),
@@ -309,8 +353,12 @@ impl Worker {
         restart: u32,
         observed: &Observed,
         objects: &PodObjects,
+        pod_volumes: &BTreeMap<String, volumes::Mounted>,
     ) -> Result<(), WorkerError> {
-        let resolved = env::resolve(pod, c, objects, &self.pod_context()).map_err(|e| WorkerError::Config(e.to_string()))?;
+        let config_err = |e: &dyn std::fmt::Display| WorkerError::Config(e.to_string());
+        let resolved = env::resolve(pod, c, objects, &self.pod_context()).map_err(|e| config_err(&e))?;
+        let mounts = volumes::mounts::plan(c, pod_volumes, &resolved).map_err(|e| config_err(&e))?;
+        let mounts = volumes::mounts::resolve_sub_paths(mounts).map_err(|e| config_err(&e))?;
         if !resolved.skipped.is_empty() {
             tracing::warn!(container = %c.name, keys = ?resolved.skipped, "envFrom keys skipped: not valid env var names");
         }
@@ -348,7 +396,7 @@ impl Worker {
             netns: &netns,
             files: &pod_files,
             cgroups_path: format!("/{}/{qos}/pod{}/{id}", self.env.config.cgroup_root, self.uid),
-            config: spec::ContainerConfig { env: resolved.vars.clone() },
+            config: spec::ContainerConfig { env: resolved.vars.clone(), mounts },
         };
         let config_json = spec::render(c, &run_config, &inputs);
         let config_path = bundle.join("config.json");
@@ -466,6 +514,10 @@ impl Worker {
                 }
             }
         }
+        if let Err(e) = volumes::teardown(&self.env.config.pod_dir(&self.uid), self.env.mounter.as_ref()) {
+            errors.push(WorkerError::Io { what: "tearing down the volumes of", path: self.env.config.pod_dir(&self.uid), source: std::io::Error::other(e.to_string()) });
+        }
+        self.volumes = None;
         if let Err(e) = network::detach_pod(&self.env.netlink, &self.uid).await {
             errors.push(e.into());
         }

@@ -65,5 +65,65 @@ k create configmap later --from-literal=x=now-here >/dev/null
 eventually "the pod starts once the configmap exists" '^missingcfg +1/1 +Running ' 60 -- k get pod missingcfg --no-headers
 eventually "and sees the value" 'got now-here' 20 -- k logs missingcfg
 
+# Volumes: configMap (then updated), secret, emptyDir in memory, downwardAPI, hostPath under $WORK.
+mkdir -p "$WORK/hostvol"
+cat >"$WORK/vol-pod.yaml" <<Y
+apiVersion: v1
+kind: Pod
+metadata: {name: volpod, labels: {app: voltest}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: c
+    image: localhost/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo cfg=\$(cat /cfg/greeting); echo item=\$(cat /items/hello.txt); echo sec=\$(cat /sec/password); echo podname=\$(cat /info/name); cat /info/labels; echo; mount | grep -E ' /(mem|sec) ' | sed 's/^/mnt /'; echo written > /host/out; touch /mem/x && echo mem writable; touch /cfg/x 2>/dev/null || echo cfg read-only; stat -L -c 'mode %a' /sec/password; while true; do echo now=\$(cat /cfg/greeting); sleep 1; done"]
+    volumeMounts:
+    - {name: cfg, mountPath: /cfg}
+    - {name: items, mountPath: /items}
+    - {name: sec, mountPath: /sec}
+    - {name: mem, mountPath: /mem}
+    - {name: info, mountPath: /info}
+    - {name: host, mountPath: /host}
+  volumes:
+  - {name: cfg, configMap: {name: cfg}}
+  - {name: items, configMap: {name: cfg, items: [{key: greeting, path: hello.txt}]}}
+  - {name: sec, secret: {secretName: sec, defaultMode: 0400}}
+  - {name: mem, emptyDir: {medium: Memory, sizeLimit: 8Mi}}
+  - name: info
+    downwardAPI:
+      items:
+      - {path: name, fieldRef: {fieldPath: metadata.name}}
+      - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+  - {name: host, hostPath: {path: $WORK/hostvol, type: Directory}}
+Y
+k apply -f "$WORK/vol-pod.yaml" >/dev/null && pass "create a pod with volumes" || fail "create the volume pod"
+eventually "the volume pod runs" '^volpod +1/1 +Running ' 60 -- k get pod volpod --no-headers
+eventually "volumes: the pod printed its files" 'now=' 20 -- k logs volpod
+VOL_OUT=$(k logs volpod 2>&1)
+for want in '^cfg=hello$' '^item=hello$' '^sec=s3cret$' '^podname=volpod$' '^app="voltest"$' '^mnt tmpfs on /mem type tmpfs .*size=8192k' \
+  '^mnt tmpfs on /sec type tmpfs \(ro' '^mem writable$' '^cfg read-only$' '^mode 400$'; do
+  grep -qE -- "$want" <<<"$VOL_OUT" && pass "volumes: /$want/" || fail "volumes: /$want/" "$VOL_OUT"
+done
+[ "$(cat "$WORK/hostvol/out" 2>/dev/null)" = written ] && pass "hostPath: the pod wrote to the host" || fail "hostPath: the pod wrote to the host"
+k create configmap cfg --from-literal=greeting=updated --from-literal=color=blue --dry-run=client -o yaml | k apply -f - >/dev/null 2>&1
+eventually "a configmap update reaches the mounted file" '^now=updated$' 90 -- k logs volpod --tail=3
+
+# A bad hostPath type: the pod waits, saying why.
+cat >"$WORK/badvol-pod.yaml" <<Y
+apiVersion: v1
+kind: Pod
+metadata: {name: badvol}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - {name: c, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sleep", "3600"]}
+  volumes:
+  - {name: h, hostPath: {path: $WORK/hostvol/out, type: Directory}}
+Y
+k apply -f "$WORK/badvol-pod.yaml" >/dev/null
+eventually "a bad hostPath type keeps the pod waiting with upstream's message" 'MountVolume.SetUp failed for volume "h" : hostPath type check failed: .* is not a directory' 40 -- \
+  k get pod badvol -o 'jsonpath={.status.containerStatuses[0].state.waiting.message}'
+
 k delete pod --all --timeout=60s >/dev/null 2>&1 && pass "delete every pod" || fail "delete every pod"
 k delete configmap cfg later >/dev/null 2>&1; k delete secret sec >/dev/null 2>&1
