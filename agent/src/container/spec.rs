@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use skiff_images::RunConfig;
 
 use crate::sandbox::files::PodFiles;
+use super::security::Security;
 use crate::volumes::mounts::BindMount;
 
 /// The process arguments, as Kubernetes combines `command`/`args` with the image's Entrypoint/Cmd.
@@ -85,11 +86,6 @@ fn resources(c: &Container) -> Value {
     res
 }
 
-const CAPS: [&str; 14] = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-];
-
 /// Everything config.json needs besides the container spec.
 pub struct SpecInputs<'a> {
     pub hostname: &'a str,
@@ -107,6 +103,8 @@ pub struct ContainerConfig {
     pub env: Vec<(String, String)>,
     /// The container's volume mounts ([`crate::volumes::mounts`]).
     pub mounts: Vec<BindMount>,
+    /// From [`super::security::resolve`].
+    pub security: Security,
 }
 
 fn bind(dest: &str, src: &Path, read_only: bool) -> Value {
@@ -121,7 +119,8 @@ fn mounts(inputs: &SpecInputs) -> Vec<Value> {
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", if inputs.config.security.privileged { "rw" } else { "ro" }]}),
     ];
     let user = &inputs.config.mounts;
     for (dest, src) in [("/etc/hosts", &inputs.files.hosts), ("/etc/resolv.conf", &inputs.files.resolv_conf), ("/etc/hostname", &inputs.files.hostname)] {
@@ -136,32 +135,53 @@ fn mounts(inputs: &SpecInputs) -> Vec<Value> {
 /// The whole config.json of a container.
 pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
     let cwd = c.working_dir.clone().filter(|w| !w.is_empty()).or_else(|| image.working_dir.clone()).filter(|w| !w.is_empty());
+    let sec = &inputs.config.security;
+    let mut resources = resources(c);
+    let (masked, readonly) = if sec.privileged {
+        // Privileged: nothing masked, every device allowed by the device cgroup (host device nodes are not
+        // added to /dev).
+        resources["devices"] = json!([{"allow": true, "access": "rwm"}]);
+        (json!([]), json!([]))
+    } else {
+        (
+            json!(["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                   "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]),
+            json!(["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]),
+        )
+    };
+    let mut user = json!({"uid": sec.uid, "gid": sec.gid});
+    if !sec.additional_gids.is_empty() {
+        user["additionalGids"] = json!(sec.additional_gids);
+    }
+    let mut linux = json!({
+        "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                       {"type": "network", "path": inputs.netns}],
+        "cgroupsPath": inputs.cgroups_path,
+        "resources": resources,
+        "maskedPaths": masked,
+        "readonlyPaths": readonly,
+    });
+    if !sec.sysctls.is_empty() {
+        linux["sysctl"] = json!(sec.sysctls);
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": 0, "gid": 0},
+            "user": user,
             "args": process_args(c, image),
             "env": process_env(image, inputs.hostname, &inputs.config.env),
             "cwd": cwd.unwrap_or_else(|| "/".into()),
-            "capabilities": {"bounding": CAPS, "effective": CAPS, "permitted": CAPS},
+            "capabilities": {"bounding": sec.capabilities, "effective": sec.capabilities, "permitted": sec.capabilities},
             // No "rlimits": the container inherits the runtime's limits, as with containerd 2. Setting one above
             // the caller's hard limit needs CAP_SYS_RESOURCE (and NOFILE at most fs.nr_open); without it the
             // runtime's intermediate process fails with EPERM (hosts whose bounding set lacks it, as here).
-            "noNewPrivileges": false,
+            "noNewPrivileges": sec.no_new_privileges,
         },
-        "root": {"path": "rootfs", "readonly": false},
+        "root": {"path": "rootfs", "readonly": sec.readonly_rootfs},
         "hostname": inputs.hostname,
         "mounts": mounts(inputs),
-        "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                           {"type": "network", "path": inputs.netns}],
-            "cgroupsPath": inputs.cgroups_path,
-            "resources": resources(c),
-            "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-                            "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-            "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-        },
+        "linux": linux,
     })
 }
 
@@ -234,6 +254,38 @@ mod tests {
         assert!(ns.contains(&json!({"type": "network", "path": "/run/netns/skiff-x"})));
         let mounts = spec["mounts"].as_array().unwrap();
         assert!(mounts.iter().any(|m| m["destination"] == "/etc/hosts" && m["source"] == "/p/etc-hosts"));
+    }
+
+    #[test]
+    fn security_settings_reach_the_spec() {
+        let files = PodFiles { hosts: "/h".into(), resolv_conf: "/r".into(), hostname: "/n".into() };
+        let security = Security {
+            uid: 1000,
+            gid: 2000,
+            additional_gids: vec![3000],
+            capabilities: vec!["CAP_NET_ADMIN".into()],
+            no_new_privileges: true,
+            readonly_rootfs: true,
+            privileged: false,
+            sysctls: [("net.core.somaxconn".to_string(), "1024".to_string())].into(),
+        };
+        let config = ContainerConfig { security, ..Default::default() };
+        let inputs = SpecInputs { hostname: "web", netns: Path::new("/n"), files: &files, cgroups_path: String::new(), config };
+        let spec = render(&container(json!({"name": "c"})), &image(), &inputs);
+        assert_eq!(spec["process"]["user"], json!({"uid": 1000, "gid": 2000, "additionalGids": [3000]}));
+        assert_eq!(spec["process"]["capabilities"]["bounding"], json!(["CAP_NET_ADMIN"]));
+        assert_eq!(spec["process"]["noNewPrivileges"], true);
+        assert_eq!(spec["root"]["readonly"], true);
+        assert_eq!(spec["linux"]["sysctl"]["net.core.somaxconn"], "1024");
+        assert!(!spec["linux"]["maskedPaths"].as_array().unwrap().is_empty());
+
+        let config = ContainerConfig { security: Security { privileged: true, ..Default::default() }, ..Default::default() };
+        let inputs = SpecInputs { hostname: "web", netns: Path::new("/n"), files: &files, cgroups_path: String::new(), config };
+        let spec = render(&container(json!({"name": "c"})), &image(), &inputs);
+        assert_eq!(spec["linux"]["maskedPaths"], json!([]));
+        assert_eq!(spec["linux"]["resources"]["devices"], json!([{"allow": true, "access": "rwm"}]));
+        let sys = spec["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/sys").unwrap().clone();
+        assert!(sys["options"].as_array().unwrap().contains(&json!("rw")));
     }
 
     #[test]

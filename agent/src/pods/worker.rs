@@ -19,7 +19,7 @@ use super::objects::PodObjects;
 use super::{env, objects, PodEnv};
 use crate::container::monitor::MonitorArgs;
 use crate::container::state::{self, attempt_dir};
-use crate::container::{container_id, spec};
+use crate::container::{container_id, security, spec};
 use crate::sandbox::{files, ipam, netns, network};
 use crate::status::{self, Waiting};
 use crate::volumes;
@@ -376,12 +376,35 @@ impl Worker {
             move |source| WorkerError::Io { what, path, source }
         };
         std::fs::create_dir_all(&bundle).map_err(io("creating", &bundle))?;
+        // What an earlier failed try of this same attempt may have left mounted.
+        self.unmount(&bundle).await?;
         let (store, img, b) = (self.env.images.clone(), image.clone(), bundle.clone());
         tokio::task::spawn_blocking(move || store.mount_rootfs(&img, &b))
             .await
             .map_err(|e| WorkerError::Io { what: "mounting rootfs in", path: bundle.clone(), source: std::io::Error::other(e) })?
             .map_err(|source| WorkerError::Image { image: image.clone(), source })?;
         let run_config = self.env.images.run_config(&image).map_err(|source| WorkerError::Image { image: image.clone(), source })?;
+        let security = {
+            // The image's /etc/passwd and /etc/group resolve a named `User`; symlinks are not followed.
+            let read = |name: &str| {
+                let p = bundle.join("rootfs/etc").join(name);
+                match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_file() => std::fs::read_to_string(&p).unwrap_or_default(),
+                    _ => String::new(),
+                }
+            };
+            let user = run_config.user.clone().unwrap_or_default();
+            security::resolve(pod, c, &user, &read("passwd"), &read("group"))
+        };
+        let security = match security {
+            Ok(s) => s,
+            Err(e) => {
+                if let Err(u) = self.unmount(&bundle).await {
+                    tracing::warn!(error = %u, "unmounting the rootfs of a container that cannot start failed");
+                }
+                return Err(config_err(&e));
+            }
+        };
         let pod_dir = self.env.config.pod_dir(&self.uid);
         let pod_files = files::PodFiles {
             hosts: pod_dir.join("etc-hosts"),
@@ -396,7 +419,7 @@ impl Worker {
             netns: &netns,
             files: &pod_files,
             cgroups_path: format!("/{}/{qos}/pod{}/{id}", self.env.config.cgroup_root, self.uid),
-            config: spec::ContainerConfig { env: resolved.vars.clone(), mounts },
+            config: spec::ContainerConfig { env: resolved.vars.clone(), mounts, security },
         };
         let config_json = spec::render(c, &run_config, &inputs);
         let config_path = bundle.join("config.json");

@@ -125,5 +125,47 @@ k apply -f "$WORK/badvol-pod.yaml" >/dev/null
 eventually "a bad hostPath type keeps the pod waiting with upstream's message" 'MountVolume.SetUp failed for volume "h" : hostPath type check failed: .* is not a directory' 40 -- \
   k get pod badvol -o 'jsonpath={.status.containerStatuses[0].state.waiting.message}'
 
+# securityContext: user and groups, fsGroup on a volume, read-only rootfs, capabilities, no-new-privs, runAsNonRoot.
+cat >"$WORK/sec-pod.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata: {name: secpod}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000}
+  containers:
+  - name: c
+    image: localhost/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "id; touch /rootfile 2>/dev/null && echo rootfs writable || echo rootfs read-only; touch /data/f && echo data writable; stat -c 'data group %g' /data; grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status"]
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, emptyDir: {}}]
+Y
+k apply -f "$WORK/sec-pod.yaml" >/dev/null && pass "create a pod with a securityContext" || fail "create the securityContext pod"
+eventually "the securityContext pod completes" '^secpod +0/1 +Completed ' 60 -- k get pod secpod --no-headers
+SEC_OUT=$(k logs secpod 2>&1)
+for want in '^uid=1000 gid=3000 groups=.*2000' 'groups=.*4000' '^rootfs read-only$' '^data writable$' '^data group 2000$' \
+  '^CapBnd:\s+0000000000000400$' '^NoNewPrivs:\s+1$'; do
+  grep -qE -- "$want" <<<"$SEC_OUT" && pass "securityContext: /$want/" || fail "securityContext: /$want/" "$SEC_OUT"
+done
+cat >"$WORK/nonroot-pod.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata: {name: nonroot}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - {name: c, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sleep", "3600"], securityContext: {runAsNonRoot: true}}
+Y
+k apply -f "$WORK/nonroot-pod.yaml" >/dev/null
+eventually "runAsNonRoot with a root image: CreateContainerConfigError" '^nonroot +0/1 +CreateContainerConfigError ' 40 -- k get pod nonroot --no-headers
+eventually "with upstream's message" 'container has runAsNonRoot and image will run as root' 10 -- \
+  k get pod nonroot -o 'jsonpath={.status.containerStatuses[0].state.waiting.message}'
+
 k delete pod --all --timeout=60s >/dev/null 2>&1 && pass "delete every pod" || fail "delete every pod"
 k delete configmap cfg later >/dev/null 2>&1; k delete secret sec >/dev/null 2>&1
