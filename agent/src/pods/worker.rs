@@ -13,7 +13,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, ResourceExt};
 use tracing::Instrument;
 
-use super::actions::{compute_pod_actions, Action, Desired, Observed, RestartPolicy};
+use super::actions::{compute_pod_actions, Action, Desired, Observed};
 use super::downward::PodContext;
 use super::objects::PodObjects;
 use super::{env, objects, PodEnv};
@@ -194,10 +194,7 @@ impl Worker {
                 self.pod_ip = Some(self.env.ipam.allocate(&self.uid)?);
             }
         }
-        let desired = Desired {
-            containers: spec.containers.iter().map(|c| c.name.clone()).collect(),
-            restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
-        };
+        let desired = Desired::from_pod(pod);
         let observed = Observed {
             sandbox_ready: self.sandbox_ready,
             attempts: state::scan(&self.pod_state_dir()),
@@ -216,7 +213,8 @@ impl Worker {
             match action {
                 Action::CreateSandbox => {}
                 Action::Start { name, restart } => {
-                    let Some(c) = spec.containers.iter().find(|c| c.name == name) else { continue };
+                    let mut all = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+                    let Some(c) = all.find(|c| c.name == name) else { continue };
                     let volumes = match &volumes {
                         Ok(v) => v,
                         Err(message) => {

@@ -167,5 +167,45 @@ eventually "runAsNonRoot with a root image: CreateContainerConfigError" '^nonroo
 eventually "with upstream's message" 'container has runAsNonRoot and image will run as root' 10 -- \
   k get pod nonroot -o 'jsonpath={.status.containerStatuses[0].state.waiting.message}'
 
+# Init containers: one by one, to completion, before the app; kubectl shows Init:i/n meanwhile.
+cat >"$WORK/init-pod.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata: {name: initpod}
+spec:
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - {name: first, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sh", "-c", "echo first >> /w/order; sleep 4"], volumeMounts: [{name: w, mountPath: /w}]}
+  - {name: second, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sh", "-c", "echo second >> /w/order"], volumeMounts: [{name: w, mountPath: /w}]}
+  containers:
+  - {name: app, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sh", "-c", "echo app >> /w/order; cat /w/order; sleep 3600"], volumeMounts: [{name: w, mountPath: /w}]}
+  volumes: [{name: w, emptyDir: {}}]
+Y
+k apply -f "$WORK/init-pod.yaml" >/dev/null && pass "create a pod with init containers" || fail "create the init pod"
+eventually "kubectl shows the first init container running" '^initpod +0/1 +Init:0/2 ' 40 -- k get pod initpod --no-headers
+eventually "app waits with PodInitializing" 'PodInitializing' 10 -- k get pod initpod -o 'jsonpath={.status.containerStatuses[0].state.waiting.reason}'
+eventually "Initialized is False meanwhile" 'containers with incomplete status: \[first second\]' 10 -- \
+  k get pod initpod -o 'jsonpath={.status.conditions[?(@.type=="Initialized")].message}'
+eventually "the app runs after the init containers" '^initpod +1/1 +Running ' 60 -- k get pod initpod --no-headers
+init_order() { k logs initpod -c app | tr '\n' ' '; }
+eventually "in order: first, second, app" 'first second app' 20 -- init_order
+eventually "init container logs" '^$' 10 -- k logs initpod -c second
+eventually "init statuses: both Completed" 'Completed Completed' 10 -- k get pod initpod -o 'jsonpath={.status.initContainerStatuses[*].state.terminated.reason}'
+cat >"$WORK/initfail-pod.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata: {name: initfail}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - {name: bad, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sh", "-c", "exit 3"]}
+  containers:
+  - {name: app, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sleep", "3600"]}
+Y
+k apply -f "$WORK/initfail-pod.yaml" >/dev/null
+eventually "a failed init container with restartPolicy Never: Init:Error" '^initfail +0/1 +Init:Error ' 40 -- k get pod initfail --no-headers
+eventually "and the pod Failed" '^Failed$' 10 -- k get pod initfail -o 'jsonpath={.status.phase}'
+
 k delete pod --all --timeout=60s >/dev/null 2>&1 && pass "delete every pod" || fail "delete every pod"
 k delete configmap cfg later >/dev/null 2>&1; k delete secret sec >/dev/null 2>&1
