@@ -122,24 +122,36 @@ fn normalize_cap(c: &str) -> String {
 }
 
 /// Every capability the kernel knows of (the `caps` crate's list), sorted.
-fn all_caps() -> Vec<String> {
+fn known_caps() -> Vec<String> {
     let mut v: Vec<String> = caps::all().into_iter().map(|c| c.to_string()).collect();
     v.sort();
     v
 }
 
-/// Default caps, then `add` ("ALL" = every one), then `drop` ("ALL" = none but what `add` names), as containerd.
-pub fn capabilities(add: &[String], drop: &[String]) -> Result<Vec<String>, SecurityError> {
+/// The capabilities "ALL" and privileged mean: every one the agent itself holds (containerd's
+/// `WithAllCurrentCapabilities`): asking the runtime for one outside its bounding set fails with EPERM.
+pub fn all_caps(available: &[String]) -> Vec<String> {
+    known_caps().into_iter().filter(|c| available.contains(c)).collect()
+}
+
+/// The agent's own bounding set, by name.
+pub fn current_caps() -> Vec<String> {
+    caps::read(None, caps::CapSet::Bounding).map(|s| s.into_iter().map(|c| c.to_string()).collect()).unwrap_or_default()
+}
+
+/// Default caps, then `add` ("ALL" = every available one), then `drop` ("ALL" = none but what `add` names), as
+/// containerd.
+pub fn capabilities(add: &[String], drop: &[String], available: &[String]) -> Result<Vec<String>, SecurityError> {
     let add: Vec<String> = add.iter().map(|c| normalize_cap(c)).collect();
     let drop: Vec<String> = drop.iter().map(|c| normalize_cap(c)).collect();
-    let all = all_caps();
+    let known = known_caps();
     for c in add.iter().chain(&drop) {
-        if c != "ALL" && !all.contains(c) {
+        if c != "ALL" && !known.contains(c) {
             return Err(SecurityError::UnknownCapability(c.clone()));
         }
     }
     let mut caps: Vec<String> = if add.iter().any(|c| c == "ALL") {
-        all.clone()
+        all_caps(available)
     } else {
         DEFAULT_CAPS.iter().map(|c| c.to_string()).collect()
     };
@@ -161,9 +173,18 @@ fn pod_label(pod: &Pod) -> String {
     format!("{}_{}({})", m.name.as_deref().unwrap_or_default(), m.namespace.as_deref().unwrap_or("default"), m.uid.as_deref().unwrap_or_default())
 }
 
-/// The security settings of container `c`; `image_user` is the image config's `User`, `passwd`/`group` the
-/// image's files (empty when absent).
-pub fn resolve(pod: &Pod, c: &Container, image_user_field: &str, passwd: &str, group: &str) -> Result<Security, SecurityError> {
+/// The image facts security depends on: its config's `User` and its /etc/passwd and /etc/group (empty when
+/// absent); and the capabilities the agent can hand out ([`current_caps`]).
+pub struct ImageUser<'a> {
+    pub user: &'a str,
+    pub passwd: &'a str,
+    pub group: &'a str,
+    pub available_caps: &'a [String],
+}
+
+/// The security settings of container `c`.
+pub fn resolve(pod: &Pod, c: &Container, image: &ImageUser) -> Result<Security, SecurityError> {
+    let (image_user_field, passwd, group) = (image.user, image.passwd, image.group);
     let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
     let csc = c.security_context.clone().unwrap_or_default();
     let run_as_user = csc.run_as_user.or(psc.run_as_user);
@@ -222,11 +243,11 @@ pub fn resolve(pod: &Pod, c: &Container, image_user_field: &str, passwd: &str, g
     }
     let privileged = csc.privileged == Some(true);
     let capabilities = if privileged {
-        all_caps()
+        all_caps(image.available_caps)
     } else {
         let add = csc.capabilities.as_ref().and_then(|c| c.add.clone()).unwrap_or_default();
         let drop = csc.capabilities.as_ref().and_then(|c| c.drop.clone()).unwrap_or_default();
-        capabilities(&add, &drop)?
+        capabilities(&add, &drop, image.available_caps)?
     };
     let sysctls = psc.sysctls.iter().flatten().map(|s| (s.name.clone(), s.value.clone())).collect();
     Ok(Security {
@@ -257,9 +278,14 @@ mod tests {
         (p, c)
     }
 
+    /// Every known capability but CAP_SYS_RESOURCE, as on a host whose bounding set lacks it.
+    fn available() -> Vec<String> {
+        known_caps().into_iter().filter(|c| c != "CAP_SYS_RESOURCE").collect()
+    }
+
     fn run(psc: serde_json::Value, csc: serde_json::Value, user: &str) -> Result<Security, SecurityError> {
         let (p, c) = pod(psc, csc);
-        resolve(&p, &c, user, PASSWD, GROUP)
+        resolve(&p, &c, &ImageUser { user, passwd: PASSWD, group: GROUP, available_caps: &available() })
     }
 
     #[test]
@@ -309,7 +335,8 @@ mod tests {
     #[test]
     fn capabilities_add_drop_and_all() {
         let caps = |add: &[&str], drop: &[&str]| {
-            capabilities(&add.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &drop.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            capabilities(&v(add), &v(drop), &available())
         };
         let c = caps(&["NET_ADMIN", "CAP_SYS_TIME"], &["KILL", "cap_chown"]).unwrap();
         assert!(c.contains(&"CAP_NET_ADMIN".into()) && c.contains(&"CAP_SYS_TIME".into()));
@@ -318,6 +345,8 @@ mod tests {
         assert!(caps(&[], &["ALL"]).unwrap().is_empty());
         let all = caps(&["ALL"], &["SYS_ADMIN"]).unwrap();
         assert!(all.len() > 30 && !all.contains(&"CAP_SYS_ADMIN".into()));
+        // "ALL" is what the agent holds.
+        assert!(!all.contains(&"CAP_SYS_RESOURCE".into()) && all.contains(&"CAP_NET_ADMIN".into()));
         assert_eq!(caps(&["BOGUS"], &[]), Err(SecurityError::UnknownCapability("CAP_BOGUS".into())));
     }
 
@@ -325,7 +354,8 @@ mod tests {
     fn privileged_read_only_no_new_privs_and_sysctls() {
         let s = run(json!({"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]}),
                     json!({"privileged": true, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false}), "").unwrap();
-        assert!(s.privileged && s.readonly_rootfs && !s.no_new_privileges && s.capabilities.len() > 30);
+        assert!(s.privileged && s.readonly_rootfs && !s.no_new_privileges);
+        assert_eq!(s.capabilities, available());
         assert_eq!(s.sysctls["net.ipv4.ip_unprivileged_port_start"], "0");
         let s = run(json!({}), json!({"allowPrivilegeEscalation": false}), "").unwrap();
         assert!(s.no_new_privileges && !s.privileged);

@@ -392,7 +392,8 @@ impl Worker {
                 }
             };
             let user = run_config.user.clone().unwrap_or_default();
-            security::resolve(pod, c, &user, &read("passwd"), &read("group"))
+            let (passwd, group, available_caps) = (read("passwd"), read("group"), security::current_caps());
+            security::resolve(pod, c, &security::ImageUser { user: &user, passwd: &passwd, group: &group, available_caps: &available_caps })
         };
         let security = match security {
             Ok(s) => s,

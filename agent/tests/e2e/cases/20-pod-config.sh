@@ -167,6 +167,31 @@ eventually "runAsNonRoot with a root image: CreateContainerConfigError" '^nonroo
 eventually "with upstream's message" 'container has runAsNonRoot and image will run as root' 10 -- \
   k get pod nonroot -o 'jsonpath={.status.containerStatuses[0].state.waiting.message}'
 
+# Privileged (every capability the agent holds, /sys writable) and a namespaced sysctl from the pod.
+cat >"$WORK/priv-pod.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata: {name: privpod}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  securityContext:
+    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: "80"}]
+  containers:
+  - name: c
+    image: localhost/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "grep -E '^CapEff' /proc/self/status; echo port start $(cat /proc/sys/net/ipv4/ip_unprivileged_port_start); mount | grep ' /sys ' | sed 's/^/mnt /'"]
+    securityContext: {privileged: true}
+Y
+k apply -f "$WORK/priv-pod.yaml" >/dev/null
+eventually "the privileged pod completes" '^privpod +0/1 +Completed ' 60 -- k get pod privpod --no-headers
+PRIV_OUT=$(k logs privpod 2>&1)
+HOST_CAPS=$(awk '/^CapBnd/ {print $2}' /proc/self/status)
+for want in "^CapEff:\s+$HOST_CAPS\$" '^port start 80$' '^mnt sysfs on /sys type sysfs \(rw'; do
+  grep -qE -- "$want" <<<"$PRIV_OUT" && pass "privileged/sysctl: /$want/" || fail "privileged/sysctl: /$want/" "$PRIV_OUT"
+done
+
 # Init containers: one by one, to completion, before the app; kubectl shows Init:i/n meanwhile.
 cat >"$WORK/init-pod.yaml" <<'Y'
 apiVersion: v1
@@ -208,4 +233,7 @@ eventually "a failed init container with restartPolicy Never: Init:Error" '^init
 eventually "and the pod Failed" '^Failed$' 10 -- k get pod initfail -o 'jsonpath={.status.phase}'
 
 k delete pod --all --timeout=60s >/dev/null 2>&1 && pass "delete every pod" || fail "delete every pod"
+# Failed/Succeeded pods leave the API at once; the agent's cleanup of them follows.
+sandboxes_left() { ls "$WORK/run/netns" 2>/dev/null | wc -l; }
+eventually "the agent cleaned every sandbox up" '^0$' 60 -- sandboxes_left
 k delete configmap cfg later >/dev/null 2>&1; k delete secret sec >/dev/null 2>&1
