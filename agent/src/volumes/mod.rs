@@ -221,12 +221,14 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VolumeE
     move |source| VolumeError::Io { what, path, source }
 }
 
-fn ensure_dir(dir: &Path, mode: u32) -> Result<(), VolumeError> {
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", dir))?;
+/// Creates `dir` with `mode` if missing; true when it did.
+fn ensure_dir(dir: &Path, mode: u32) -> Result<bool, VolumeError> {
+    if dir.is_dir() {
+        return Ok(false);
     }
-    Ok(())
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", dir))?;
+    Ok(true)
 }
 
 fn ensure_tmpfs(m: &dyn Mounter, dir: &Path, options: &str) -> Result<(), VolumeError> {
@@ -244,12 +246,15 @@ fn set_group(dir: &Path, gid: u32) {
         }
     };
     chown(dir);
+    if let Ok(m) = std::fs::metadata(dir) {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(m.permissions().mode() | 0o2000));
+    }
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
         if e.file_type().is_ok_and(|t| t.is_dir()) {
             set_group(&p, gid);
             if let Ok(m) = std::fs::metadata(&p) {
-                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m.permissions().mode() | 0o2050));
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m.permissions().mode() | 0o050));
             }
         } else {
             chown(&p);
@@ -271,12 +276,13 @@ pub fn setup(
         let mounted = match plan.map_err(wrap)? {
             Plan::EmptyDir { memory, size_limit } => {
                 let dir = volume_dir(pod_dir, EMPTY_DIR, &name);
-                ensure_dir(&dir, 0o777).map_err(wrap)?;
+                let created = ensure_dir(&dir, 0o777).map_err(wrap)?;
                 if memory {
                     let size = size_limit.map(|s| format!(",size={s}")).unwrap_or_default();
                     ensure_tmpfs(m, &dir, &format!("mode=0777{size}")).map_err(wrap)?;
                 }
-                if let Some(g) = fs_group {
+                // Ownership once, when the volume is made: later the directory belongs to the pod.
+                if let (Some(g), true) = (fs_group, created) {
                     set_group(&dir, g);
                 }
                 Mounted { path: dir, read_only: false }

@@ -77,7 +77,7 @@ spec:
   - name: c
     image: localhost/busybox:1
     imagePullPolicy: Never
-    command: ["sh", "-c", "echo cfg=\$(cat /cfg/greeting); echo item=\$(cat /items/hello.txt); echo sec=\$(cat /sec/password); echo podname=\$(cat /info/name); cat /info/labels; echo; mount | grep -E ' /(mem|sec) ' | sed 's/^/mnt /'; echo written > /host/out; touch /mem/x && echo mem writable; touch /cfg/x 2>/dev/null || echo cfg read-only; stat -L -c 'mode %a' /sec/password; while true; do echo now=\$(cat /cfg/greeting); sleep 1; done"]
+    command: ["sh", "-c", "echo cfg=\$(cat /cfg/greeting); echo item=\$(cat /items/hello.txt); echo sec=\$(cat /sec/password); echo podname=\$(cat /info/name); cat /info/labels; echo; mount | grep -E ' /(mem|sec) ' | sed 's/^/mnt /'; echo written > /host/out; touch /mem/x && echo mem writable; touch /cfg/x 2>/dev/null || echo cfg read-only; stat -L -c 'mode %a' /sec/password; echo conf=\$(cat /etc/app.conf); touch /host-ro/y 2>/dev/null || echo host read-only; while true; do echo now=\$(cat /cfg/greeting); sleep 1; done"]
     volumeMounts:
     - {name: cfg, mountPath: /cfg}
     - {name: items, mountPath: /items}
@@ -85,6 +85,8 @@ spec:
     - {name: mem, mountPath: /mem}
     - {name: info, mountPath: /info}
     - {name: host, mountPath: /host}
+    - {name: host, mountPath: /host-ro, readOnly: true}
+    - {name: cfg, mountPath: /etc/app.conf, subPath: greeting}
   volumes:
   - {name: cfg, configMap: {name: cfg}}
   - {name: items, configMap: {name: cfg, items: [{key: greeting, path: hello.txt}]}}
@@ -102,7 +104,8 @@ eventually "the volume pod runs" '^volpod +1/1 +Running ' 60 -- k get pod volpod
 eventually "volumes: the pod printed its files" 'now=' 20 -- k logs volpod
 VOL_OUT=$(k logs volpod 2>&1)
 for want in '^cfg=hello$' '^item=hello$' '^sec=s3cret$' '^podname=volpod$' '^app="voltest"$' '^mnt tmpfs on /mem type tmpfs .*size=8192k' \
-  '^mnt tmpfs on /sec type tmpfs \(ro' '^mem writable$' '^cfg read-only$' '^mode 400$'; do
+  '^mnt tmpfs on /sec type tmpfs \(ro' '^mem writable$' '^cfg read-only$' '^mode 400$' \
+  '^conf=hello$' '^host read-only$'; do
   grep -qE -- "$want" <<<"$VOL_OUT" && pass "volumes: /$want/" || fail "volumes: /$want/" "$VOL_OUT"
 done
 [ "$(cat "$WORK/hostvol/out" 2>/dev/null)" = written ] && pass "hostPath: the pod wrote to the host" || fail "hostPath: the pod wrote to the host"
@@ -192,7 +195,8 @@ for want in "^CapEff:\s+$HOST_CAPS\$" '^port start 80$' '^mnt sysfs on /sys type
   grep -qE -- "$want" <<<"$PRIV_OUT" && pass "privileged/sysctl: /$want/" || fail "privileged/sysctl: /$want/" "$PRIV_OUT"
 done
 
-# Init containers: one by one, to completion, before the app; kubectl shows Init:i/n meanwhile.
+# Init containers: one by one, to completion, before the app; kubectl shows Init:i/n meanwhile. A sidecar
+# (restartPolicy: Always) starts first and keeps running beside the app.
 cat >"$WORK/init-pod.yaml" <<'Y'
 apiVersion: v1
 kind: Pod
@@ -200,6 +204,7 @@ metadata: {name: initpod}
 spec:
   terminationGracePeriodSeconds: 2
   initContainers:
+  - {name: side, restartPolicy: Always, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sh", "-c", "echo side >> /w/order; trap 'exit 0' TERM; while true; do sleep 1 & wait; done"], volumeMounts: [{name: w, mountPath: /w}]}
   - {name: first, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sh", "-c", "echo first >> /w/order; sleep 4"], volumeMounts: [{name: w, mountPath: /w}]}
   - {name: second, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sh", "-c", "echo second >> /w/order"], volumeMounts: [{name: w, mountPath: /w}]}
   containers:
@@ -207,15 +212,15 @@ spec:
   volumes: [{name: w, emptyDir: {}}]
 Y
 k apply -f "$WORK/init-pod.yaml" >/dev/null && pass "create a pod with init containers" || fail "create the init pod"
-eventually "kubectl shows the first init container running" '^initpod +0/1 +Init:0/2 ' 40 -- k get pod initpod --no-headers
+eventually "kubectl shows the first init container running (after the sidecar)" '^initpod +[01]/2 +Init:1/3 ' 40 -- k get pod initpod --no-headers
 eventually "app waits with PodInitializing" 'PodInitializing' 10 -- k get pod initpod -o 'jsonpath={.status.containerStatuses[0].state.waiting.reason}'
 eventually "Initialized is False meanwhile" 'containers with incomplete status: \[first second\]' 10 -- \
   k get pod initpod -o 'jsonpath={.status.conditions[?(@.type=="Initialized")].message}'
-eventually "the app runs after the init containers" '^initpod +1/1 +Running ' 60 -- k get pod initpod --no-headers
+eventually "the app runs after the init containers, beside the sidecar" '^initpod +2/2 +Running ' 60 -- k get pod initpod --no-headers
 init_order() { k logs initpod -c app | tr '\n' ' '; }
-eventually "in order: first, second, app" 'first second app' 20 -- init_order
+eventually "in order: side, first, second, app" 'side first second app' 20 -- init_order
 eventually "init container logs" '^$' 10 -- k logs initpod -c second
-eventually "init statuses: both Completed" 'Completed Completed' 10 -- k get pod initpod -o 'jsonpath={.status.initContainerStatuses[*].state.terminated.reason}'
+eventually "init statuses: both Completed" '^Completed Completed$' 10 -- k get pod initpod -o 'jsonpath={.status.initContainerStatuses[*].state.terminated.reason}'
 cat >"$WORK/initfail-pod.yaml" <<'Y'
 apiVersion: v1
 kind: Pod
