@@ -5,7 +5,9 @@
 //!   renews a Lease in `kube-node-lease` every 10 s and rewrites the node conditions at least once a minute.
 //! - [`pods`]: a watcher on pods with `spec.nodeName=<node>` feeds one [`pods::worker`] per pod; each worker moves
 //!   through syncing → terminating → terminated. On every sync it observes the pod's containers on disk,
-//!   [`pods::actions::compute_pod_actions`] (pure) decides what to do, and the executor does it.
+//!   [`pods::actions::compute_pod_actions`] (pure) decides what to do (init containers one by one, then the app
+//!   containers), and the executor does it. A container's env comes from [`pods::env`] (downward API, ConfigMaps
+//!   and Secrets fetched by [`pods::objects`]) and its security settings from [`container::security`].
 //! - [`sandbox`]: per-pod network namespace (bind mount under `<run-dir>/netns/<uid>`), bridge `skiff0`, veth,
 //!   host-local IPAM persisted under `<root-dir>/ipam`, and the pod's /etc files.
 //! - [`container`]: OCI bundle generation (overlay rootfs from `skiff-images` + config.json), the `skiff-runtime`
