@@ -82,6 +82,8 @@ struct Worker {
     /// The pod's volumes once set up (or why not), and for which objects fetch and pod resourceVersion.
     volumes: Option<Result<BTreeMap<String, volumes::Mounted>, String>>,
     volumes_key: Option<(tokio::time::Instant, String)>,
+    /// Containers whose config could not be made, for which objects fetch and pod resourceVersion.
+    config_failed: BTreeMap<String, (tokio::time::Instant, String)>,
 }
 
 /// How often a pod's ConfigMaps and Secrets are fetched again (for env of new containers and volume updates).
@@ -117,6 +119,7 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
             objects: None,
             volumes: None,
             volumes_key: None,
+            config_failed: BTreeMap::new(),
         };
         let mut state = Lifecycle::Syncing;
         loop {
@@ -223,18 +226,26 @@ impl Worker {
                             continue;
                         }
                     };
+                    // A config error is retried, without back-off, once the pod or its objects changed (they are
+                    // fetched again every OBJECTS_REFRESH).
+                    if self.volumes_key.is_some() && self.config_failed.get(&name) == self.volumes_key.as_ref() {
+                        continue;
+                    }
                     match self.start_container(pod, c, restart, &observed, &objects, volumes).await {
                         Ok(()) => {
                             self.waiting.remove(&name);
                             self.start_failures.remove(&name);
+                            self.config_failed.remove(&name);
                         }
                         Err(WorkerError::Config(message)) => {
-                            // Retried on every sync (objects are fetched again every OBJECTS_REFRESH), no back-off.
                             let reason = "CreateContainerConfigError".to_string();
                             if self.waiting.get(&name) != Some(&(reason.clone(), message.clone())) {
                                 tracing::warn!(container = %name, error = %message, "container config error");
                             }
-                            self.waiting.insert(name, (reason, message));
+                            self.waiting.insert(name.clone(), (reason, message));
+                            if let Some(key) = self.volumes_key.clone() {
+                                self.config_failed.insert(name, key);
+                            }
                         }
                         Err(e) => {
                             let reason = match e {
