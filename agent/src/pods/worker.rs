@@ -41,6 +41,8 @@ pub enum WorkerError {
     /// The container's config cannot be made (env, security context): `CreateContainerConfigError`.
     #[error("{0}")]
     Config(String),
+    #[error("volumes: {0}")]
+    Volume(#[from] volumes::VolumeError),
     #[error("{first}; also: {others}")]
     Many { first: Box<WorkerError>, others: String },
 }
@@ -548,7 +550,7 @@ impl Worker {
             }
         }
         if let Err(e) = volumes::teardown(&self.env.config.pod_dir(&self.uid), self.env.mounter.as_ref()) {
-            errors.push(WorkerError::Io { what: "tearing down the volumes of", path: self.env.config.pod_dir(&self.uid), source: std::io::Error::other(e.to_string()) });
+            errors.push(e.into());
         }
         self.volumes = None;
         if let Err(e) = network::detach_pod(&self.env.netlink, &self.uid).await {
