@@ -3,7 +3,8 @@
 //! `<pod-dir>/volumes/<plugin>/<name>` (the kubelet's `kubernetes.io~<plugin>` names), and [`teardown`] unmounts
 //! what it mounted. [`mounts`] turns a container's `volumeMounts` into the bind mounts of its config.json.
 //!
-//! - emptyDir: a directory (mode 0777); `medium: Memory` is a tmpfs, `size=` its `sizeLimit`.
+//! - emptyDir: a directory (mode 0777); `medium: Memory` is a tmpfs of the pod's memory limit (or the node's
+//!   allocatable memory), or of its `sizeLimit` when smaller.
 //! - hostPath: the host path itself, after the `type` check ([`host_path`]).
 //! - configMap, secret, downwardAPI, projected: files written by the [`atomic`] writer, so updates (re-projected
 //!   on the worker's periodic syncs) are atomic; secret and projected volumes live on a tmpfs, as the kubelet's.
@@ -136,10 +137,28 @@ fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: i32, ctx: &P
     Ok(out)
 }
 
+/// A memory-backed emptyDir's size, as upstream: the pod's memory limit when every container has one (else the
+/// node's allocatable memory), or the volume's sizeLimit when smaller.
+fn memory_volume_size(pod: &Pod, size_limit: Option<i64>, ctx: &PodContext) -> Option<i64> {
+    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    let limits: Option<Vec<i64>> = containers
+        .iter()
+        .map(|c| c.resources.as_ref()?.limits.as_ref()?.get("memory").and_then(memory_bytes))
+        .collect();
+    let pod_limit = limits.filter(|l| !l.is_empty()).map(|l| l.iter().sum::<i64>());
+    let ceiling = pod_limit.or(Some(ctx.node.memory_bytes).filter(|m| *m > 0));
+    match (ceiling, size_limit) {
+        (Some(c), Some(s)) => Some(c.min(s)),
+        (c, s) => s.or(c),
+    }
+}
+
 fn plan_one(pod: &Pod, v: &Volume, objects: &PodObjects, ctx: &PodContext) -> Result<Plan, VolumeError> {
     if let Some(e) = &v.empty_dir {
         let memory = e.medium.as_deref() == Some("Memory");
-        return Ok(Plan::EmptyDir { memory, size_limit: e.size_limit.as_ref().and_then(memory_bytes).filter(|s| *s > 0) });
+        let size_limit = e.size_limit.as_ref().and_then(memory_bytes).filter(|s| *s > 0);
+        let size_limit = if memory { memory_volume_size(pod, size_limit, ctx) } else { size_limit };
+        return Ok(Plan::EmptyDir { memory, size_limit });
     }
     if let Some(h) = &v.host_path {
         return Ok(Plan::HostPath { path: PathBuf::from(&h.path), kind: h.type_.clone().unwrap_or_default() });
@@ -373,6 +392,26 @@ mod tests {
         assert_eq!(files(&plans[6].1), [("labels".into(), "a=\"1\"".into(), 0o644), ("cpu".into(), "2".into(), 0o644)]);
         assert_eq!(files(&plans[7].1), [("k2".into(), "v2".into(), 0o644), ("pw".into(), "pw".into(), 0o644)]);
         assert!(files(&plans[8].1).is_empty());
+    }
+
+    #[test]
+    fn memory_volumes_are_sized_like_upstream() {
+        let ctx = PodContext { node: crate::pods::downward::NodeAllocatable { memory_bytes: 1 << 30, ..Default::default() }, ..Default::default() };
+        let size = |containers: serde_json::Value, limit: Option<&str>| {
+            let p: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": containers,
+                "volumes": [{"name": "m", "emptyDir": {"medium": "Memory", "sizeLimit": limit}}]}}))
+            .unwrap();
+            match plan(&p, &PodObjects::default(), &ctx).remove(0).1 {
+                Ok(Plan::EmptyDir { size_limit, .. }) => size_limit,
+                other => panic!("{other:?}"),
+            }
+        };
+        let lim = |m: &str| json!({"name": "c", "resources": {"limits": {"memory": m}}});
+        assert_eq!(size(json!([{"name": "c"}]), None), Some(1 << 30));
+        assert_eq!(size(json!([{"name": "c"}]), Some("1Mi")), Some(1 << 20));
+        assert_eq!(size(json!([lim("64Mi"), lim("64Mi")]), None), Some(128 << 20));
+        assert_eq!(size(json!([lim("64Mi")]), Some("1Gi")), Some(64 << 20));
+        assert_eq!(size(json!([lim("64Mi"), {"name": "free"}]), None), Some(1 << 30));
     }
 
     #[test]
