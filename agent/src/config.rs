@@ -32,6 +32,12 @@ pub struct Config {
     pub cgroup_root: String,
     pub bridge: String,
     pub max_pods: u32,
+    /// A container's log file is rotated when it reaches this size (the kubelet's containerLogMaxSize).
+    pub log_max_size: u64,
+    /// Log files kept per container, the current one included (containerLogMaxFiles).
+    pub log_max_files: u32,
+    /// A directory of static pod manifests (`--pod-manifest-path`).
+    pub pod_manifest_path: Option<PathBuf>,
 }
 
 impl Config {

@@ -13,19 +13,27 @@
 //! - [`container`]: OCI bundle generation (overlay rootfs from `skiff-images` + config.json), the `skiff-runtime`
 //!   child process, and the per-container [`container::monitor`] process that owns the container's stdio, writes
 //!   the CRI log file and records the exit code, so that containers and their logs outlive an agent restart.
+//! - [`probes`]: startup/liveness/readiness probes (one task per started container) and postStart/preStop hooks.
+//! - [`events`]: pod events with the kubelet's reasons, written in the background.
+//! - [`static_pods`]: pods from manifest files on the node, mirrored to the API.
 //! - [`volumes`]: emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes under the pod's
 //!   directory (planned purely, then set up; ConfigMap/Secret updates re-projected atomically), and the
 //!   containers' bind mounts of them. Env vars from the downward API, ConfigMaps and Secrets are in
 //!   [`pods::env`].
 //! - [`status`]: PodStatus from the observed state, written through `pods/status` only when it changed.
-//! - [`server`]: `/healthz` and `/containerLogs/{ns}/{pod}/{container}` for the API server.
+//! - [`server`]: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, and [`exec`]'s WebSocket exec and attach
+//!   sessions for the API server.
 
 pub mod config;
 pub mod container;
+pub mod events;
+pub mod exec;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod probes;
 pub mod sandbox;
+pub mod static_pods;
 pub mod server;
 pub mod status;
 pub mod volumes;
@@ -57,10 +65,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), node, stop_rx.clone()));
     let env = pods::PodEnv::new(client.clone(), config.clone(), pod_cidr).await.context("preparing the pod environment")?;
     let pods_task = tokio::spawn(pods::run(env, stop_rx.clone()));
+    let static_task = config
+        .pod_manifest_path
+        .clone()
+        .map(|dir| tokio::spawn(static_pods::run(client.clone(), config.node_name.clone(), dir, stop_rx.clone())));
     shutdown.await;
     tracing::info!("shutting down (containers keep running)");
     let _ = stop_tx.send(true);
     let _ = pods_task.await;
+    if let Some(t) = static_task {
+        let _ = t.await;
+    }
     let _ = heartbeat.await;
     let _ = server.await;
     Ok(())

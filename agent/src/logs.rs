@@ -29,6 +29,29 @@ pub fn render(lines: &str, timestamps: bool) -> String {
     out
 }
 
+/// The CRI lines of `content` written at or after `since` (lines with an unreadable timestamp are kept).
+pub fn since(content: &str, since: chrono::DateTime<chrono::Utc>) -> String {
+    content
+        .split_inclusive('\n')
+        .filter(|line| {
+            let ts = line.split(' ').next().unwrap_or("");
+            chrono::DateTime::parse_from_rfc3339(ts).map(|t| t >= since).unwrap_or(true)
+        })
+        .collect()
+}
+
+/// At most `limit` bytes of `text` (cut on a UTF-8 boundary), as `limitBytes` asks.
+pub fn limit(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// The last `n` CRI lines of `content`.
 pub fn tail(content: &str, n: usize) -> &str {
     if n == 0 {
@@ -56,6 +79,16 @@ mod tests {
     fn strips_prefixes_and_joins_partials() {
         assert_eq!(render(LOG, false), "hello\npartial\nbye\n");
         assert!(render(LOG, true).starts_with("2026-01-01T00:00:00.1Z hello\n2026-01-01T00:00:01.2Z partial\n"));
+    }
+
+    #[test]
+    fn since_and_limit() {
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(render(&since(LOG, t("2026-01-01T00:00:01.25Z")), false), "tial\nbye\n");
+        assert_eq!(since(LOG, t("2020-01-01T00:00:00Z")), LOG);
+        assert_eq!(limit("héllo", 2), "h");
+        assert_eq!(limit("hello", 3), "hel");
+        assert_eq!(limit("hi", 10), "hi");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use skiff_agent::container::monitor::MonitorArgs;
+use skiff_agent::exec::tty::ExecTtyArgs;
 use skiff_agent::Config;
 
 #[derive(Parser)]
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Runs one container under a monitor (started by the agent, not by hand).
     Monitor(MonitorArgs),
+    /// Runs one `kubectl exec -t` session (started by the agent, not by hand).
+    ExecTty(ExecTtyArgs),
 }
 
 #[derive(clap::Args)]
@@ -51,6 +54,15 @@ struct AgentArgs {
     bridge: String,
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// Rotate a container's log file at this many bytes (the kubelet's --container-log-max-size, 10Mi).
+    #[arg(long, default_value_t = 10 << 20)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the current one included (--container-log-max-files).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+    container_log_max_files: u32,
+    /// A directory of static pod manifests, run on this node and mirrored to the API.
+    #[arg(long)]
+    pod_manifest_path: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,9 +71,11 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    if let Some(Command::Monitor(args)) = cli.command {
-        // Single-threaded on purpose: it forks the runtime and reaps the container.
-        return skiff_agent::container::monitor::run(args);
+    match cli.command {
+        // Single-threaded on purpose: they fork the runtime and reap what it leaves them.
+        Some(Command::Monitor(args)) => return skiff_agent::container::monitor::run(args),
+        Some(Command::ExecTty(args)) => return skiff_agent::exec::tty::run(args),
+        None => {}
     }
     let a = cli.agent;
     let node_name = match a.node_name {
@@ -80,6 +94,9 @@ fn main() -> anyhow::Result<()> {
         cgroup_root: a.cgroup_root,
         bridge: a.bridge,
         max_pods: a.max_pods,
+        log_max_size: a.container_log_max_size.max(1024),
+        log_max_files: a.container_log_max_files,
+        pod_manifest_path: a.pod_manifest_path,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(skiff_agent::run(config, async {

@@ -26,8 +26,58 @@ pub enum NodeError {
 #[derive(Clone, Debug)]
 pub struct NodeFacts {
     pub capacity: serde_json::Value,
+    pub allocatable: serde_json::Value,
     pub node_info: serde_json::Value,
     pub port: u16,
+}
+
+/// The kubelet's default hard eviction thresholds, which decide the pressure conditions: memory.available < 100Mi,
+/// nodefs.available < 10%, nodefs.inodesFree < 5%; and PIDPressure when fewer than 10% of the PIDs are free.
+pub const MEMORY_AVAILABLE_MIN: u64 = 100 << 20;
+pub const DISK_AVAILABLE_MIN_PERCENT: u64 = 10;
+pub const INODES_FREE_MIN_PERCENT: u64 = 5;
+pub const PIDS_FREE_MIN_PERCENT: u64 = 10;
+
+/// One reading of the host's resources.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sample {
+    pub memory_available: u64,
+    pub disk_total: u64,
+    pub disk_available: u64,
+    pub inodes_total: u64,
+    pub inodes_free: u64,
+    pub pid_max: u64,
+    pub pids_used: u64,
+}
+
+pub fn sample(config: &Config) -> Sample {
+    let fs = nix::sys::statvfs::statvfs(&config.root_dir).ok();
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let pids_used = std::fs::read_dir("/proc")
+        .map(|d| d.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))).count() as u64)
+        .unwrap_or(0);
+    Sample {
+        memory_available: read_meminfo_kib("MemAvailable:").unwrap_or(0) * 1024,
+        disk_total: fs.map(|f| f.blocks() * f.fragment_size()).unwrap_or(0),
+        disk_available: fs.map(|f| f.blocks_available() * f.fragment_size()).unwrap_or(0),
+        inodes_total: fs.map(|f| f.files()).unwrap_or(0),
+        inodes_free: fs.map(|f| f.files_available()).unwrap_or(0),
+        pid_max,
+        pids_used,
+    }
+}
+
+/// (type, under pressure) for the three pressure conditions. A zero total (unknown) is no pressure.
+pub fn pressures(s: &Sample) -> [(&'static str, bool); 3] {
+    let below = |avail: u64, total: u64, pct: u64| total > 0 && avail.saturating_mul(100) < total.saturating_mul(pct);
+    [
+        ("MemoryPressure", s.memory_available > 0 && s.memory_available < MEMORY_AVAILABLE_MIN),
+        (
+            "DiskPressure",
+            below(s.disk_available, s.disk_total, DISK_AVAILABLE_MIN_PERCENT) || below(s.inodes_free, s.inodes_total, INODES_FREE_MIN_PERCENT),
+        ),
+        ("PIDPressure", below(s.pid_max.saturating_sub(s.pids_used), s.pid_max, PIDS_FREE_MIN_PERCENT)),
+    ]
 }
 
 fn read_meminfo_kib(key: &str) -> Option<u64> {
@@ -35,8 +85,8 @@ fn read_meminfo_kib(key: &str) -> Option<u64> {
     s.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
-/// The node's capacity (also reported as its allocatable): cpu, memory, pods, ephemeral-storage.
-pub fn capacity(config: &Config) -> serde_json::Value {
+/// Capacity, allocatable and nodeInfo of this host (allocatable is also the downward API's default for missing limits).
+pub fn host_facts(config: &Config, port: u16) -> NodeFacts {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mem_kib = read_meminfo_kib("MemTotal:").unwrap_or(0);
     let storage = std::fs::create_dir_all(&config.root_dir)
@@ -44,16 +94,19 @@ pub fn capacity(config: &Config) -> serde_json::Value {
         .and_then(|_| nix::sys::statvfs::statvfs(&config.root_dir).ok())
         .map(|s| s.blocks() * s.fragment_size())
         .unwrap_or(0);
-    json!({
+    let capacity = json!({
         "cpu": cpus.to_string(),
         "memory": format!("{mem_kib}Ki"),
         "pods": config.max_pods.to_string(),
         "ephemeral-storage": storage.to_string(),
-    })
-}
-
-fn host_facts(config: &Config, port: u16) -> NodeFacts {
-    let capacity = capacity(config);
+    });
+    // Allocatable = capacity minus the hard eviction thresholds (no kube/system reservations are configured).
+    let allocatable = json!({
+        "cpu": cpus.to_string(),
+        "memory": format!("{}Ki", mem_kib.saturating_sub(MEMORY_AVAILABLE_MIN >> 10)),
+        "pods": config.max_pods.to_string(),
+        "ephemeral-storage": (storage - storage / 100 * DISK_AVAILABLE_MIN_PERCENT).to_string(),
+    });
     let uname = nix::sys::utsname::uname().ok();
     let kernel = uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     let arch = match std::env::consts::ARCH {
@@ -72,31 +125,41 @@ fn host_facts(config: &Config, port: u16) -> NodeFacts {
         "kubeletVersion": format!("v1.32.0-skiff.{}", env!("CARGO_PKG_VERSION")),
         "kubeProxyVersion": "", "machineID": machine_id, "systemUUID": machine_id.clone(), "bootID": "",
     });
-    NodeFacts { capacity, node_info, port }
+    NodeFacts { capacity, allocatable, node_info, port }
 }
 
-fn conditions(now: &str) -> serde_json::Value {
-    let c = |t: &str, s: &str, reason: &str, msg: &str| {
-        json!({"type": t, "status": s, "reason": reason, "message": msg,
-               "lastHeartbeatTime": now, "lastTransitionTime": now})
+/// The node conditions from the pressures, with the kubelet's reasons and messages. `since` holds when each
+/// condition last changed (kept across calls so lastTransitionTime only moves on a change).
+pub fn conditions(pressure: &[(&'static str, bool); 3], since: &mut std::collections::BTreeMap<&'static str, (bool, String)>, now: &str) -> serde_json::Value {
+    let mut c = |t: &'static str, bad: bool, reason: &str, msg: &str| {
+        let entry = since.entry(t).or_insert((bad, now.to_string()));
+        if entry.0 != bad {
+            *entry = (bad, now.to_string());
+        }
+        let status = if t == "Ready" { !bad } else { bad };
+        json!({"type": t, "status": if status { "True" } else { "False" }, "reason": reason, "message": msg,
+               "lastHeartbeatTime": now, "lastTransitionTime": entry.1})
     };
+    let p = |t: &str| pressure.iter().any(|(n, b)| *n == t && *b);
     json!([
-        c("MemoryPressure", "False", "KubeletHasSufficientMemory", "agent has sufficient memory available"),
-        c("DiskPressure", "False", "KubeletHasNoDiskPressure", "agent has no disk pressure"),
-        c("PIDPressure", "False", "KubeletHasSufficientPID", "agent has sufficient PID available"),
-        c("Ready", "True", "KubeletReady", "agent is posting ready status"),
+        if p("MemoryPressure") { c("MemoryPressure", true, "KubeletHasInsufficientMemory", "agent has insufficient memory available") }
+        else { c("MemoryPressure", false, "KubeletHasSufficientMemory", "agent has sufficient memory available") },
+        if p("DiskPressure") { c("DiskPressure", true, "KubeletHasDiskPressure", "agent has disk pressure") }
+        else { c("DiskPressure", false, "KubeletHasNoDiskPressure", "agent has no disk pressure") },
+        if p("PIDPressure") { c("PIDPressure", true, "KubeletHasInsufficientPID", "agent has insufficient PID available") }
+        else { c("PIDPressure", false, "KubeletHasSufficientPID", "agent has sufficient PID available") },
+        c("Ready", false, "KubeletReady", "agent is posting ready status"),
     ])
 }
 
-fn status_patch(config: &Config, facts: &NodeFacts) -> serde_json::Value {
-    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+fn status_patch(config: &Config, facts: &NodeFacts, conditions: serde_json::Value) -> serde_json::Value {
     json!({"status": {
         "addresses": [{"type": "InternalIP", "address": config.node_ip.to_string()},
                       {"type": "Hostname", "address": config.node_name}],
-        "capacity": facts.capacity, "allocatable": facts.capacity,
+        "capacity": facts.capacity, "allocatable": facts.allocatable,
         "nodeInfo": facts.node_info,
         "daemonEndpoints": {"kubeletEndpoint": {"Port": facts.port}},
-        "conditions": conditions(&now),
+        "conditions": conditions,
     }})
 }
 
@@ -116,13 +179,15 @@ pub async fn register(client: &kube::Client, config: &Config, port: u16) -> Resu
         Err(source) => return Err(NodeError::Create { name, source }),
     }
     let facts = host_facts(config, port);
-    write_status(&nodes, config, &facts).await?;
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let conds = conditions(&pressures(&sample(config)), &mut Default::default(), &now);
+    write_status(&nodes, config, &facts, conds).await?;
     Ok(facts)
 }
 
-async fn write_status(nodes: &Api<Node>, config: &Config, facts: &NodeFacts) -> Result<(), NodeError> {
+async fn write_status(nodes: &Api<Node>, config: &Config, facts: &NodeFacts, conditions: serde_json::Value) -> Result<(), NodeError> {
     nodes
-        .patch_status(&config.node_name, &PatchParams::default(), &Patch::Merge(status_patch(config, facts)))
+        .patch_status(&config.node_name, &PatchParams::default(), &Patch::Merge(status_patch(config, facts, conditions)))
         .await
         .map(|_| ())
         .map_err(|source| NodeError::Status { name: config.node_name.clone(), source })
@@ -170,11 +235,14 @@ async fn renew_lease(client: &kube::Client, config: &Config) -> Result<(), kube:
     }
 }
 
-/// Renews the Lease every 10 s and rewrites the node status every 60 s, until `stop` flips.
+/// Renews the Lease every 10 s; samples the host every 10 s and rewrites the node status when a condition changed,
+/// and at least every 60 s; until `stop` flips.
 pub async fn heartbeat(client: kube::Client, config: Config, facts: NodeFacts, mut stop: tokio::sync::watch::Receiver<bool>) {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut tick = tokio::time::interval(Duration::from_secs(10));
-    let mut n: u64 = 0;
+    let mut since = Default::default();
+    let mut last: Option<[(&'static str, bool); 3]> = None;
+    let mut written = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -183,11 +251,60 @@ pub async fn heartbeat(client: kube::Client, config: Config, facts: NodeFacts, m
         if let Err(e) = renew_lease(&client, &config).await {
             tracing::warn!(error = %e, "renewing the node lease failed");
         }
-        if n % 6 == 5 {
-            if let Err(e) = write_status(&nodes, &config, &facts).await {
-                tracing::warn!(error = %e, "refreshing node conditions failed");
+        let c = config.clone();
+        let pressure = match tokio::task::spawn_blocking(move || pressures(&sample(&c))).await {
+            Ok(p) => p,
+            Err(_) => continue,
+        };
+        if last.as_ref() != Some(&pressure) || written.elapsed() >= Duration::from_secs(60) {
+            if last.is_some() && last.as_ref() != Some(&pressure) {
+                tracing::info!(?pressure, "node conditions changed");
+            }
+            let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            match write_status(&nodes, &config, &facts, conditions(&pressure, &mut since, &now)).await {
+                Ok(()) => {
+                    last = Some(pressure);
+                    written = tokio::time::Instant::now();
+                }
+                Err(e) => tracing::warn!(error = %e, "writing node conditions failed"),
             }
         }
-        n += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pressures_follow_the_kubelets_thresholds() {
+        let ok = Sample { memory_available: 1 << 30, disk_total: 1000, disk_available: 500, inodes_total: 100, inodes_free: 50, pid_max: 1000, pids_used: 100 };
+        assert!(pressures(&ok).iter().all(|(_, b)| !b));
+        let mem = Sample { memory_available: 50 << 20, ..ok };
+        assert_eq!(pressures(&mem)[0], ("MemoryPressure", true));
+        let disk = Sample { disk_available: 99, ..ok };
+        assert_eq!(pressures(&disk)[1], ("DiskPressure", true));
+        let inodes = Sample { inodes_free: 4, ..ok };
+        assert_eq!(pressures(&inodes)[1], ("DiskPressure", true));
+        let pids = Sample { pids_used: 950, ..ok };
+        assert_eq!(pressures(&pids)[2], ("PIDPressure", true));
+        assert!(pressures(&Sample::default()).iter().all(|(_, b)| !b), "unknown is no pressure");
+    }
+
+    #[test]
+    fn transition_times_move_only_on_change() {
+        let mut since = Default::default();
+        let calm = [("MemoryPressure", false), ("DiskPressure", false), ("PIDPressure", false)];
+        let c1 = conditions(&calm, &mut since, "t1");
+        assert_eq!(c1[0]["lastTransitionTime"], "t1");
+        assert_eq!(c1[3]["status"], "True");
+        let c2 = conditions(&calm, &mut since, "t2");
+        assert_eq!(c2[0]["lastTransitionTime"], "t1");
+        assert_eq!(c2[0]["lastHeartbeatTime"], "t2");
+        let hot = [("MemoryPressure", true), ("DiskPressure", false), ("PIDPressure", false)];
+        let c3 = conditions(&hot, &mut since, "t3");
+        assert_eq!((c3[0]["status"].as_str(), c3[0]["lastTransitionTime"].as_str()), (Some("True"), Some("t3")));
+        assert_eq!(c3[0]["reason"], "KubeletHasInsufficientMemory");
+        assert_eq!(c3[1]["lastTransitionTime"], "t1");
     }
 }

@@ -1,4 +1,5 @@
-//! The agent's HTTP server for the API server: `/healthz` and `/containerLogs/{ns}/{pod}/{container}`.
+//! The agent's HTTP server for the API server: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, and the
+//! WebSocket `/exec/...` and `/attach/...` sessions ([`crate::exec`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -8,7 +9,10 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::RawQuery;
+use axum::routing::{any, get};
 use axum::Router;
 use serde::Deserialize;
 
@@ -19,10 +23,30 @@ pub async fn serve(listener: tokio::net::TcpListener, config: Config, shutdown: 
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route("/exec/{ns}/{pod}/{container}", any(exec))
+        .route("/attach/{ns}/{pod}/{container}", any(attach))
         .with_state(config);
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "agent server failed");
     }
+}
+
+async fn exec(
+    State(config): State<Config>,
+    Path(target): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    crate::exec::exec(config, target, q.unwrap_or_default(), ws).await
+}
+
+async fn attach(
+    State(config): State<Config>,
+    Path(target): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    crate::exec::attach(config, target, q.unwrap_or_default(), ws).await
 }
 
 #[derive(Deserialize, Default)]
@@ -35,6 +59,12 @@ struct LogParams {
     timestamps: Option<String>,
     #[serde(default)]
     previous: Option<String>,
+    #[serde(default, rename = "sinceSeconds")]
+    since_seconds: Option<i64>,
+    #[serde(default, rename = "sinceTime")]
+    since_time: Option<String>,
+    #[serde(default, rename = "limitBytes")]
+    limit_bytes: Option<usize>,
 }
 
 fn truthy(v: &Option<String>) -> bool {
@@ -69,6 +99,27 @@ fn locate(config: &Config, ns: &str, pod: &str, container: &str, previous: bool)
     Ok((file, attempt_dir(&config.pod_state_dir(&uid), container, restart)))
 }
 
+/// Reads `path` from `offset` to its last whole line: (text, new offset). A file shorter than `offset` was rotated.
+async fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Option<(String, u64)>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::open(path).await?;
+    let len = f.metadata().await?.len();
+    if len < offset {
+        return Ok(None);
+    }
+    f.seek(std::io::SeekFrom::Start(offset)).await?;
+    let mut data = Vec::with_capacity((len - offset) as usize);
+    f.read_to_end(&mut data).await?;
+    let end = data.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
+    Ok(Some((String::from_utf8_lossy(&data[..end]).into_owned(), offset + end as u64)))
+}
+
+fn rotated(file: &std::path::Path) -> PathBuf {
+    let mut p = file.as_os_str().to_owned();
+    p.push(".1");
+    PathBuf::from(p)
+}
+
 async fn container_logs(
     State(config): State<Config>,
     Path((ns, pod, container)): Path<(String, String, String)>,
@@ -78,34 +129,67 @@ async fn container_logs(
         Ok(x) => x,
         Err(msg) => return error(StatusCode::NOT_FOUND, msg),
     };
-    let content = match tokio::fs::read(&file).await {
-        Ok(c) => c,
+    let since = match (&q.since_seconds, &q.since_time) {
+        (Some(s), _) => Some(chrono::Utc::now() - chrono::Duration::seconds((*s).clamp(0, i64::MAX / 1000))),
+        (None, Some(t)) => match chrono::DateTime::parse_from_rfc3339(t) {
+            Ok(t) => Some(t.with_timezone(&chrono::Utc)),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("sinceTime {t:?} is not RFC 3339: {e}")),
+        },
+        _ => None,
+    };
+    // Only whole lines are rendered; a trailing partial write waits for the next read.
+    let (text, whole) = match read_from(&file, 0).await {
+        Ok(Some(x)) => x,
+        Ok(None) => (String::new(), 0),
         Err(e) => return error(StatusCode::NOT_FOUND, format!("reading {}: {e}", file.display())),
     };
     let timestamps = truthy(&q.timestamps);
-    // Only whole lines are rendered; a trailing partial write waits for the next read.
-    let whole = content.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
-    let text = String::from_utf8_lossy(&content[..whole]).into_owned();
+    let text = match since {
+        Some(t) => crate::logs::since(&text, t),
+        None => text,
+    };
     let text = match q.tail_lines {
         Some(n) => crate::logs::tail(&text, n).to_string(),
         None => text,
     };
+    let mut left = q.limit_bytes.unwrap_or(usize::MAX);
     let first = crate::logs::render(&text, timestamps);
-    if !truthy(&q.follow) {
+    let first = crate::logs::limit(&first, left).to_string();
+    left -= first.len();
+    if !truthy(&q.follow) || left == 0 {
         return (StatusCode::OK, [("content-type", "text/plain")], first).into_response();
     }
-    let stream = futures::stream::unfold((Some(first), whole as u64, file, state_dir), move |(pending, mut offset, file, state_dir)| async move {
+    let state = (Some(first), whole, file, state_dir, left);
+    let stream = futures::stream::unfold(state, move |(pending, mut offset, file, state_dir, mut left)| async move {
         if let Some(first) = pending {
-            return Some((Ok::<_, std::io::Error>(first), (None, offset, file, state_dir)));
+            return Some((Ok::<_, std::io::Error>(first), (None, offset, file, state_dir, left)));
+        }
+        if left == 0 {
+            return None;
         }
         loop {
             let exited = state_dir.join(EXIT).exists();
-            let data = tokio::fs::read(&file).await.ok()?;
-            let end = data.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0) as u64;
-            if end > offset {
-                let chunk = String::from_utf8_lossy(&data[offset as usize..end as usize]).into_owned();
-                offset = end;
-                return Some((Ok(crate::logs::render(&chunk, timestamps)), (None, offset, file, state_dir)));
+            let mut chunk = match read_from(&file, offset).await {
+                Ok(Some((text, end))) => {
+                    offset = end;
+                    text
+                }
+                // Rotated: the rest of the old file (now `.1`), then the new one from its start.
+                Ok(None) => {
+                    let rest = read_from(&rotated(&file), offset).await.ok().flatten().map(|(t, _)| t).unwrap_or_default();
+                    offset = 0;
+                    rest
+                }
+                Err(_) => return None,
+            };
+            if let Some(t) = since {
+                chunk = crate::logs::since(&chunk, t);
+            }
+            if !chunk.is_empty() {
+                let out = crate::logs::render(&chunk, timestamps);
+                let out = crate::logs::limit(&out, left).to_string();
+                left -= out.len();
+                return Some((Ok(out), (None, offset, file, state_dir, left)));
             }
             if exited {
                 return None;

@@ -55,6 +55,8 @@ pub struct StatusInputs<'a> {
     pub pod: &'a Pod,
     pub observed: &'a Observed,
     pub waiting: &'a Waiting,
+    /// Probe results of running containers; a running container without an entry is started and ready.
+    pub health: &'a std::collections::BTreeMap<String, crate::probes::Health>,
     pub host_ip: String,
     pub pod_ip: Option<String>,
     pub start_time: DateTime<Utc>,
@@ -65,6 +67,8 @@ pub struct StatusInputs<'a> {
 struct One {
     status: Value,
     running: bool,
+    /// Running and, with probes, ready.
+    ready: bool,
     started: bool,
     /// Terminated, not about to restart.
     done: bool,
@@ -79,8 +83,11 @@ fn container_status(uid: &str, c: &Container, i: &StatusInputs, default_reason: 
     let last = attempts.last();
     let restart_count = last.map(|a| a.restart).unwrap_or(0);
     let running = last.is_some_and(|a| a.started.is_some() && a.exited.is_none());
+    let health = i.health.get(&c.name).filter(|h| Some(h.restart) == last.map(|a| a.restart));
+    let ready = running && health.is_none_or(|h| h.ready);
+    let started = running && health.is_none_or(|h| h.started);
     let mut st = json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                        "restartCount": restart_count, "ready": running, "started": running});
+                        "restartCount": restart_count, "ready": ready, "started": started});
     let (mut done, mut failed, mut succeeded) = (true, false, false);
     match (last, i.waiting.get(&c.name)) {
         (Some(a), None) if running => {
@@ -120,7 +127,7 @@ fn container_status(uid: &str, c: &Container, i: &StatusInputs, default_reason: 
             st["lastState"] = json!({"terminated": prev});
         }
     }
-    One { status: st, running, started: last.is_some(), done, failed, succeeded }
+    One { status: st, running, ready, started: last.is_some(), done, failed, succeeded }
 }
 
 pub fn render(i: &StatusInputs) -> Value {
@@ -138,7 +145,7 @@ pub fn render(i: &StatusInputs) -> Value {
     for c in spec.and_then(|s| s.init_containers.as_ref()).into_iter().flatten() {
         let mut one = container_status(uid, c, i, "PodInitializing");
         let sidecar = c.restart_policy.as_deref() == Some("Always");
-        let ready = if sidecar { one.running } else { one.succeeded };
+        let ready = if sidecar { one.ready } else { one.succeeded };
         one.status["ready"] = json!(ready);
         if sidecar {
             sidecars_running &= one.running;
@@ -151,10 +158,10 @@ pub fn render(i: &StatusInputs) -> Value {
 
     let app_default = if initialized { "ContainerCreating" } else { "PodInitializing" };
     let mut statuses = vec![];
-    let (mut all_running, mut any_running, mut all_done, mut any_failed, mut any_started) = (true, false, true, false, false);
+    let (mut all_ready, mut any_running, mut all_done, mut any_failed, mut any_started) = (true, false, true, false, false);
     for c in spec.map(|s| s.containers.as_slice()).unwrap_or_default() {
         let one = container_status(uid, c, i, app_default);
-        all_running &= one.running;
+        all_ready &= one.ready;
         any_running |= one.running;
         all_done &= one.done;
         any_failed |= one.failed && one.done;
@@ -186,7 +193,7 @@ pub fn render(i: &StatusInputs) -> Value {
         initialized_cond["reason"] = json!("ContainersNotInitialized");
         initialized_cond["message"] = json!(format!("containers with incomplete status: [{}]", incomplete.join(" ")));
     }
-    let ready = all_running && sidecars_running && !statuses.is_empty();
+    let ready = all_ready && sidecars_running && !statuses.is_empty();
     let mut status = json!({
         "phase": phase,
         "conditions": [cond("PodScheduled", true), initialized_cond, cond("ContainersReady", ready), cond("Ready", ready)],
@@ -220,7 +227,7 @@ mod tests {
     fn render_with(p: &Pod, attempts: Vec<Attempt>, waiting: Waiting) -> Value {
         let observed = Observed { sandbox_ready: true, attempts: [("c".to_string(), attempts)].into(), ..Default::default() };
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        render(&StatusInputs { pod: p, observed: &observed, waiting: &waiting, host_ip: "10.0.0.1".into(),
+        render(&StatusInputs { pod: p, observed: &observed, waiting: &waiting, health: &Default::default(), host_ip: "10.0.0.1".into(),
                                pod_ip: Some("10.244.0.2".into()), start_time: now, now })
     }
 
@@ -270,7 +277,7 @@ mod tests {
     fn render_many(p: &Pod, attempts: Vec<(&str, Vec<Attempt>)>, waiting: Waiting) -> Value {
         let observed = Observed { sandbox_ready: true, attempts: attempts.into_iter().map(|(n, a)| (n.to_string(), a)).collect(), ..Default::default() };
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        render(&StatusInputs { pod: p, observed: &observed, waiting: &waiting, host_ip: "10.0.0.1".into(), pod_ip: None, start_time: now, now })
+        render(&StatusInputs { pod: p, observed: &observed, waiting: &waiting, health: &Default::default(), host_ip: "10.0.0.1".into(), pod_ip: None, start_time: now, now })
     }
 
     #[test]

@@ -165,9 +165,10 @@ fn monitor_runs_a_container_and_writes_cri_logs_and_exit_code() {
     .unwrap();
     let id = format!("skiff-mon-test-{pid}");
     let cgroup_root = format!("skiff-mon-test-{pid}");
+    let netns_path = netns.path();
     let inputs = SpecInputs {
         hostname: "web",
-        netns: &netns.path(),
+        netns: Some(netns_path.as_path()),
         files: &files,
         cgroups_path: format!("/{cgroup_root}/besteffort/podu1/{id}"),
         config: Default::default(),
@@ -186,6 +187,8 @@ fn monitor_runs_a_container_and_writes_cri_logs_and_exit_code() {
         bundle,
         log_file: log_file.clone(),
         state_dir: state_dir.clone(),
+        log_max_size: 10 << 20,
+        log_max_files: 5,
     };
     let monitor_out = tmp.path().join("monitor.log");
     let out = std::fs::File::create(&monitor_out).unwrap();

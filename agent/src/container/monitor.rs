@@ -35,6 +35,11 @@ pub struct MonitorArgs {
     /// The attempt's state dir: started.json, exit.json, pid, runtime.log.
     #[arg(long)]
     pub state_dir: PathBuf,
+    /// Rotate the log file at this size: `N.log` → `N.log.1` → ... → `N.log.<max_files - 1>`.
+    #[arg(long, default_value_t = 10 << 20)]
+    pub log_max_size: u64,
+    #[arg(long, default_value_t = 5)]
+    pub log_max_files: u32,
 }
 
 impl MonitorArgs {
@@ -52,6 +57,8 @@ impl MonitorArgs {
             v.push(k.into());
             v.push(p.into());
         }
+        v.extend(["--log-max-size".into(), self.log_max_size.to_string().into()]);
+        v.extend(["--log-max-files".into(), self.log_max_files.to_string().into()]);
         v
     }
 }
@@ -134,7 +141,7 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.log_file.parent() {
         std::fs::create_dir_all(dir).context("creating the log dir")?;
     }
-    let mut log = OpenOptions::new().create(true).append(true).open(&args.log_file).context("opening the log file")?;
+    let mut log = LogFile::open(&args.log_file, args.log_max_size, args.log_max_files).context("opening the log file")?;
 
     let (out_r, out_w) = nix::unistd::pipe().context("pipe")?;
     let (err_r, err_w) = nix::unistd::pipe().context("pipe")?;
@@ -169,7 +176,7 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
     let status = relay(pid, [File::from(out_r), File::from(err_r)], &mut log);
     let (exit_code, reason) = match status {
         WaitStatus::Exited(_, 0) => (0, "Completed"),
-        WaitStatus::Exited(_, c) => (c, "Error"),
+        WaitStatus::Exited(_, c) => (c, if oom_killed(&args) { "OOMKilled" } else { "Error" }),
         WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, if oom_killed(&args) { "OOMKilled" } else { "Error" }),
         _ => (255, "Error"),
     };
@@ -178,15 +185,91 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The kernel's memory.oom_control counter for the container is not reachable from here reliably; a SIGKILL with
-/// a memory limit set is reported as OOMKilled only when the runtime state says so (not yet).
-fn oom_killed(_args: &MonitorArgs) -> bool {
-    false
+/// Whether the kernel's OOM killer killed a process of the container: the `oom_kill` counter of its memory cgroup
+/// (cgroup v1 `memory.oom_control`, v2 `memory.events`), read before the cgroup is removed.
+fn oom_killed(args: &MonitorArgs) -> bool {
+    let Some(path) = std::fs::read(args.bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(|p| p.trim_start_matches('/').to_string()))
+    else {
+        return false;
+    };
+    let candidates = [
+        Path::new("/sys/fs/cgroup/memory").join(&path).join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup").join(&path).join("memory.events"),
+    ];
+    candidates.iter().any(|f| oom_kill_count(&std::fs::read_to_string(f).unwrap_or_default()) > 0)
+}
+
+/// The `oom_kill N` line of memory.oom_control / memory.events.
+pub fn oom_kill_count(text: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The container's CRI log file, rotated by size: whole CRI lines only, so every file parses on its own.
+pub struct LogFile {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_size: u64,
+    max_files: u32,
+}
+
+impl LogFile {
+    pub fn open(path: &Path, max_size: u64, max_files: u32) -> std::io::Result<LogFile> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(LogFile { path: path.to_path_buf(), file, size, max_size, max_files: max_files.max(2) })
+    }
+
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(format!(".{n}"));
+        PathBuf::from(p)
+    }
+
+    /// Shifts `.1` → `.2` ... (dropping the oldest) and starts a new current file.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let _ = std::fs::remove_file(self.rotated(self.max_files - 1));
+        for n in (1..self.max_files - 1).rev() {
+            let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
+        }
+        std::fs::rename(&self.path, self.rotated(1))?;
+        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+
+    /// Writes whole CRI lines, rotating between lines when the next would not fit (a file holds at least one line).
+    pub fn write_all(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let room = self.max_size.saturating_sub(self.size) as usize;
+            // The longest run of whole lines that fits; at least one line when the file is empty.
+            let fit = match data.get(..room.min(data.len())).and_then(|d| d.iter().rposition(|&b| b == b'\n')) {
+                Some(i) => i + 1,
+                None if room >= data.len() => data.len(),
+                None if self.size == 0 => data.iter().position(|&b| b == b'\n').map(|i| i + 1).unwrap_or(data.len()),
+                None => 0,
+            };
+            if fit == 0 {
+                if let Err(e) = self.rotate() {
+                    tracing::warn!(path = %self.path.display(), error = %e, "log rotation failed; writing on");
+                    self.size = 0;
+                }
+                continue;
+            }
+            self.file.write_all(&data[..fit])?;
+            self.size += fit as u64;
+            data = &data[fit..];
+        }
+        Ok(())
+    }
 }
 
 /// Copies both pipes into the log until the container init exited and the pipes are drained (or stay silent for a
 /// second after the exit: a daemonized grandchild may hold them open). Reaps every child that exits meanwhile.
-fn relay(pid: i32, mut pipes: [File; 2], log: &mut File) -> WaitStatus {
+fn relay(pid: i32, mut pipes: [File; 2], log: &mut LogFile) -> WaitStatus {
     let mut splitters = [LineSplitter::new("stdout"), LineSplitter::new("stderr")];
     let mut open = [true, true];
     let mut exit: Option<(WaitStatus, Instant)> = None;
@@ -264,6 +347,43 @@ mod tests {
             error_summary(log, "f"),
             "T ERROR lc: intermediate process error EPERM (cause: T ERROR lc: failed to set rlimit err=Nix(EPERM))"
         );
+    }
+
+    #[test]
+    fn oom_counters_of_both_cgroup_versions() {
+        assert_eq!(oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), 2);
+        assert_eq!(oom_kill_count("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n"), 1);
+        assert_eq!(oom_kill_count("oom_kill_disable 0\nunder_oom 0\n"), 0);
+    }
+
+    #[test]
+    fn log_file_rotates_by_size_and_keeps_max_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let mut log = LogFile::open(&path, 100, 3).unwrap();
+        for i in 0..10 {
+            log.write_all(format!("{i:02} {}\n", "x".repeat(40)).as_bytes()).unwrap();
+        }
+        let sizes_ok = |p: &Path| std::fs::metadata(p).map(|m| m.len() <= 100).unwrap_or(true);
+        assert!(sizes_ok(&path) && sizes_ok(&dir.path().join("0.log.1")));
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        assert!(read(&path).starts_with("08 ") && read(&path).contains("\n09 "));
+        assert!(read(&dir.path().join("0.log.1")).starts_with("06 "));
+        assert!(read(&dir.path().join("0.log.2")).starts_with("04 "));
+        assert!(!dir.path().join("0.log.3").exists());
+        // Reopening continues the current file's size.
+        let mut again = LogFile::open(&path, 100, 3).unwrap();
+        again.write_all(b"10\n").unwrap();
+        assert!(read(&path).ends_with("10\n") && read(&path).starts_with("08 "));
+        // One big write of many lines is split between files at line boundaries.
+        let big: String = (0..20).map(|i| format!("{i:03} {}\n", "y".repeat(20))).collect();
+        let mut log = LogFile::open(&dir.path().join("1.log"), 100, 3).unwrap();
+        log.write_all(big.as_bytes()).unwrap();
+        let cur = read(&dir.path().join("1.log"));
+        assert!(cur.len() <= 100 && cur.ends_with(&format!("019 {}\n", "y".repeat(20))), "{cur}");
+        // A line longer than the limit still gets written whole.
+        log.write_all(format!("{}\n", "z".repeat(300)).as_bytes()).unwrap();
+        assert_eq!(read(&dir.path().join("1.log")).len(), 301);
     }
 
     #[test]

@@ -34,6 +34,30 @@ impl Runtime {
         }
     }
 
+    /// Runs a command whose failure is a message, not an error (exec probes and hooks): success on exit 0, else the
+    /// command's output (or the runtime's error). The runtime is killed if the caller gives up (timeout).
+    pub async fn run_output(&self, args: &[&str]) -> Result<(), String> {
+        let out = tokio::process::Command::new(&self.bin)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("running {}: {e}", self.bin.display()))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = text.trim();
+        match out.status.code() {
+            Some(code) if text.is_empty() => Err(format!("command exited with code {code}")),
+            _ if text.is_empty() => Err("command was killed".into()),
+            _ => Err(text.to_string()),
+        }
+    }
+
     /// Sends `signal` to every process of the container; a container that is gone is not an error.
     pub async fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {
         if !self.exists(id) {

@@ -89,7 +89,9 @@ fn resources(c: &Container) -> Value {
 /// Everything config.json needs besides the container spec.
 pub struct SpecInputs<'a> {
     pub hostname: &'a str,
-    pub netns: &'a Path,
+    /// The pod's network namespace; `None` for `hostNetwork` pods, which share the node's network and UTS
+    /// namespaces (and so keep the node's hostname).
+    pub netns: Option<&'a Path>,
     pub files: &'a PodFiles,
     pub cgroups_path: String,
     /// What the agent resolved for this container (env, mounts, security).
@@ -132,6 +134,15 @@ fn mounts(inputs: &SpecInputs) -> Vec<Value> {
     out
 }
 
+fn namespaces(netns: Option<&Path>) -> Value {
+    let mut ns = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "mount"})];
+    if let Some(path) = netns {
+        ns.push(json!({"type": "uts"}));
+        ns.push(json!({"type": "network", "path": path}));
+    }
+    Value::Array(ns)
+}
+
 /// The whole config.json of a container.
 pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
     let cwd = c.working_dir.clone().filter(|w| !w.is_empty()).or_else(|| image.working_dir.clone()).filter(|w| !w.is_empty());
@@ -154,8 +165,7 @@ pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
         user["additionalGids"] = json!(sec.additional_gids);
     }
     let mut linux = json!({
-        "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                       {"type": "network", "path": inputs.netns}],
+        "namespaces": namespaces(inputs.netns),
         "cgroupsPath": inputs.cgroups_path,
         "resources": resources,
         "maskedPaths": masked,
@@ -164,7 +174,7 @@ pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
     if !sec.sysctls.is_empty() {
         linux["sysctl"] = json!(sec.sysctls);
     }
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -179,10 +189,13 @@ pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
             "noNewPrivileges": sec.no_new_privileges,
         },
         "root": {"path": "rootfs", "readonly": sec.readonly_rootfs},
-        "hostname": inputs.hostname,
         "mounts": mounts(inputs),
         "linux": linux,
-    })
+    });
+    if inputs.netns.is_some() {
+        spec["hostname"] = json!(inputs.hostname);
+    }
+    spec
 }
 
 #[cfg(test)]
@@ -229,7 +242,7 @@ mod tests {
         let files = PodFiles { hosts: "/p/etc-hosts".into(), resolv_conf: "/p/resolv.conf".into(), hostname: "/p/hostname".into() };
         let inputs = SpecInputs {
             hostname: "web",
-            netns: Path::new("/run/netns/skiff-x"),
+            netns: Some(Path::new("/run/netns/skiff-x")),
             files: &files,
             cgroups_path: "/skiff/besteffort/podu1/c1".into(),
             config: ContainerConfig::default(),
@@ -243,6 +256,17 @@ mod tests {
     fn spec_sets_no_rlimits_so_the_container_inherits_the_runtimes() {
         let spec = render_sample();
         assert!(spec["process"].get("rlimits").is_none(), "{}", spec["process"]);
+    }
+
+    #[test]
+    fn host_network_pods_share_the_nodes_network_and_uts_namespaces() {
+        let files = PodFiles { hosts: "/p/etc-hosts".into(), resolv_conf: "/p/resolv.conf".into(), hostname: "/p/hostname".into() };
+        let inputs = SpecInputs { hostname: "node-1", netns: None, files: &files, cgroups_path: "/x".into(), config: ContainerConfig::default() };
+        let spec = render(&container(json!({"name": "c", "command": ["true"]})), &image(), &inputs);
+        let ns = spec["linux"]["namespaces"].as_array().unwrap();
+        assert!(!ns.iter().any(|n| n["type"] == "network" || n["type"] == "uts"), "{ns:?}");
+        assert!(spec.get("hostname").is_none());
+        assert_eq!(render_sample()["hostname"], "web");
     }
 
     #[test]
@@ -270,7 +294,7 @@ mod tests {
             sysctls: [("net.core.somaxconn".to_string(), "1024".to_string())].into(),
         };
         let config = ContainerConfig { security, ..Default::default() };
-        let inputs = SpecInputs { hostname: "web", netns: Path::new("/n"), files: &files, cgroups_path: String::new(), config };
+        let inputs = SpecInputs { hostname: "web", netns: Some(Path::new("/n")), files: &files, cgroups_path: String::new(), config };
         let spec = render(&container(json!({"name": "c"})), &image(), &inputs);
         assert_eq!(spec["process"]["user"], json!({"uid": 1000, "gid": 2000, "additionalGids": [3000]}));
         assert_eq!(spec["process"]["capabilities"]["bounding"], json!(["CAP_NET_ADMIN"]));
@@ -280,7 +304,7 @@ mod tests {
         assert!(!spec["linux"]["maskedPaths"].as_array().unwrap().is_empty());
 
         let config = ContainerConfig { security: Security { privileged: true, ..Default::default() }, ..Default::default() };
-        let inputs = SpecInputs { hostname: "web", netns: Path::new("/n"), files: &files, cgroups_path: String::new(), config };
+        let inputs = SpecInputs { hostname: "web", netns: Some(Path::new("/n")), files: &files, cgroups_path: String::new(), config };
         let spec = render(&container(json!({"name": "c"})), &image(), &inputs);
         assert_eq!(spec["linux"]["maskedPaths"], json!([]));
         assert_eq!(spec["linux"]["resources"]["devices"], json!([{"allow": true, "access": "rwm"}]));
@@ -298,7 +322,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let inputs = SpecInputs { hostname: "web", netns: Path::new("/n"), files: &files, cgroups_path: String::new(), config };
+        let inputs = SpecInputs { hostname: "web", netns: Some(Path::new("/n")), files: &files, cgroups_path: String::new(), config };
         let spec = render(&container(json!({"name": "c"})), &image(), &inputs);
         let mounts = spec["mounts"].as_array().unwrap();
         assert!(mounts.contains(&json!({"destination": "/data", "type": "bind", "source": "/v/data", "options": ["rbind", "rprivate", "rw"]})));

@@ -32,6 +32,7 @@ pub struct PodEnv {
     pub allocatable: downward::NodeAllocatable,
     /// tmpfs mounts of volumes.
     pub mounter: Arc<dyn crate::volumes::mounter::Mounter>,
+    pub events: crate::events::Recorder,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +51,11 @@ impl PodEnv {
         let images = skiff_images::Store::open(&config.images_dir(), Default::default())?;
         let netlink = crate::sandbox::network::connect()?;
         let bridge_index = crate::sandbox::network::ensure_bridge(&netlink, &config.bridge, cidr).await?;
-        let allocatable = downward::NodeAllocatable::from_json(&crate::node::capacity(&config));
+        let allocatable = downward::NodeAllocatable::from_json(&crate::node::host_facts(&config, 0).allocatable);
         Ok(Arc::new(PodEnv {
             allocatable,
             mounter: Arc::new(crate::volumes::mounter::SysMounter),
+            events: crate::events::Recorder::start(client.clone(), config.node_name.clone()),
             ipam: Ipam::new(&config.ipam_dir(), cidr),
             runtime: Runtime { bin: config.runtime_bin.clone(), root: config.runtime_root() },
             client,

@@ -20,6 +20,8 @@ use super::{env, objects, PodEnv};
 use crate::container::monitor::MonitorArgs;
 use crate::container::state::{self, attempt_dir};
 use crate::container::{container_id, security, spec};
+use crate::events::{Kind, PodEvent};
+use crate::probes::{self, HealthMap};
 use crate::sandbox::{files, ipam, netns, network};
 use crate::status::{self, Waiting};
 use crate::volumes;
@@ -86,6 +88,22 @@ struct Worker {
     volumes_key: Option<(tokio::time::Instant, String)>,
     /// Containers whose config could not be made, for which objects fetch and pod resourceVersion.
     config_failed: BTreeMap<String, (tokio::time::Instant, String)>,
+    /// Probe tasks by container: (attempt, task).
+    probes: BTreeMap<String, (u32, tokio::task::JoinHandle<()>)>,
+    health: HealthMap,
+    /// Probe results wake the worker to rewrite the status at once.
+    wake: Arc<tokio::sync::Notify>,
+    /// The back-off deadline last reported as an event, per container (one BackOff event per back-off).
+    backoff_reported: BTreeMap<String, DateTime<Utc>>,
+    host_network: bool,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        for (_, (_, task)) in std::mem::take(&mut self.probes) {
+            task.abort();
+        }
+    }
 }
 
 /// How often a pod's ConfigMaps and Secrets are fetched again (for env of new containers and volume updates).
@@ -122,7 +140,13 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
             volumes: None,
             volumes_key: None,
             config_failed: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            health: Default::default(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            backoff_reported: BTreeMap::new(),
+            host_network: false,
         };
+        let wake = w.wake.clone();
         let mut state = Lifecycle::Syncing;
         loop {
             let pod = rx.borrow_and_update().clone();
@@ -159,6 +183,7 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
             }
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
@@ -191,11 +216,16 @@ impl Worker {
 
     async fn sync(&mut self, pod: &Pod) -> Result<(), WorkerError> {
         let spec = pod.spec.clone().unwrap_or_default();
+        self.host_network = spec.host_network == Some(true);
         if !self.sandbox_ready {
             // Re-adopt a sandbox that survived an agent restart.
-            self.sandbox_ready = netns::is_mounted(&self.netns_path())
-                && network::link_index(&self.env.netlink, &network::host_veth_name(&self.uid)).await?.is_some();
-            if self.sandbox_ready {
+            self.sandbox_ready = if self.host_network {
+                self.env.config.pod_dir(&self.uid).join("etc-hosts").exists()
+            } else {
+                netns::is_mounted(&self.netns_path())
+                    && network::link_index(&self.env.netlink, &network::host_veth_name(&self.uid)).await?.is_some()
+            };
+            if self.sandbox_ready && !self.host_network {
                 self.pod_ip = Some(self.env.ipam.allocate(&self.uid)?);
             }
         }
@@ -237,12 +267,16 @@ impl Worker {
                         Ok(()) => {
                             self.waiting.remove(&name);
                             self.start_failures.remove(&name);
+                            self.backoff_reported.remove(&name);
+                            self.post_start(pod, c, restart).await;
                             self.config_failed.remove(&name);
                         }
                         Err(WorkerError::Config(message)) => {
                             let reason = "CreateContainerConfigError".to_string();
                             if self.waiting.get(&name) != Some(&(reason.clone(), message.clone())) {
                                 tracing::warn!(container = %name, error = %message, "container config error");
+                                let text = format!("Error: {message}");
+                                self.env.events.record(PodEvent::new(pod, Some(&name), Kind::Warning, "Failed", text));
                             }
                             self.waiting.insert(name.clone(), (reason, message));
                             if let Some(key) = self.volumes_key.clone() {
@@ -256,6 +290,18 @@ impl Worker {
                                 _ => "CreateContainerError",
                             };
                             tracing::warn!(container = %name, error = %e, reason, "starting a container failed");
+                            let ev = |r, m: String| PodEvent::new(pod, Some(&name), Kind::Warning, r, m);
+                            match &e {
+                                WorkerError::Image { image, source } => {
+                                    self.env.events.record(ev("Failed", format!("Failed to pull image {image:?}: {source}")))
+                                }
+                                WorkerError::ImageNeverPull { image } => self.env.events.record(ev(
+                                    "ErrImageNeverPull",
+                                    format!("Container image {image:?} is not present with pull policy of Never"),
+                                )),
+                                _ => {}
+                            }
+                            self.env.events.record(ev("Failed", format!("Error: {}", if reason == "CreateContainerError" { e.to_string() } else { reason.to_string() })));
                             self.waiting.insert(name.clone(), (reason.to_string(), e.to_string()));
                             let n = self.start_failures.get(&name).map(|(_, n)| n + 1).unwrap_or(1);
                             self.start_failures.insert(name, (now, n));
@@ -267,10 +313,21 @@ impl Worker {
                     let reason = if image_failing { "ImagePullBackOff" } else { "CrashLoopBackOff" };
                     let secs = (until - now).num_seconds().max(0);
                     let message = format!("back-off {secs}s restarting failed container={name} pod={}", pod.name_any());
+                    if self.backoff_reported.get(&name) != Some(&until) {
+                        self.backoff_reported.insert(name.clone(), until);
+                        let text = if image_failing {
+                            let image = spec.containers.iter().find(|c| c.name == name).and_then(|c| c.image.clone()).unwrap_or_default();
+                            format!("Back-off pulling image {image:?}")
+                        } else {
+                            format!("Back-off restarting failed container {name} in pod {}_{}({})", pod.name_any(), pod.namespace().unwrap_or_default(), self.uid)
+                        };
+                        self.env.events.record(PodEvent::new(pod, Some(&name), Kind::Warning, "BackOff", text));
+                    }
                     self.waiting.insert(name, (reason.to_string(), message));
                 }
             }
         }
+        self.reconcile_probes(pod, &spec);
         if let Err(e) = self.write_status(pod).await {
             result = Err(e);
         }
@@ -308,8 +365,11 @@ impl Worker {
                 tracing::warn!(error = %e, "updating the pod's volumes failed; keeping the previous contents");
                 Ok(previous.clone())
             }
-            (Err(e), _) => {
-                tracing::warn!(error = %e, "setting up the pod's volumes failed");
+            (Err(e), previous) => {
+                if previous.as_ref().and_then(|p| p.as_ref().err()) != Some(&e) {
+                    tracing::warn!(error = %e, "setting up the pod's volumes failed");
+                    self.env.events.record(PodEvent::new(pod, None, Kind::Warning, "FailedMount", e.clone()));
+                }
                 Err(e)
             }
             (ok, _) => ok,
@@ -327,7 +387,92 @@ impl Worker {
         }
     }
 
+    /// The pod's IP as probes and status see it: the node's for hostNetwork pods.
+    fn ip_string(&self) -> String {
+        if self.host_network {
+            self.env.config.node_ip.to_string()
+        } else {
+            self.pod_ip.map(|i| i.to_string()).unwrap_or_default()
+        }
+    }
+
+    fn grace(pod: &Pod) -> Duration {
+        let s = pod.metadata.deletion_grace_period_seconds.or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)).unwrap_or(30);
+        Duration::from_secs(s.clamp(0, 3600) as u64)
+    }
+
+    /// One probe task per running container attempt that has probes; tasks of attempts that ended go.
+    fn reconcile_probes(&mut self, pod: &Pod, spec: &k8s_openapi::api::core::v1::PodSpec) {
+        let attempts = state::scan(&self.pod_state_dir());
+        let running: BTreeMap<String, u32> = attempts
+            .iter()
+            .filter_map(|(name, list)| list.last().filter(|a| a.started.is_some() && a.exited.is_none()).map(|a| (name.clone(), a.restart)))
+            .collect();
+        self.probes.retain(|name, (restart, task)| {
+            let keep = running.get(name) == Some(restart) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        health.retain(|name, h| running.get(name) == Some(&h.restart));
+        for c in &spec.containers {
+            let Some(&restart) = running.get(&c.name) else { continue };
+            if !health.contains_key(&c.name) {
+                health.insert(c.name.clone(), probes::initial_health(c, restart));
+            }
+            if !probes::has_probes(c) || self.probes.contains_key(&c.name) {
+                continue;
+            }
+            let target = probes::ProbeTarget {
+                runtime: self.env.runtime.clone(),
+                events: self.env.events.clone(),
+                pod: pod.clone(),
+                container: c.clone(),
+                restart,
+                container_id: container_id(&self.uid, &c.name, restart),
+                pod_ip: self.ip_string(),
+                state_dir: attempt_dir(&self.pod_state_dir(), &c.name, restart),
+                grace: c.liveness_probe.as_ref().and_then(|p| p.termination_grace_period_seconds).map(|s| Duration::from_secs(s.clamp(1, 3600) as u64)).unwrap_or_else(|| Self::grace(pod)),
+            };
+            let task = tokio::spawn(probes::probe_loop(target, self.health.clone(), self.wake.clone()));
+            self.probes.insert(c.name.clone(), (restart, task));
+        }
+    }
+
+    /// The postStart hook, as the kubelet runs it: right after the start, before the container counts as running for
+    /// anything else; when it fails the container is killed (and restarted per policy).
+    async fn post_start(&mut self, pod: &Pod, c: &Container, restart: u32) {
+        let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else { return };
+        let id = container_id(&self.uid, &c.name, restart);
+        let ip = self.ip_string();
+        let result = match probes::hook_handler(h, c, &ip) {
+            Ok(handler) => probes::run(&handler, &self.env.runtime, &id, Self::grace(pod).max(Duration::from_secs(30))).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            let ev = |r, m: String| PodEvent::new(pod, Some(&c.name), Kind::Warning, r, m);
+            self.env.events.record(ev("FailedPostStartHook", format!("PostStartHook failed: {e}")));
+            self.env.events.record(PodEvent::new(pod, Some(&c.name), Kind::Normal, "Killing", format!("FailedPostStartHook: stopping container {}", c.name)));
+            let dir = attempt_dir(&self.pod_state_dir(), &c.name, restart);
+            let c = Container { lifecycle: None, ..c.clone() };
+            let ctx = probes::Ctx { runtime: &self.env.runtime, events: &self.env.events, pod, container: &c, id: &id, pod_ip: &ip };
+            probes::stop_container(&ctx, &dir, Self::grace(pod)).await;
+        }
+    }
+
     async fn create_sandbox(&mut self, pod: &Pod) -> Result<(), WorkerError> {
+        if self.host_network {
+            // The node's network: no namespace, veth or IP of its own; the node's name and address in /etc/hosts.
+            let ip = match self.env.config.node_ip {
+                std::net::IpAddr::V4(ip) => ip,
+                std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+            };
+            files::write(&self.env.config.pod_dir(&self.uid), &self.env.config.node_name, ip)?;
+            tracing::info!("sandbox ready (host network)");
+            return Ok(());
+        }
         let path = self.netns_path();
         let p = path.clone();
         tokio::task::spawn_blocking(move || netns::create(&p)).await.map_err(|_| netns::NetnsError::Thread)??;
@@ -340,18 +485,25 @@ impl Worker {
         Ok(())
     }
 
-    async fn ensure_image(&self, c: &Container) -> Result<String, WorkerError> {
+    async fn ensure_image(&self, pod: &Pod, c: &Container) -> Result<String, WorkerError> {
         let image = c.image.clone().unwrap_or_default();
         let err = |source| WorkerError::Image { image: image.clone(), source };
         let policy = c.image_pull_policy.clone().unwrap_or_else(|| default_pull_policy(&image).to_string());
         let present = self.env.images.get(&image).is_ok();
         match policy.as_str() {
             "Never" if !present => Err(WorkerError::ImageNeverPull { image: image.clone() }),
-            "Never" => Ok(image.clone()),
-            "IfNotPresent" if present => Ok(image.clone()),
+            "Never" | "IfNotPresent" if present => {
+                let msg = format!("Container image {image:?} already present on machine");
+                self.env.events.record(PodEvent::new(pod, Some(&c.name), Kind::Normal, "Pulled", msg));
+                Ok(image.clone())
+            }
             _ => {
                 let reference: skiff_images::Reference = image.parse().map_err(|e: skiff_images::reference::ReferenceError| err(e.into()))?;
+                self.env.events.record(PodEvent::new(pod, Some(&c.name), Kind::Normal, "Pulling", format!("Pulling image {image:?}")));
+                let t = std::time::Instant::now();
                 self.env.images.pull(&reference).await.map_err(err)?;
+                let msg = format!("Successfully pulled image {image:?} in {:.3}s", t.elapsed().as_secs_f64());
+                self.env.events.record(PodEvent::new(pod, Some(&c.name), Kind::Normal, "Pulled", msg));
                 Ok(image.clone())
             }
         }
@@ -372,9 +524,14 @@ impl Worker {
         let mounts = volumes::mounts::resolve_sub_paths(mounts).map_err(|e| config_err(&e))?;
         if !resolved.skipped.is_empty() {
             tracing::warn!(container = %c.name, keys = ?resolved.skipped, "envFrom keys skipped: not valid env var names");
+            let text = format!(
+                "Keys [{}] from the EnvFrom were skipped since they are considered invalid environment variable names.",
+                resolved.skipped.join(", ")
+            );
+            self.env.events.record(PodEvent::new(pod, Some(&c.name), Kind::Warning, "InvalidEnvironmentVariableNames", text));
         }
         let c = &env::expand_command_and_args(c, &resolved);
-        let image = self.ensure_image(c).await?;
+        let image = self.ensure_image(pod, c).await?;
         // The previous attempt's container and rootfs go; its log file stays for `--previous`.
         for a in observed.attempts.get(&c.name).into_iter().flatten() {
             self.env.runtime.delete(&container_id(&self.uid, &c.name, a.restart)).await?;
@@ -428,7 +585,7 @@ impl Worker {
         let name = pod.name_any();
         let inputs = spec::SpecInputs {
             hostname: &name,
-            netns: &netns,
+            netns: (!self.host_network).then_some(netns.as_path()),
             files: &pod_files,
             cgroups_path: format!("/{}/{qos}/pod{}/{id}", self.env.config.cgroup_root, self.uid),
             config: spec::ContainerConfig { env: resolved.vars.clone(), mounts, security },
@@ -447,6 +604,8 @@ impl Worker {
             bundle: bundle.clone(),
             log_file,
             state_dir: state_dir.clone(),
+            log_max_size: self.env.config.log_max_size,
+            log_max_files: self.env.config.log_max_files,
         };
         let exe = std::env::current_exe().map_err(io("locating", Path::new("/proc/self/exe")))?;
         let out_path = state_dir.join("monitor.log");
@@ -470,6 +629,9 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::info!(container = %c.name, restart, container_id = %id, "container started");
+        let ev = |r, m: String| PodEvent::new(pod, Some(&c.name), Kind::Normal, r, m);
+        self.env.events.record(ev("Created", format!("Created container {}", c.name)));
+        self.env.events.record(ev("Started", format!("Started container {}", c.name)));
         Ok(())
     }
 
@@ -486,8 +648,9 @@ impl Worker {
             pod,
             observed: &Observed { sandbox_ready: self.sandbox_ready, attempts: state::scan(&self.pod_state_dir()), start_failures: Default::default() },
             waiting: &self.waiting,
+            health: &self.health.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             host_ip: self.env.config.node_ip.to_string(),
-            pod_ip: self.pod_ip.map(|i| i.to_string()),
+            pod_ip: Some(self.ip_string()).filter(|s| !s.is_empty()),
             start_time: pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0).unwrap_or(self.start_time),
             now: Utc::now(),
         };
@@ -517,6 +680,29 @@ impl Worker {
             .filter(|(_, a)| a.exited.is_none())
             .map(|(name, a)| (container_id(&self.uid, name, a.restart), a.dir.clone()))
             .collect();
+        for (_, (_, task)) in std::mem::take(&mut self.probes) {
+            task.abort();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
+        // preStop hooks of the running containers, together, within the grace period; then SIGTERM.
+        if let Some(pod) = pod {
+            let ip = self.ip_string();
+            let containers = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
+            let mut hooks = vec![];
+            for c in &containers {
+                let Some(list) = attempts.get(&c.name) else { continue };
+                let Some(a) = list.last().filter(|a| a.started.is_some() && a.exited.is_none()) else { continue };
+                self.env.events.record(PodEvent::new(pod, Some(&c.name), Kind::Normal, "Killing", format!("Stopping container {}", c.name)));
+                let id = container_id(&self.uid, &c.name, a.restart);
+                let (rt, ev, ip) = (self.env.runtime.clone(), self.env.events.clone(), ip.clone());
+                let (pod, c) = (pod.clone(), c.clone());
+                hooks.push(async move {
+                    let ctx = probes::Ctx { runtime: &rt, events: &ev, pod: &pod, container: &c, id: &id, pod_ip: &ip };
+                    probes::run_pre_stop(&ctx, Duration::from_secs(grace)).await
+                });
+            }
+            let _ = tokio::time::timeout_at(deadline, futures::future::join_all(hooks)).await;
+        }
         let mut errors: Vec<WorkerError> = vec![];
         for (id, _) in &running {
             if let Err(e) = self.env.runtime.kill(id, "TERM").await {
@@ -524,7 +710,6 @@ impl Worker {
             }
         }
         let all_exited = |running: &[(String, PathBuf)]| running.iter().all(|(_, d)| d.join(state::EXIT).exists() || !d.join(state::STARTED).exists() && !d.join("pid").exists());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
         while !all_exited(&running) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

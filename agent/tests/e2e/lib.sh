@@ -1,0 +1,87 @@
+# Shared by the agent's e2e run (run.sh) and benchmarks (agent/bench): one cluster — control plane and node agent —
+# as root in a lab network namespace (no route out), and a busybox image built here and imported into the agent's
+# image store. Source it with BIN (the binaries' directory) set; it sets WORK, LAB, CGROOT, PORT, CP_PID, AGENT_PID,
+# KUBECONFIG, and a trap that removes everything at exit. E2E_NAME names the run in messages.
+# Helpers: k (kubectl in the lab), lab, pass, fail, eventually, start_agent, stop_agent.
+skip() { echo "skipping ${E2E_NAME:-agent e2e}: $1"; echo "${E2E_NAME:-agent e2e}: 0 passed, 0 failed"; exit 0; }
+[ "$(id -u)" = 0 ] || skip "not running as root"
+for tool in ip nsenter umoci busybox kubectl curl; do command -v "$tool" >/dev/null || skip "$tool is missing"; done
+[ -e /proc/self/ns/net ] || skip "no network namespaces"
+
+WORK=$(mktemp -d /tmp/skiff-agent-e2e.XXXXXX)
+LAB=skiff-e2e-$$
+CGROOT=skiff-e2e-$$
+PORT=$((21000 + RANDOM % 20000))
+CP_PID=""; AGENT_PID=""
+PASSED=0; FAILED=0
+export HOME=$WORK/home KUBECACHEDIR=$WORK/home/cache KUBECONFIG=$WORK/cp/kubeconfig
+mkdir -p "$HOME"
+
+cleanup() {
+  for pid in $AGENT_PID $CP_PID; do kill "$pid" 2>/dev/null; done
+  for pid in $AGENT_PID $CP_PID; do wait "$pid" 2>/dev/null; done
+  # After a failed run, container monitors (their own sessions, by design) may still run: they are ours when their
+  # command line names this run's private temp dir. Stopped by PID.
+  for pid in $(ps -eo pid=,args= | grep -F "$WORK/" | grep -v grep | awk '{print $1}'); do
+    [ "$pid" != "$$" ] && kill -9 "$pid" 2>/dev/null
+  done
+  # Whatever a failed run left: mounts under WORK, cgroups under CGROOT, the lab namespace.
+  grep -F " $WORK/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/ /sys/fs/cgroup/; do
+    [ -d "$h$CGROOT" ] && find "$h$CGROOT" -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
+  ip netns del "$LAB" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+pass() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/    /'; }
+lab() { nsenter --net="/run/netns/$LAB" "$@"; }
+k() { lab kubectl --request-timeout=20s "$@"; }
+eventually() {
+  local name=$1 pattern=$2 tries=$3; shift 4
+  local out
+  for _ in $(seq 1 "$tries"); do
+    out=$("$@" 2>&1)
+    grep -qE -- "$pattern" <<<"$out" && { pass "$name"; return 0; }
+    sleep 0.5
+  done
+  fail "$name (never matched /$pattern/)" "$out"; return 1
+}
+
+# Small log files, so that rotation is tested; a static pod directory.
+AGENT_ARGS=(--container-log-max-size 65536 --container-log-max-files 3 --pod-manifest-path "$WORK/manifests")
+# The node agent, started with nsenter (not the lab function: that would fork a subshell and $! would not be the
+# agent's PID). Extra arguments go to the agent.
+start_agent() {
+  nsenter --net="/run/netns/$LAB" "$BIN/skiff-agent" --node-name lab-node --node-ip 127.0.0.1 --port 0 \
+    --kubeconfig "$WORK/cp/kubeconfig" --root-dir "$WORK/node" --run-dir "$WORK/run" --log-dir "$WORK/logs" \
+    --runtime "$BIN/skiff-runtime" --cgroup-root "$CGROOT" "${AGENT_ARGS[@]}" "$@" >>"$WORK/agent.log" 2>&1 &
+  AGENT_PID=$!
+}
+# Stops the agent (SIGTERM: its containers keep running, as with the kubelet).
+stop_agent() {
+  [ -n "$AGENT_PID" ] || return 0
+  kill "$AGENT_PID" 2>/dev/null; wait "$AGENT_PID" 2>/dev/null; AGENT_PID=""
+}
+
+# A busybox image, built here.
+(
+  cd "$WORK" && umoci init --layout oci >/dev/null && umoci new --image oci:busybox >/dev/null &&
+  umoci unpack --image oci:busybox bundle >/dev/null 2>&1 && mkdir -p bundle/rootfs/bin &&
+  cp "$(command -v busybox)" bundle/rootfs/bin/busybox &&
+  for a in sh echo sleep cat ls ip hostname id env wc head nc httpd wget test grep touch rm mkdir stty tty kill dd seq sort mount stat; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
+  umoci repack --image oci:busybox bundle >/dev/null && tar -C oci -cf busybox.tar .
+) || { fail "build the test image"; exit 1; }
+"$BIN/skiff-images" --root "$WORK/node/images" import --name localhost/busybox:1 "$WORK/busybox.tar" >/dev/null ||
+  { fail "import the test image"; exit 1; }
+
+ip netns add "$LAB" && ip -n "$LAB" link set lo up || { fail "create the lab namespace"; exit 1; }
+# nsenter (not the lab function: that would fork a subshell and $! would not be the server's PID) execs the binary.
+nsenter --net="/run/netns/$LAB" "$BIN/skiff-controlplane" --data-dir "$WORK/cp" --listen "127.0.0.1:$PORT" >"$WORK/cp.log" 2>&1 &
+CP_PID=$!
+for _ in $(seq 1 100); do [ -s "$WORK/cp/kubeconfig" ] && lab curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+start_agent
+eventually "node registers and is Ready" '^lab-node +Ready ' 60 -- k get nodes --no-headers
+eventually "node has a lease" 'lab-node' 20 -- k -n kube-node-lease get leases --no-headers
