@@ -61,6 +61,7 @@ Y
 k apply -f "$WORK/missing-pod.yaml" >/dev/null
 eventually "a missing configmap: CreateContainerConfigError" '^missingcfg +0/1 +CreateContainerConfigError ' 60 -- k get pod missingcfg --no-headers
 eventually "with upstream's message" 'configmap "later" not found' 10 -- k get pod missingcfg -o 'jsonpath={.status.containerStatuses[0].state.waiting.message}'
+eventually "a Failed event with the message" 'Failed .*Error: configmap "later" not found' 20 -- k get events
 k create configmap later --from-literal=x=now-here >/dev/null
 eventually "the pod starts once the configmap exists" '^missingcfg +1/1 +Running ' 60 -- k get pod missingcfg --no-headers
 eventually "and sees the value" 'got now-here' 20 -- k logs missingcfg
@@ -127,6 +128,7 @@ Y
 k apply -f "$WORK/badvol-pod.yaml" >/dev/null
 eventually "a bad hostPath type keeps the pod waiting with upstream's message" 'MountVolume.SetUp failed for volume "h" : hostPath type check failed: .* is not a directory' 40 -- \
   k get pod badvol -o 'jsonpath={.status.containerStatuses[0].state.waiting.message}'
+eventually "and a FailedMount event" 'FailedMount .*hostPath type check failed' 20 -- k get events
 
 # securityContext: user and groups, fsGroup on a volume, read-only rootfs, capabilities, no-new-privs, runAsNonRoot.
 cat >"$WORK/sec-pod.yaml" <<'Y'
