@@ -5,7 +5,9 @@
 //!   renews a Lease in `kube-node-lease` every 10 s and rewrites the node conditions at least once a minute.
 //! - [`pods`]: a watcher on pods with `spec.nodeName=<node>` feeds one [`pods::worker`] per pod; each worker moves
 //!   through syncing → terminating → terminated. On every sync it observes the pod's containers on disk,
-//!   [`pods::actions::compute_pod_actions`] (pure) decides what to do, and the executor does it.
+//!   [`pods::actions::compute_pod_actions`] (pure) decides what to do (init containers one by one, then the app
+//!   containers), and the executor does it. A container's env comes from [`pods::env`] (downward API, ConfigMaps
+//!   and Secrets fetched by [`pods::objects`]) and its security settings from [`container::security`].
 //! - [`sandbox`]: per-pod network namespace (bind mount under `<run-dir>/netns/<uid>`), bridge `skiff0`, veth,
 //!   host-local IPAM persisted under `<root-dir>/ipam`, and the pod's /etc files.
 //! - [`container`]: OCI bundle generation (overlay rootfs from `skiff-images` + config.json), the `skiff-runtime`
@@ -14,6 +16,10 @@
 //! - [`probes`]: startup/liveness/readiness probes (one task per started container) and postStart/preStop hooks.
 //! - [`events`]: pod events with the kubelet's reasons, written in the background.
 //! - [`static_pods`]: pods from manifest files on the node, mirrored to the API.
+//! - [`volumes`]: emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes under the pod's
+//!   directory (planned purely, then set up; ConfigMap/Secret updates re-projected atomically), and the
+//!   containers' bind mounts of them. Env vars from the downward API, ConfigMaps and Secrets are in
+//!   [`pods::env`].
 //! - [`status`]: PodStatus from the observed state, written through `pods/status` only when it changed.
 //! - [`server`]: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, and [`exec`]'s WebSocket exec and attach
 //!   sessions for the API server.
@@ -30,6 +36,7 @@ pub mod sandbox;
 pub mod static_pods;
 pub mod server;
 pub mod status;
+pub mod volumes;
 
 pub use config::Config;
 

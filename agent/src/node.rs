@@ -85,7 +85,8 @@ fn read_meminfo_kib(key: &str) -> Option<u64> {
     s.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
-fn host_facts(config: &Config, port: u16) -> NodeFacts {
+/// Capacity, allocatable and nodeInfo of this host (allocatable is also the downward API's default for missing limits).
+pub fn host_facts(config: &Config, port: u16) -> NodeFacts {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mem_kib = read_meminfo_kib("MemTotal:").unwrap_or(0);
     let storage = std::fs::create_dir_all(&config.root_dir)

@@ -171,6 +171,7 @@ fn monitor_runs_a_container_and_writes_cri_logs_and_exit_code() {
         netns: Some(netns_path.as_path()),
         files: &files,
         cgroups_path: format!("/{cgroup_root}/besteffort/podu1/{id}"),
+        config: Default::default(),
     };
     let spec = render(&container, &RunConfig::default(), &inputs);
     std::fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();

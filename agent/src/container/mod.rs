@@ -1,7 +1,9 @@
-//! Containers: on-disk state of each attempt, OCI bundles, the runtime CLI, and the per-container monitor.
+//! Containers: on-disk state of each attempt, OCI bundles (with the security settings of [`security`]), the
+//! runtime CLI, and the per-container monitor.
 
 pub mod monitor;
 pub mod runtime;
+pub mod security;
 pub mod spec;
 pub mod state;
 

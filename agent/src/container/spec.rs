@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 use skiff_images::RunConfig;
 
 use crate::sandbox::files::PodFiles;
+use super::security::Security;
+use crate::volumes::mounts::BindMount;
 
 /// The process arguments, as Kubernetes combines `command`/`args` with the image's Entrypoint/Cmd.
 pub fn process_args(c: &Container, image: &RunConfig) -> Vec<String> {
@@ -18,8 +20,8 @@ pub fn process_args(c: &Container, image: &RunConfig) -> Vec<String> {
     }
 }
 
-/// Image env first, then the container's literal env (later wins); HOSTNAME and a default PATH.
-pub fn process_env(c: &Container, image: &RunConfig, hostname: &str) -> Vec<String> {
+/// Image env first, then the container's resolved env (later wins); HOSTNAME and a default PATH.
+pub fn process_env(image: &RunConfig, hostname: &str, container_env: &[(String, String)]) -> Vec<String> {
     let mut env: Vec<(String, String)> = vec![];
     let mut set = |k: &str, v: &str| {
         if let Some(e) = env.iter_mut().find(|(ek, _)| ek == k) {
@@ -34,12 +36,8 @@ pub fn process_env(c: &Container, image: &RunConfig, hostname: &str) -> Vec<Stri
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         set(k, v);
     }
-    for e in c.env.iter().flatten() {
-        if let Some(v) = &e.value {
-            set(&e.name, v);
-        } else if e.value_from.is_none() {
-            set(&e.name, "");
-        }
+    for (k, v) in container_env {
+        set(k, v);
     }
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
@@ -88,11 +86,6 @@ fn resources(c: &Container) -> Value {
     res
 }
 
-const CAPS: [&str; 14] = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-];
-
 /// Everything config.json needs besides the container spec.
 pub struct SpecInputs<'a> {
     pub hostname: &'a str,
@@ -101,10 +94,44 @@ pub struct SpecInputs<'a> {
     pub netns: Option<&'a Path>,
     pub files: &'a PodFiles,
     pub cgroups_path: String,
+    /// What the agent resolved for this container (env, mounts, security).
+    pub config: ContainerConfig,
 }
 
-fn bind(dest: &str, src: &Path) -> Value {
-    json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]})
+/// The container's settings that the agent resolves before rendering: env, volume mounts, security context.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerConfig {
+    /// From [`crate::pods::env::resolve`].
+    pub env: Vec<(String, String)>,
+    /// The container's volume mounts ([`crate::volumes::mounts`]).
+    pub mounts: Vec<BindMount>,
+    /// From [`super::security::resolve`].
+    pub security: Security,
+}
+
+fn bind(dest: &str, src: &Path, read_only: bool) -> Value {
+    json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", if read_only { "ro" } else { "rw" }]})
+}
+
+/// The standard mounts, the pod's /etc files (unless a volume is mounted there, as upstream) and the volumes.
+fn mounts(inputs: &SpecInputs) -> Vec<Value> {
+    let mut out = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", if inputs.config.security.privileged { "rw" } else { "ro" }]}),
+    ];
+    let user = &inputs.config.mounts;
+    for (dest, src) in [("/etc/hosts", &inputs.files.hosts), ("/etc/resolv.conf", &inputs.files.resolv_conf), ("/etc/hostname", &inputs.files.hostname)] {
+        if !user.iter().any(|m| m.destination.trim_end_matches('/') == dest) {
+            out.push(bind(dest, src, false));
+        }
+    }
+    out.extend(user.iter().map(|m| bind(&m.destination, &m.source, m.read_only)));
+    out
 }
 
 fn namespaces(netns: Option<&Path>) -> Value {
@@ -119,40 +146,51 @@ fn namespaces(netns: Option<&Path>) -> Value {
 /// The whole config.json of a container.
 pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
     let cwd = c.working_dir.clone().filter(|w| !w.is_empty()).or_else(|| image.working_dir.clone()).filter(|w| !w.is_empty());
+    let sec = &inputs.config.security;
+    let mut resources = resources(c);
+    let (masked, readonly) = if sec.privileged {
+        // Privileged: nothing masked, every device allowed by the device cgroup (host device nodes are not
+        // added to /dev).
+        resources["devices"] = json!([{"allow": true, "access": "rwm"}]);
+        (json!([]), json!([]))
+    } else {
+        (
+            json!(["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                   "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]),
+            json!(["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]),
+        )
+    };
+    let mut user = json!({"uid": sec.uid, "gid": sec.gid});
+    if !sec.additional_gids.is_empty() {
+        user["additionalGids"] = json!(sec.additional_gids);
+    }
+    let mut linux = json!({
+        "namespaces": namespaces(inputs.netns),
+        "cgroupsPath": inputs.cgroups_path,
+        "resources": resources,
+        "maskedPaths": masked,
+        "readonlyPaths": readonly,
+    });
+    if !sec.sysctls.is_empty() {
+        linux["sysctl"] = json!(sec.sysctls);
+    }
     let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": 0, "gid": 0},
+            "user": user,
             "args": process_args(c, image),
-            "env": process_env(c, image, inputs.hostname),
+            "env": process_env(image, inputs.hostname, &inputs.config.env),
             "cwd": cwd.unwrap_or_else(|| "/".into()),
-            "capabilities": {"bounding": CAPS, "effective": CAPS, "permitted": CAPS},
+            "capabilities": {"bounding": sec.capabilities, "effective": sec.capabilities, "permitted": sec.capabilities},
             // No "rlimits": the container inherits the runtime's limits, as with containerd 2. Setting one above
             // the caller's hard limit needs CAP_SYS_RESOURCE (and NOFILE at most fs.nr_open); without it the
             // runtime's intermediate process fails with EPERM (hosts whose bounding set lacks it, as here).
-            "noNewPrivileges": false,
+            "noNewPrivileges": sec.no_new_privileges,
         },
-        "root": {"path": "rootfs", "readonly": false},
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-            bind("/etc/hosts", &inputs.files.hosts),
-            bind("/etc/resolv.conf", &inputs.files.resolv_conf),
-            bind("/etc/hostname", &inputs.files.hostname),
-        ],
-        "linux": {
-            "namespaces": namespaces(inputs.netns),
-            "cgroupsPath": inputs.cgroups_path,
-            "resources": resources(c),
-            "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-                            "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-            "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-        },
+        "root": {"path": "rootfs", "readonly": sec.readonly_rootfs},
+        "mounts": mounts(inputs),
+        "linux": linux,
     });
     if inputs.netns.is_some() {
         spec["hostname"] = json!(inputs.hostname);
@@ -183,7 +221,7 @@ mod tests {
 
     #[test]
     fn container_env_overrides_image_env() {
-        let env = process_env(&container(json!({"name": "c", "env": [{"name": "B", "value": "pod"}]})), &image(), "p");
+        let env = process_env(&image(), "p", &[("B".into(), "pod".into())]);
         assert!(env.contains(&"A=img".to_string()) && env.contains(&"B=pod".to_string()) && env.contains(&"HOSTNAME=p".to_string()));
     }
 
@@ -207,6 +245,7 @@ mod tests {
             netns: Some(Path::new("/run/netns/skiff-x")),
             files: &files,
             cgroups_path: "/skiff/besteffort/podu1/c1".into(),
+            config: ContainerConfig::default(),
         };
         render(&container(json!({"name": "c", "command": ["sh", "-c", "echo hi"]})), &image(), &inputs)
     }
@@ -222,7 +261,7 @@ mod tests {
     #[test]
     fn host_network_pods_share_the_nodes_network_and_uts_namespaces() {
         let files = PodFiles { hosts: "/p/etc-hosts".into(), resolv_conf: "/p/resolv.conf".into(), hostname: "/p/hostname".into() };
-        let inputs = SpecInputs { hostname: "node-1", netns: None, files: &files, cgroups_path: "/x".into() };
+        let inputs = SpecInputs { hostname: "node-1", netns: None, files: &files, cgroups_path: "/x".into(), config: ContainerConfig::default() };
         let spec = render(&container(json!({"name": "c", "command": ["true"]})), &image(), &inputs);
         let ns = spec["linux"]["namespaces"].as_array().unwrap();
         assert!(!ns.iter().any(|n| n["type"] == "network" || n["type"] == "uts"), "{ns:?}");
@@ -239,5 +278,55 @@ mod tests {
         assert!(ns.contains(&json!({"type": "network", "path": "/run/netns/skiff-x"})));
         let mounts = spec["mounts"].as_array().unwrap();
         assert!(mounts.iter().any(|m| m["destination"] == "/etc/hosts" && m["source"] == "/p/etc-hosts"));
+    }
+
+    #[test]
+    fn security_settings_reach_the_spec() {
+        let files = PodFiles { hosts: "/h".into(), resolv_conf: "/r".into(), hostname: "/n".into() };
+        let security = Security {
+            uid: 1000,
+            gid: 2000,
+            additional_gids: vec![3000],
+            capabilities: vec!["CAP_NET_ADMIN".into()],
+            no_new_privileges: true,
+            readonly_rootfs: true,
+            privileged: false,
+            sysctls: [("net.core.somaxconn".to_string(), "1024".to_string())].into(),
+        };
+        let config = ContainerConfig { security, ..Default::default() };
+        let inputs = SpecInputs { hostname: "web", netns: Some(Path::new("/n")), files: &files, cgroups_path: String::new(), config };
+        let spec = render(&container(json!({"name": "c"})), &image(), &inputs);
+        assert_eq!(spec["process"]["user"], json!({"uid": 1000, "gid": 2000, "additionalGids": [3000]}));
+        assert_eq!(spec["process"]["capabilities"]["bounding"], json!(["CAP_NET_ADMIN"]));
+        assert_eq!(spec["process"]["noNewPrivileges"], true);
+        assert_eq!(spec["root"]["readonly"], true);
+        assert_eq!(spec["linux"]["sysctl"]["net.core.somaxconn"], "1024");
+        assert!(!spec["linux"]["maskedPaths"].as_array().unwrap().is_empty());
+
+        let config = ContainerConfig { security: Security { privileged: true, ..Default::default() }, ..Default::default() };
+        let inputs = SpecInputs { hostname: "web", netns: Some(Path::new("/n")), files: &files, cgroups_path: String::new(), config };
+        let spec = render(&container(json!({"name": "c"})), &image(), &inputs);
+        assert_eq!(spec["linux"]["maskedPaths"], json!([]));
+        assert_eq!(spec["linux"]["resources"]["devices"], json!([{"allow": true, "access": "rwm"}]));
+        let sys = spec["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/sys").unwrap().clone();
+        assert!(sys["options"].as_array().unwrap().contains(&json!("rw")));
+    }
+
+    #[test]
+    fn volume_mounts_are_binds_and_replace_the_pod_files() {
+        let files = PodFiles { hosts: "/p/etc-hosts".into(), resolv_conf: "/p/resolv.conf".into(), hostname: "/p/hostname".into() };
+        let config = ContainerConfig {
+            mounts: vec![
+                BindMount { destination: "/data".into(), source: "/v/data".into(), read_only: false },
+                BindMount { destination: "/etc/hosts".into(), source: "/v/h".into(), read_only: true },
+            ],
+            ..Default::default()
+        };
+        let inputs = SpecInputs { hostname: "web", netns: Some(Path::new("/n")), files: &files, cgroups_path: String::new(), config };
+        let spec = render(&container(json!({"name": "c"})), &image(), &inputs);
+        let mounts = spec["mounts"].as_array().unwrap();
+        assert!(mounts.contains(&json!({"destination": "/data", "type": "bind", "source": "/v/data", "options": ["rbind", "rprivate", "rw"]})));
+        let hosts: Vec<&Value> = mounts.iter().filter(|m| m["destination"] == "/etc/hosts").collect();
+        assert_eq!(hosts, [&json!({"destination": "/etc/hosts", "type": "bind", "source": "/v/h", "options": ["rbind", "rprivate", "ro"]})]);
     }
 }

@@ -1,6 +1,9 @@
 //! Pods of this node: a watcher on `spec.nodeName=<node>` dispatching to one worker per pod uid.
 
 pub mod actions;
+pub mod downward;
+pub mod env;
+pub mod objects;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -25,6 +28,10 @@ pub struct PodEnv {
     pub runtime: Runtime,
     pub netlink: rtnetlink::Handle,
     pub bridge_index: u32,
+    /// The node's allocatable resources: the downward API's default for missing limits.
+    pub allocatable: downward::NodeAllocatable,
+    /// tmpfs mounts of volumes.
+    pub mounter: Arc<dyn crate::volumes::mounter::Mounter>,
     pub events: crate::events::Recorder,
 }
 
@@ -44,7 +51,10 @@ impl PodEnv {
         let images = skiff_images::Store::open(&config.images_dir(), Default::default())?;
         let netlink = crate::sandbox::network::connect()?;
         let bridge_index = crate::sandbox::network::ensure_bridge(&netlink, &config.bridge, cidr).await?;
+        let allocatable = downward::NodeAllocatable::from_json(&crate::node::host_facts(&config, 0).allocatable);
         Ok(Arc::new(PodEnv {
+            allocatable,
+            mounter: Arc::new(crate::volumes::mounter::SysMounter),
             events: crate::events::Recorder::start(client.clone(), config.node_name.clone()),
             ipam: Ipam::new(&config.ipam_dir(), cidr),
             runtime: Runtime { bin: config.runtime_bin.clone(), root: config.runtime_root() },

@@ -13,15 +13,18 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, ResourceExt};
 use tracing::Instrument;
 
-use super::actions::{compute_pod_actions, Action, Desired, Observed, RestartPolicy};
-use super::PodEnv;
+use super::actions::{compute_pod_actions, Action, Desired, Observed};
+use super::downward::PodContext;
+use super::objects::PodObjects;
+use super::{env, objects, PodEnv};
 use crate::container::monitor::MonitorArgs;
 use crate::container::state::{self, attempt_dir};
-use crate::container::{container_id, spec};
+use crate::container::{container_id, security, spec};
 use crate::events::{Kind, PodEvent};
 use crate::probes::{self, HealthMap};
 use crate::sandbox::{files, ipam, netns, network};
 use crate::status::{self, Waiting};
+use crate::volumes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -37,6 +40,11 @@ pub enum WorkerError {
     Runtime(#[from] crate::container::runtime::RuntimeError),
     #[error("pod API: {0}")]
     Api(#[from] kube::Error),
+    /// The container's config cannot be made (env, security context): `CreateContainerConfigError`.
+    #[error("{0}")]
+    Config(String),
+    #[error("volumes: {0}")]
+    Volume(#[from] volumes::VolumeError),
     #[error("{first}; also: {others}")]
     Many { first: Box<WorkerError>, others: String },
 }
@@ -73,6 +81,13 @@ struct Worker {
     start_failures: BTreeMap<String, (DateTime<Utc>, u32)>,
     waiting: Waiting,
     last_status: Option<serde_json::Value>,
+    /// The ConfigMaps and Secrets the pod refers to, and when they were fetched.
+    objects: Option<(tokio::time::Instant, PodObjects)>,
+    /// The pod's volumes once set up (or why not), and for which objects fetch and pod resourceVersion.
+    volumes: Option<Result<BTreeMap<String, volumes::Mounted>, String>>,
+    volumes_key: Option<(tokio::time::Instant, String)>,
+    /// Containers whose config could not be made, for which objects fetch and pod resourceVersion.
+    config_failed: BTreeMap<String, (tokio::time::Instant, String)>,
     /// Probe tasks by container: (attempt, task).
     probes: BTreeMap<String, (u32, tokio::task::JoinHandle<()>)>,
     health: HealthMap,
@@ -90,6 +105,9 @@ impl Drop for Worker {
         }
     }
 }
+
+/// How often a pod's ConfigMaps and Secrets are fetched again (for env of new containers and volume updates).
+const OBJECTS_REFRESH: Duration = Duration::from_secs(10);
 
 /// Pod uids with state on this node that are not in `known`.
 pub fn orphaned_pods(config: &crate::Config, known: &[String]) -> Vec<String> {
@@ -118,6 +136,10 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
             start_failures: BTreeMap::new(),
             waiting: Waiting::new(),
             last_status: None,
+            objects: None,
+            volumes: None,
+            volumes_key: None,
+            config_failed: BTreeMap::new(),
             probes: BTreeMap::new(),
             health: Default::default(),
             wake: Arc::new(tokio::sync::Notify::new()),
@@ -207,10 +229,7 @@ impl Worker {
                 self.pod_ip = Some(self.env.ipam.allocate(&self.uid)?);
             }
         }
-        let desired = Desired {
-            containers: spec.containers.iter().map(|c| c.name.clone()).collect(),
-            restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
-        };
+        let desired = Desired::from_pod(pod);
         let observed = Observed {
             sandbox_ready: self.sandbox_ready,
             attempts: state::scan(&self.pod_state_dir()),
@@ -218,20 +237,51 @@ impl Worker {
         };
         let now = Utc::now();
         let mut result = Ok(());
-        for action in compute_pod_actions(&desired, &observed, now) {
+        let actions = compute_pod_actions(&desired, &observed, now);
+        if actions.contains(&Action::CreateSandbox) {
+            self.create_sandbox(pod).await?;
+            self.sandbox_ready = true;
+        }
+        let objects = self.refresh_objects(pod).await?;
+        let volumes = self.ensure_volumes(pod, &objects);
+        for action in actions {
             match action {
-                Action::CreateSandbox => {
-                    self.create_sandbox(pod).await?;
-                    self.sandbox_ready = true;
-                }
+                Action::CreateSandbox => {}
                 Action::Start { name, restart } => {
-                    let Some(c) = spec.containers.iter().find(|c| c.name == name) else { continue };
-                    match self.start_container(pod, c, restart, &observed).await {
+                    let mut all = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+                    let Some(c) = all.find(|c| c.name == name) else { continue };
+                    let volumes = match &volumes {
+                        Ok(v) => v,
+                        Err(message) => {
+                            // As upstream, the pod waits for its volumes (the kubelet's FailedMount event text).
+                            self.waiting.insert(name, ("ContainerCreating".into(), message.clone()));
+                            continue;
+                        }
+                    };
+                    // A config error is retried, without back-off, once the pod or its objects changed (they are
+                    // fetched again every OBJECTS_REFRESH).
+                    if self.volumes_key.is_some() && self.config_failed.get(&name) == self.volumes_key.as_ref() {
+                        continue;
+                    }
+                    match self.start_container(pod, c, restart, &observed, &objects, volumes).await {
                         Ok(()) => {
                             self.waiting.remove(&name);
                             self.start_failures.remove(&name);
                             self.backoff_reported.remove(&name);
                             self.post_start(pod, c, restart).await;
+                            self.config_failed.remove(&name);
+                        }
+                        Err(WorkerError::Config(message)) => {
+                            let reason = "CreateContainerConfigError".to_string();
+                            if self.waiting.get(&name) != Some(&(reason.clone(), message.clone())) {
+                                tracing::warn!(container = %name, error = %message, "container config error");
+                                let text = format!("Error: {message}");
+                                self.env.events.record(PodEvent::new(pod, Some(&name), Kind::Warning, "Failed", text));
+                            }
+                            self.waiting.insert(name.clone(), (reason, message));
+                            if let Some(key) = self.volumes_key.clone() {
+                                self.config_failed.insert(name, key);
+                            }
                         }
                         Err(e) => {
                             let reason = match e {
@@ -282,6 +332,59 @@ impl Worker {
             result = Err(e);
         }
         result
+    }
+
+    /// The pod's ConfigMaps and Secrets, fetched again when older than [`OBJECTS_REFRESH`]. A failed fetch keeps
+    /// the previous ones when there are any.
+    async fn refresh_objects(&mut self, pod: &Pod) -> Result<PodObjects, WorkerError> {
+        let fresh = self.objects.as_ref().is_some_and(|(at, _)| at.elapsed() < OBJECTS_REFRESH);
+        if !fresh {
+            match objects::fetch(&self.env.client, &pod.namespace().unwrap_or_default(), pod).await {
+                Ok(o) => self.objects = Some((tokio::time::Instant::now(), o)),
+                Err(e) if self.objects.is_some() => tracing::warn!(error = %e, "fetching the pod's configmaps and secrets failed"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(self.objects.as_ref().map(|(_, o)| o.clone()).unwrap_or_default())
+    }
+
+    /// Sets the pod's volumes up, again whenever its objects were fetched again or the pod changed (ConfigMap,
+    /// Secret and downward API updates). After a first success a failed update keeps the previous volumes.
+    fn ensure_volumes(&mut self, pod: &Pod, objects: &PodObjects) -> Result<BTreeMap<String, volumes::Mounted>, String> {
+        let fetched = self.objects.as_ref().map(|(at, _)| *at).unwrap_or_else(tokio::time::Instant::now);
+        let key = (fetched, pod.resource_version().unwrap_or_default());
+        if let (Some(v), true) = (&self.volumes, self.volumes_key.as_ref() == Some(&key)) {
+            return v.clone();
+        }
+        let plans = volumes::plan(pod, objects, &self.pod_context());
+        let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|s| s.fs_group).map(|g| g as u32);
+        let pod_dir = self.env.config.pod_dir(&self.uid);
+        let result = volumes::setup(&pod_dir, plans, fs_group, self.env.mounter.as_ref()).map_err(|e| e.to_string());
+        let result = match (result, &self.volumes) {
+            (Err(e), Some(Ok(previous))) => {
+                tracing::warn!(error = %e, "updating the pod's volumes failed; keeping the previous contents");
+                Ok(previous.clone())
+            }
+            (Err(e), previous) => {
+                if previous.as_ref().and_then(|p| p.as_ref().err()) != Some(&e) {
+                    tracing::warn!(error = %e, "setting up the pod's volumes failed");
+                    self.env.events.record(PodEvent::new(pod, None, Kind::Warning, "FailedMount", e.clone()));
+                }
+                Err(e)
+            }
+            (ok, _) => ok,
+        };
+        self.volumes = Some(result.clone());
+        self.volumes_key = Some(key);
+        result
+    }
+
+    fn pod_context(&self) -> PodContext {
+        PodContext {
+            host_ip: self.env.config.node_ip.to_string(),
+            pod_ips: self.pod_ip.iter().map(ToString::to_string).collect(),
+            node: self.env.allocatable.clone(),
+        }
     }
 
     /// The pod's IP as probes and status see it: the node's for hostNetwork pods.
@@ -406,7 +509,28 @@ impl Worker {
         }
     }
 
-    async fn start_container(&mut self, pod: &Pod, c: &Container, restart: u32, observed: &Observed) -> Result<(), WorkerError> {
+    async fn start_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        restart: u32,
+        observed: &Observed,
+        objects: &PodObjects,
+        pod_volumes: &BTreeMap<String, volumes::Mounted>,
+    ) -> Result<(), WorkerError> {
+        let config_err = |e: &dyn std::fmt::Display| WorkerError::Config(e.to_string());
+        let resolved = env::resolve(pod, c, objects, &self.pod_context()).map_err(|e| config_err(&e))?;
+        let mounts = volumes::mounts::plan(c, pod_volumes, &resolved).map_err(|e| config_err(&e))?;
+        let mounts = volumes::mounts::resolve_sub_paths(mounts).map_err(|e| config_err(&e))?;
+        if !resolved.skipped.is_empty() {
+            tracing::warn!(container = %c.name, keys = ?resolved.skipped, "envFrom keys skipped: not valid env var names");
+            let text = format!(
+                "Keys [{}] from the EnvFrom were skipped since they are considered invalid environment variable names.",
+                resolved.skipped.join(", ")
+            );
+            self.env.events.record(PodEvent::new(pod, Some(&c.name), Kind::Warning, "InvalidEnvironmentVariableNames", text));
+        }
+        let c = &env::expand_command_and_args(c, &resolved);
         let image = self.ensure_image(pod, c).await?;
         // The previous attempt's container and rootfs go; its log file stays for `--previous`.
         for a in observed.attempts.get(&c.name).into_iter().flatten() {
@@ -420,12 +544,36 @@ impl Worker {
             move |source| WorkerError::Io { what, path, source }
         };
         std::fs::create_dir_all(&bundle).map_err(io("creating", &bundle))?;
+        // What an earlier failed try of this same attempt may have left mounted.
+        self.unmount(&bundle).await?;
         let (store, img, b) = (self.env.images.clone(), image.clone(), bundle.clone());
         tokio::task::spawn_blocking(move || store.mount_rootfs(&img, &b))
             .await
             .map_err(|e| WorkerError::Io { what: "mounting rootfs in", path: bundle.clone(), source: std::io::Error::other(e) })?
             .map_err(|source| WorkerError::Image { image: image.clone(), source })?;
         let run_config = self.env.images.run_config(&image).map_err(|source| WorkerError::Image { image: image.clone(), source })?;
+        let security = {
+            // The image's /etc/passwd and /etc/group resolve a named `User`; symlinks are not followed.
+            let read = |name: &str| {
+                let p = bundle.join("rootfs/etc").join(name);
+                match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_file() => std::fs::read_to_string(&p).unwrap_or_default(),
+                    _ => String::new(),
+                }
+            };
+            let user = run_config.user.clone().unwrap_or_default();
+            let (passwd, group, available_caps) = (read("passwd"), read("group"), security::current_caps());
+            security::resolve(pod, c, &security::ImageUser { user: &user, passwd: &passwd, group: &group, available_caps: &available_caps })
+        };
+        let security = match security {
+            Ok(s) => s,
+            Err(e) => {
+                if let Err(u) = self.unmount(&bundle).await {
+                    tracing::warn!(error = %u, "unmounting the rootfs of a container that cannot start failed");
+                }
+                return Err(config_err(&e));
+            }
+        };
         let pod_dir = self.env.config.pod_dir(&self.uid);
         let pod_files = files::PodFiles {
             hosts: pod_dir.join("etc-hosts"),
@@ -440,6 +588,7 @@ impl Worker {
             netns: (!self.host_network).then_some(netns.as_path()),
             files: &pod_files,
             cgroups_path: format!("/{}/{qos}/pod{}/{id}", self.env.config.cgroup_root, self.uid),
+            config: spec::ContainerConfig { env: resolved.vars.clone(), mounts, security },
         };
         let config_json = spec::render(c, &run_config, &inputs);
         let config_path = bundle.join("config.json");
@@ -585,6 +734,10 @@ impl Worker {
                 }
             }
         }
+        if let Err(e) = volumes::teardown(&self.env.config.pod_dir(&self.uid), self.env.mounter.as_ref()) {
+            errors.push(e.into());
+        }
+        self.volumes = None;
         if let Err(e) = network::detach_pod(&self.env.netlink, &self.uid).await {
             errors.push(e.into());
         }

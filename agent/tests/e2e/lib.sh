@@ -71,7 +71,7 @@ stop_agent() {
   cd "$WORK" && umoci init --layout oci >/dev/null && umoci new --image oci:busybox >/dev/null &&
   umoci unpack --image oci:busybox bundle >/dev/null 2>&1 && mkdir -p bundle/rootfs/bin &&
   cp "$(command -v busybox)" bundle/rootfs/bin/busybox &&
-  for a in sh echo sleep cat ls ip hostname id env wc head nc httpd wget test grep touch rm mkdir stty tty kill dd seq; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
+  for a in sh echo sleep cat ls ip hostname id env wc head nc httpd wget test grep touch rm mkdir stty tty kill dd seq sort mount stat; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
   umoci repack --image oci:busybox bundle >/dev/null && tar -C oci -cf busybox.tar .
 ) || { fail "build the test image"; exit 1; }
 "$BIN/skiff-images" --root "$WORK/node/images" import --name localhost/busybox:1 "$WORK/busybox.tar" >/dev/null ||
