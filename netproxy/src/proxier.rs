@@ -1,0 +1,100 @@
+//! The sync loop's body: render, plan, apply in one restore, then clean stale UDP conntrack entries.
+//! It remembers the last ruleset that the kernel accepted; without one (first sync, after any failure, and on a
+//! forced periodic resync) it reconciles everything against `iptables-save`.
+
+use std::time::{Duration, Instant};
+
+use crate::conntrack::{stale_flows, Conntrack};
+use crate::iptables::{Iptables, IptablesError};
+use crate::model::DesiredState;
+use crate::render::{render, Ruleset};
+use crate::restore::{plan, KernelState, Mode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("reading the current tables: {0}")]
+    Save(#[source] IptablesError),
+    #[error("applying the rules ({chains} chains, {rules} rules): {source}")]
+    Restore { chains: usize, rules: usize, source: IptablesError },
+}
+
+/// What one sync did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncReport {
+    pub full: bool,
+    pub chains_written: usize,
+    pub chains_deleted: usize,
+    pub rules_written: usize,
+    /// Totals of the whole ruleset: (nat rules, nat chains, filter rules, filter chains).
+    pub nat_rules: usize,
+    pub nat_chains: usize,
+    pub filter_rules: usize,
+    pub filter_chains: usize,
+    pub stale_flows_deleted: usize,
+    pub duration: Duration,
+}
+
+pub struct Proxier {
+    iptables: Box<dyn Iptables>,
+    conntrack: Box<dyn Conntrack>,
+    applied: Option<Ruleset>,
+    applied_state: Option<DesiredState>,
+}
+
+impl Proxier {
+    pub fn new(iptables: Box<dyn Iptables>, conntrack: Box<dyn Conntrack>) -> Proxier {
+        Proxier { iptables, conntrack, applied: None, applied_state: None }
+    }
+
+    /// Brings the kernel to `state`. `full` forces a complete rewrite (the periodic resync).
+    pub fn sync(&mut self, state: &DesiredState, full: bool) -> Result<SyncReport, SyncError> {
+        let start = Instant::now();
+        let ruleset = render(state);
+        if full {
+            self.applied = None;
+        }
+        let kernel;
+        let mode = match &self.applied {
+            Some(applied) => Mode::Partial(applied),
+            None => {
+                let nat = self.iptables.save("nat").map_err(SyncError::Save)?;
+                let filter = self.iptables.save("filter").map_err(SyncError::Save)?;
+                kernel = KernelState::parse(&nat, &filter);
+                Mode::Full(&kernel)
+            }
+        };
+        let is_full = matches!(mode, Mode::Full(_));
+        let p = plan(&ruleset, mode);
+        if !p.text.is_empty() {
+            if let Err(source) = self.iptables.restore(&p.text) {
+                // We no longer know what the kernel holds: the next sync rewrites everything.
+                self.applied = None;
+                return Err(SyncError::Restore { chains: p.chains_written, rules: p.rules_written, source });
+            }
+        }
+        let mut stale = 0;
+        if let Some(old) = &self.applied_state {
+            for flow in stale_flows(old, state) {
+                match self.conntrack.delete_udp(&flow) {
+                    Ok(()) => stale += 1,
+                    Err(e) => tracing::warn!(error = %e, ?flow, "deleting stale UDP conntrack entries failed"),
+                }
+            }
+        }
+        let report = SyncReport {
+            full: is_full,
+            chains_written: p.chains_written,
+            chains_deleted: p.chains_deleted,
+            rules_written: p.rules_written,
+            nat_rules: ruleset.nat.values().map(Vec::len).sum(),
+            nat_chains: ruleset.nat.len(),
+            filter_rules: ruleset.filter.values().map(Vec::len).sum(),
+            filter_chains: ruleset.filter.len(),
+            stale_flows_deleted: stale,
+            duration: start.elapsed(),
+        };
+        self.applied = Some(ruleset);
+        self.applied_state = Some(state.clone());
+        Ok(report)
+    }
+}

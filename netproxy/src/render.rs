@@ -1,0 +1,253 @@
+//! The pure renderer: [`DesiredState`] → the nat and filter chains netproxy owns ([`Ruleset`]).
+//!
+//! The shape is deliberately leaner than kube-proxy's (4 chains and 11 rules for a ClusterIP Service with 3
+//! endpoints): one `SKIFF-SVC-<hash>` chain per Service port that DNATs straight from `-m statistic` rules — no
+//! per-endpoint chains, no comments. That is 1 chain and 5 rules for the same Service. Session affinity needs no
+//! extra chains either: each endpoint's rule checks and refreshes its own `-m recent` list in one rule.
+//!
+//! Chains (all prefixed `SKIFF-`):
+//! - nat `SKIFF-SERVICES` (from PREROUTING and OUTPUT): cluster IPs, external IPs and load-balancer IPs → the
+//!   Service's chain; the last rule sends traffic to local addresses to `SKIFF-NODEPORTS`.
+//! - nat `SKIFF-SVC-<h>`: marks off-cluster and hairpin traffic for masquerade, then DNATs to one endpoint
+//!   (`SKIFF-SVL-<h>`: the same over this node's endpoints, for `Local` traffic policies).
+//! - nat `SKIFF-EXT-<h>`: external traffic (NodePort, external and LB IPs): masquerade unless the external policy
+//!   is `Local`, then the cluster or local chain.
+//! - nat `SKIFF-MARK-MASQ`, `SKIFF-POSTROUTING`: mark, then MASQUERADE marked traffic and pod egress leaving
+//!   the cluster CIDR.
+//! - filter `SKIFF-SERVICES` (OUTPUT, FORWARD) and `SKIFF-EXTERNAL-SERVICES` (INPUT, FORWARD): REJECT for
+//!   Services without endpoints (DROP when only the `Local` policy leaves none); `SKIFF-FORWARD`: accept marked,
+//!   established and pod traffic even when the FORWARD policy is DROP.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::model::{DesiredState, Endpoint, ServicePort};
+
+pub const PREFIX: &str = "SKIFF-";
+pub const SERVICES: &str = "SKIFF-SERVICES";
+pub const NODEPORTS: &str = "SKIFF-NODEPORTS";
+pub const POSTROUTING: &str = "SKIFF-POSTROUTING";
+pub const MARK_MASQ: &str = "SKIFF-MARK-MASQ";
+pub const EXTERNAL_SERVICES: &str = "SKIFF-EXTERNAL-SERVICES";
+pub const FORWARD: &str = "SKIFF-FORWARD";
+/// The packet mark bit meaning "masquerade me" (kube-proxy's default bit).
+pub const MASQ_MARK: &str = "0x4000";
+
+/// A table's chains we own: name → rules (each a full `-A CHAIN ...` line). Ordered by name so that output
+/// is deterministic.
+pub type Chains = BTreeMap<String, Vec<String>>;
+
+/// The rendered nat and filter state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ruleset {
+    pub nat: Chains,
+    pub filter: Chains,
+}
+
+impl Ruleset {
+    pub fn rule_count(&self) -> usize {
+        self.nat.values().chain(self.filter.values()).map(Vec::len).sum()
+    }
+    pub fn chain_count(&self) -> usize {
+        self.nat.len() + self.filter.len()
+    }
+}
+
+/// The rules in built-in chains that send traffic to ours, as `(table, chain, match-and-target)`. They are
+/// inserted once (when missing) and never rewritten, so other rule owners' rules in those chains stay put.
+pub const JUMPS: &[(&str, &str, &str)] = &[
+    ("nat", "PREROUTING", "-j SKIFF-SERVICES"),
+    ("nat", "OUTPUT", "-j SKIFF-SERVICES"),
+    ("nat", "POSTROUTING", "-j SKIFF-POSTROUTING"),
+    ("filter", "INPUT", "-m conntrack --ctstate NEW -j SKIFF-EXTERNAL-SERVICES"),
+    ("filter", "FORWARD", "-m conntrack --ctstate NEW -j SKIFF-SERVICES"),
+    ("filter", "FORWARD", "-m conntrack --ctstate NEW -j SKIFF-EXTERNAL-SERVICES"),
+    ("filter", "FORWARD", "-j SKIFF-FORWARD"),
+    ("filter", "OUTPUT", "-m conntrack --ctstate NEW -j SKIFF-SERVICES"),
+];
+
+/// FNV-1a, 64 bits, as 16 hex digits: a stable short name for a Service port (kube-proxy uses SHA-256 in base32;
+/// any stable hash works, and this one needs no crate). `SKIFF-SVC-` + 16 = 26 characters, under iptables' 28.
+pub fn hash16(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016X}")
+}
+
+pub fn svc_chain(sp: &ServicePort) -> String {
+    format!("SKIFF-SVC-{}", hash16(&sp.id.to_string()))
+}
+pub fn svl_chain(sp: &ServicePort) -> String {
+    format!("SKIFF-SVL-{}", hash16(&sp.id.to_string()))
+}
+pub fn ext_chain(sp: &ServicePort) -> String {
+    format!("SKIFF-EXT-{}", hash16(&sp.id.to_string()))
+}
+fn recent_name(sp: &ServicePort, ep: &Endpoint) -> String {
+    format!("SKIFF-{}", hash16(&format!("{}>{}:{}", sp.id, ep.ip, ep.port)))
+}
+
+/// Renders the whole desired state. Pure: same input, same output, byte for byte.
+pub fn render(state: &DesiredState) -> Ruleset {
+    let node = &state.node;
+    let cidr = node.cluster_cidr.to_string();
+    let mut nat = Chains::new();
+    let mut filter = Chains::new();
+    let mut services = Vec::with_capacity(state.services.len() + 1);
+    let mut nodeports = Vec::new();
+    let mut filter_services = Vec::new();
+    let mut filter_external = Vec::new();
+
+    nat.insert(MARK_MASQ.into(), vec![format!("-A {MARK_MASQ} -j MARK --or-mark {MASQ_MARK}")]);
+    nat.insert(
+        POSTROUTING.into(),
+        vec![
+            // Pod egress leaving the cluster network takes the node's address.
+            format!("-A {POSTROUTING} -s {cidr} ! -d {cidr} -j MASQUERADE --random-fully"),
+            format!("-A {POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN"),
+            format!("-A {POSTROUTING} -j MARK --xor-mark {MASQ_MARK}"),
+            format!("-A {POSTROUTING} -j MASQUERADE --random-fully"),
+        ],
+    );
+    filter.insert(
+        FORWARD.into(),
+        vec![
+            format!("-A {FORWARD} -m conntrack --ctstate INVALID -j DROP"),
+            format!("-A {FORWARD} -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT"),
+            format!("-A {FORWARD} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
+            format!("-A {FORWARD} -s {cidr} -j ACCEPT"),
+            format!("-A {FORWARD} -d {cidr} -j ACCEPT"),
+        ],
+    );
+
+    for sp in &state.services {
+        let proto = sp.id.protocol.as_str();
+        let dport = format!("-p {proto} -m {proto} --dport {}", sp.port);
+        let cluster_dst = format!("-d {}/32 {dport}", sp.cluster_ip);
+        let all = sp.usable_endpoints(&node.node_name, false);
+        let local = sp.usable_endpoints(&node.node_name, true);
+        let svc = svc_chain(sp);
+        let svl = svl_chain(sp);
+        let needs_svc = !all.is_empty() && (!sp.internal_policy_local || sp.has_external());
+        let needs_svl = !local.is_empty() && (sp.internal_policy_local || (sp.external_policy_local && sp.has_external()));
+        let masq_internal = if node.masquerade_all {
+            format!("{cluster_dst} -j {MARK_MASQ}")
+        } else {
+            format!("{cluster_dst} ! -s {cidr} -j {MARK_MASQ}")
+        };
+        if needs_svc {
+            nat.insert(svc.clone(), endpoint_rules(&svc, sp, &all, &masq_internal, &node.node_name));
+        }
+        if needs_svl {
+            nat.insert(svl.clone(), endpoint_rules(&svl, sp, &local, &masq_internal, &node.node_name));
+        }
+
+        // Traffic to the cluster IP.
+        let internal = if sp.internal_policy_local { (!local.is_empty()).then_some(&svl) } else { (!all.is_empty()).then_some(&svc) };
+        match internal {
+            Some(chain) => services.push(format!("-A {SERVICES} {cluster_dst} -j {chain}")),
+            None if sp.internal_policy_local && !all.is_empty() => {
+                filter_services.push(format!("-A {SERVICES} {cluster_dst} -j DROP"))
+            }
+            None => filter_services.push(format!("-A {SERVICES} {cluster_dst} -j REJECT --reject-with icmp-port-unreachable")),
+        }
+
+        if !sp.has_external() {
+            continue;
+        }
+        // Traffic from outside: NodePort, external IPs, load-balancer IPs.
+        let ext = ext_chain(sp);
+        let ext_rules = if sp.external_policy_local {
+            let mut r = Vec::new();
+            if !all.is_empty() {
+                // Pods and the node itself may use any endpoint; the node's own traffic is masqueraded.
+                r.push(format!("-A {ext} -s {cidr} -j {svc}"));
+                r.push(format!("-A {ext} -m addrtype --src-type LOCAL -j {MARK_MASQ}"));
+                r.push(format!("-A {ext} -m addrtype --src-type LOCAL -j {svc}"));
+            }
+            if !local.is_empty() {
+                r.push(format!("-A {ext} -j {svl}"));
+            }
+            r
+        } else if !all.is_empty() {
+            vec![format!("-A {ext} -j {MARK_MASQ}"), format!("-A {ext} -j {svc}")]
+        } else {
+            Vec::new()
+        };
+        // Without a usable endpoint for external traffic, the filter table answers instead.
+        let ext_verdict = if sp.external_policy_local && local.is_empty() && !all.is_empty() {
+            Some("DROP")
+        } else if all.is_empty() {
+            Some("REJECT --reject-with icmp-port-unreachable")
+        } else {
+            None
+        };
+        if !ext_rules.is_empty() {
+            nat.insert(ext.clone(), ext_rules);
+        }
+        let has_ext_chain = nat.contains_key(&ext);
+        for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
+            let m = format!("-d {ip}/32 {dport}");
+            if has_ext_chain {
+                services.push(format!("-A {SERVICES} {m} -j {ext}"));
+            }
+            if let Some(v) = ext_verdict {
+                filter_external.push(format!("-A {EXTERNAL_SERVICES} {m} -j {v}"));
+            }
+        }
+        if let Some(np) = sp.node_port {
+            let m = format!("-p {proto} -m {proto} --dport {np}");
+            if has_ext_chain {
+                nodeports.push(format!("-A {NODEPORTS} {m} -j {ext}"));
+            }
+            if let Some(v) = ext_verdict {
+                filter_external.push(format!("-A {EXTERNAL_SERVICES} -m addrtype --dst-type LOCAL {m} -j {v}"));
+            }
+        }
+    }
+    // Must stay last: anything else addressed to this node may be a NodePort.
+    services.push(format!("-A {SERVICES} -m addrtype --dst-type LOCAL -j {NODEPORTS}"));
+    nat.insert(SERVICES.into(), services);
+    nat.insert(NODEPORTS.into(), nodeports);
+    filter.insert(SERVICES.into(), filter_services);
+    filter.insert(EXTERNAL_SERVICES.into(), filter_external);
+    Ruleset { nat, filter }
+}
+
+/// The rules of a SVC/SVL chain: masquerade off-cluster and hairpin traffic, then pick an endpoint.
+fn endpoint_rules(chain: &str, sp: &ServicePort, eps: &[&Endpoint], masq_internal: &str, node: &str) -> Vec<String> {
+    let proto = sp.id.protocol.as_str();
+    let mut r = Vec::with_capacity(eps.len() * 2 + 1);
+    r.push(format!("-A {chain} {masq_internal}"));
+    // Hairpin: a pod reaching itself through the Service must see the node as the source, or its reply would
+    // skip the un-DNAT. Only endpoints on this node can be their own client here.
+    for ep in eps.iter().filter(|e| e.node_name.as_deref().is_none_or(|n| n == node)) {
+        r.push(format!("-A {chain} -s {}/32 -j {MARK_MASQ}", ep.ip));
+    }
+    if let Some(timeout) = sp.affinity_timeout {
+        // A client seen within the timeout goes back to its endpoint, refreshing the entry in the same rule.
+        for ep in eps {
+            let name = recent_name(sp, ep);
+            r.push(format!(
+                "-A {chain} -p {proto} -m recent --rcheck --seconds {timeout} --reap --name {name} --mask 255.255.255.255 --rsource -m recent --set --name {name} --mask 255.255.255.255 --rsource -j DNAT --to-destination {}:{}",
+                ep.ip, ep.port
+            ));
+        }
+    }
+    let n = eps.len();
+    for (i, ep) in eps.iter().enumerate() {
+        let mut line = format!("-A {chain} -p {proto}");
+        if i + 1 < n {
+            let _ = write!(line, " -m statistic --mode random --probability {:.10}", 1.0 / (n - i) as f64);
+        }
+        if sp.affinity_timeout.is_some() {
+            let _ = write!(line, " -m recent --set --name {} --mask 255.255.255.255 --rsource", recent_name(sp, ep));
+        }
+        let _ = write!(line, " -j DNAT --to-destination {}:{}", ep.ip, ep.port);
+        r.push(line);
+    }
+    r
+}

@@ -1,0 +1,113 @@
+//! Planning one `iptables-restore --noflush` input from the rendered [`Ruleset`] (pure).
+//!
+//! A full sync declares (and so flushes) every chain we own, writes all their rules, deletes our chains that the
+//! kernel has but we no longer want, and inserts any missing jump from a built-in chain. A partial sync writes
+//! only the chains whose rules changed since the last successful apply and deletes the chains that went away;
+//! unchanged chains are not mentioned, so the kernel keeps them as they are. Chains of other owners are never
+//! declared, so `--noflush` leaves them alone. Each table is applied atomically at its `COMMIT`.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use crate::render::{Chains, Ruleset, JUMPS, PREFIX};
+
+/// What `iptables-save` shows of ours: chain names per table and which jumps exist.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelState {
+    pub nat_chains: BTreeSet<String>,
+    pub filter_chains: BTreeSet<String>,
+    /// `(table, chain, rule)` entries of [`JUMPS`] that are present.
+    pub jumps: BTreeSet<(String, String, String)>,
+}
+
+impl KernelState {
+    /// Reads the `iptables-save -t nat` and `-t filter` outputs.
+    pub fn parse(nat_save: &str, filter_save: &str) -> KernelState {
+        let mut k = KernelState::default();
+        for (table, text) in [("nat", nat_save), ("filter", filter_save)] {
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix(':') {
+                    let name = rest.split_whitespace().next().unwrap_or_default();
+                    if name.starts_with(PREFIX) {
+                        if table == "nat" { &mut k.nat_chains } else { &mut k.filter_chains }.insert(name.to_string());
+                    }
+                } else if let Some(rest) = line.strip_prefix("-A ") {
+                    let (chain, rule) = rest.split_once(' ').unwrap_or((rest, ""));
+                    if JUMPS.iter().any(|(t, c, r)| *t == table && *c == chain && *r == rule) {
+                        k.jumps.insert((table.to_string(), chain.to_string(), rule.to_string()));
+                    }
+                }
+            }
+        }
+        k
+    }
+}
+
+/// How much to write.
+#[derive(Clone, Copy, Debug)]
+pub enum Mode<'a> {
+    /// Everything, reconciling against what the kernel has.
+    Full(&'a KernelState),
+    /// Only the difference from the last successfully applied ruleset.
+    Partial(&'a Ruleset),
+}
+
+/// The restore input and what it does.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Empty when nothing changed.
+    pub text: String,
+    pub chains_written: usize,
+    pub chains_deleted: usize,
+    pub rules_written: usize,
+}
+
+pub fn plan(desired: &Ruleset, mode: Mode<'_>) -> Plan {
+    let mut p = Plan::default();
+    for (table, chains) in [("nat", &desired.nat), ("filter", &desired.filter)] {
+        let (write, delete, jumps): (Vec<&String>, Vec<String>, Vec<String>) = match mode {
+            Mode::Full(kernel) => {
+                let have = if table == "nat" { &kernel.nat_chains } else { &kernel.filter_chains };
+                let jumps = JUMPS
+                    .iter()
+                    .filter(|(t, _, _)| *t == table)
+                    .filter(|(t, c, r)| !kernel.jumps.contains(&(t.to_string(), c.to_string(), r.to_string())))
+                    .map(|(_, c, r)| format!("-I {c} {r}"))
+                    .collect();
+                (chains.keys().collect(), have.iter().filter(|c| !chains.contains_key(*c)).cloned().collect(), jumps)
+            }
+            Mode::Partial(applied) => {
+                let old: &Chains = if table == "nat" { &applied.nat } else { &applied.filter };
+                let write = chains.iter().filter(|(name, rules)| old.get(*name) != Some(rules)).map(|(n, _)| n).collect();
+                let delete = old.keys().filter(|c| !chains.contains_key(*c)).cloned().collect();
+                (write, delete, Vec::new())
+            }
+        };
+        if write.is_empty() && delete.is_empty() && jumps.is_empty() {
+            continue;
+        }
+        let t = &mut p.text;
+        let _ = writeln!(t, "*{table}");
+        for name in write.iter().copied().chain(delete.iter()) {
+            let _ = writeln!(t, ":{name} - [0:0]");
+        }
+        for name in &write {
+            for rule in &chains[*name] {
+                t.push_str(rule);
+                t.push('\n');
+                p.rules_written += 1;
+            }
+        }
+        for name in &delete {
+            let _ = writeln!(t, "-X {name}");
+        }
+        for j in &jumps {
+            t.push_str(j);
+            t.push('\n');
+        }
+        t.push_str("COMMIT\n");
+        p.chains_written += write.len();
+        p.chains_deleted += delete.len();
+    }
+    p
+}
