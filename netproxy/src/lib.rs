@@ -10,6 +10,7 @@
 
 pub mod conntrack;
 pub mod iptables;
+pub mod lab;
 pub mod metrics;
 pub mod model;
 pub mod proxier;
@@ -31,7 +32,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 
 use crate::iptables::{Backend, IptablesCli};
-use crate::model::{Cidr, DesiredState, NodeConfig};
+use crate::model::{Cidr, ModelCache, NodeConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -175,12 +176,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     }
     tracing::info!("caches filled; syncing");
+    let mut model = ModelCache::default();
     let mut last_full = None::<Instant>;
     let mut failed = false;
     loop {
         let full = failed || last_full.is_none_or(|t| t.elapsed() >= config.sync_period);
         let node = NodeConfig { node_name: config.node_name.clone(), cluster_cidr: config.cluster_cidr, masquerade_all: config.masquerade_all };
-        let (state, warnings) = DesiredState::build(node, &services.state(), &slices.state());
+        let (state, warnings) = model.build(node, &services.state(), &slices.state());
         for w in &warnings {
             tracing::warn!("{w}");
         }

@@ -10,7 +10,7 @@ use skiff_netproxy::{BackendChoice, Config};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum BackendArg {
-    /// legacy when it works and nf_tables holds no other owner's rules (see docs/netproxy.md)
+    /// nft unless only legacy holds other owners' rules (see docs/netproxy.md)
     Auto,
     Nft,
     Legacy,
@@ -29,8 +29,9 @@ struct Cli {
     node_ips: Vec<Ipv4Addr>,
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: skiff_netproxy::model::Cidr,
-    /// Seconds between full resyncs.
-    #[arg(long, default_value_t = 60)]
+    /// Seconds between full resyncs (all chains rewritten and checked against iptables-save); changes are
+    /// applied at once in between, rewriting only the chains they touch (kube-proxy also fully resyncs hourly).
+    #[arg(long, default_value_t = 3600)]
     sync_period: u64,
     /// Milliseconds between two syncs at least.
     #[arg(long, default_value_t = 1000)]

@@ -3,7 +3,8 @@
 //! we cannot use must not stop the other 9,999 from being programmed.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
@@ -156,8 +157,8 @@ impl ServicePort {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredState {
     pub node: NodeConfig,
-    /// Sorted by id.
-    pub services: Vec<ServicePort>,
+    /// Sorted by id. Shared, so that unchanged Service ports are not copied from one sync to the next.
+    pub services: Vec<Arc<ServicePort>>,
 }
 
 impl DesiredState {
@@ -168,96 +169,170 @@ impl DesiredState {
         S: Borrow<Service>,
         E: Borrow<EndpointSlice>,
     {
+        let by_service = group_slices(slices);
         let mut warnings = Vec::new();
-        let by_service = index_slices(slices, &mut warnings);
-        let mut out: BTreeMap<ServicePortName, ServicePort> = BTreeMap::new();
+        let mut out = Vec::new();
         for svc in services {
             let svc: &Service = svc.borrow();
-            let ns = svc.metadata.namespace.clone().unwrap_or_default();
-            let name = svc.metadata.name.clone().unwrap_or_default();
-            let Some(spec) = svc.spec.as_ref() else { continue };
-            if spec.type_.as_deref() == Some("ExternalName") {
-                continue;
-            }
-            let cluster_ip = match spec.cluster_ip.as_deref() {
-                None | Some("") | Some("None") => continue, // headless: DNS only
-                Some(ip) => match ip.parse::<Ipv4Addr>() {
-                    Ok(ip) => ip,
-                    Err(_) => {
-                        warnings.push(format!("service {ns}/{name}: clusterIP {ip:?} is not IPv4; skipped"));
-                        continue;
-                    }
-                },
-            };
-            let external_ips = parse_ips(spec.external_ips.iter().flatten().map(String::as_str), &ns, &name, "externalIP", &mut warnings);
-            let lb_ips = parse_ips(
-                svc.status
-                    .iter()
-                    .filter_map(|s| s.load_balancer.as_ref())
-                    .filter_map(|lb| lb.ingress.as_ref())
-                    .flatten()
-                    .filter_map(|i| i.ip.as_deref()),
-                &ns,
-                &name,
-                "load balancer ingress IP",
-                &mut warnings,
-            );
-            let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-                spec.session_affinity_config
-                    .as_ref()
-                    .and_then(|c| c.client_ip.as_ref())
-                    .and_then(|c| c.timeout_seconds)
-                    .and_then(|t| u32::try_from(t).ok())
-                    .filter(|t| *t > 0)
-                    .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
-            });
-            let external_policy_local = spec.external_traffic_policy.as_deref() == Some("Local");
-            let internal_policy_local = spec.internal_traffic_policy.as_deref() == Some("Local");
-            let mut seen_ports = BTreeSet::new();
-            for p in spec.ports.iter().flatten() {
-                let port_name = p.name.clone().unwrap_or_default();
-                let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
-                    warnings.push(format!("service {ns}/{name}: port {port_name:?} has unknown protocol {:?}; skipped", p.protocol));
-                    continue;
-                };
-                let Ok(port) = u16::try_from(p.port) else {
-                    warnings.push(format!("service {ns}/{name}: port {} out of range; skipped", p.port));
-                    continue;
-                };
-                let id = ServicePortName { namespace: ns.clone(), name: name.clone(), port_name: port_name.clone(), protocol };
-                if out.contains_key(&id) || !seen_ports.insert((protocol, port)) {
-                    warnings.push(format!("service {ns}/{name}: duplicate port {port_name:?} {port}/{}; the first one wins", protocol.as_str()));
-                    continue;
-                }
-                let node_port = p.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0);
-                let mut endpoints: Vec<Endpoint> = by_service
-                    .get(&(ns.as_str(), name.as_str()))
-                    .into_iter()
-                    .flatten()
-                    .filter(|(pn, proto, _)| *pn == port_name && *proto == protocol)
-                    .map(|(_, _, e)| e.clone())
-                    .collect();
-                endpoints.sort();
-                endpoints.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
-                out.insert(
-                    id.clone(),
-                    ServicePort {
-                        id,
-                        cluster_ip,
-                        port,
-                        node_port,
-                        external_ips: external_ips.clone(),
-                        load_balancer_ips: lb_ips.clone(),
-                        affinity_timeout,
-                        external_policy_local,
-                        internal_policy_local,
-                        endpoints,
-                    },
-                );
-            }
+            let key = (svc.metadata.namespace.as_deref().unwrap_or_default(), svc.metadata.name.as_deref().unwrap_or_default());
+            let slices = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
+            out.extend(service_ports(svc, slices, &mut warnings).into_iter().map(Arc::new));
         }
-        (DesiredState { node, services: out.into_values().collect() }, warnings)
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        (DesiredState { node, services: out }, warnings)
     }
+}
+
+/// Slices by (namespace, service name), each list sorted by slice name (so results do not depend on cache order).
+fn group_slices<E: Borrow<EndpointSlice>>(slices: &[E]) -> HashMap<(&str, &str), Vec<&E>> {
+    let mut by: HashMap<(&str, &str), Vec<&E>> = HashMap::new();
+    for s in slices {
+        let slice: &EndpointSlice = s.borrow();
+        let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else { continue };
+        by.entry((slice.metadata.namespace.as_deref().unwrap_or_default(), svc.as_str())).or_default().push(s);
+    }
+    for list in by.values_mut() {
+        list.sort_by(|a, b| (*a).borrow().metadata.name.cmp(&(*b).borrow().metadata.name));
+    }
+    by
+}
+
+/// Builds the model like [`DesiredState::build`], but reuses the result for every Service whose object and
+/// slices are the very same (`Arc::ptr_eq`) as last time — the informer cache hands out the same `Arc` until an
+/// object changes — so a sync after one change costs one Service's work, not 10,000. Warnings come out only
+/// when a Service is (re)computed, so they are logged once per change rather than once per sync.
+#[derive(Default)]
+pub struct ModelCache {
+    /// Keyed by the address of the Service's `Arc`: a changed Service is a new `Arc`, so a miss.
+    entries: HashMap<usize, CacheEntry>,
+}
+
+struct CacheEntry {
+    service: Arc<Service>,
+    slices: Vec<Arc<EndpointSlice>>,
+    ports: Vec<Arc<ServicePort>>,
+}
+
+impl ModelCache {
+    pub fn build(
+        &mut self,
+        node: NodeConfig,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+    ) -> (DesiredState, Vec<String>) {
+        let by_service = group_slices(slices);
+        let mut warnings = Vec::new();
+        let mut out = Vec::with_capacity(services.len());
+        let mut next = HashMap::with_capacity(services.len());
+        for svc in services {
+            let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+            let name = svc.metadata.name.as_deref().unwrap_or_default();
+            let mine: &[&Arc<EndpointSlice>] = by_service.get(&(ns, name)).map(Vec::as_slice).unwrap_or_default();
+            let key = Arc::as_ptr(svc) as usize;
+            let entry = match self.entries.remove(&key) {
+                Some(e)
+                    if Arc::ptr_eq(&e.service, svc)
+                        && e.slices.len() == mine.len()
+                        && e.slices.iter().zip(mine).all(|(a, b)| Arc::ptr_eq(a, b)) =>
+                {
+                    e
+                }
+                _ => {
+                    let ports = service_ports(svc, mine, &mut warnings).into_iter().map(Arc::new).collect();
+                    CacheEntry { service: Arc::clone(svc), slices: mine.iter().map(|s| Arc::clone(s)).collect(), ports }
+                }
+            };
+            out.extend(entry.ports.iter().cloned());
+            next.insert(key, entry);
+        }
+        self.entries = next;
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        (DesiredState { node, services: out }, warnings)
+    }
+}
+
+/// The model of one Service: one entry per usable port, with that port's endpoints from the Service's slices.
+fn service_ports<E: Borrow<EndpointSlice>>(svc: &Service, slices: &[&E], warnings: &mut Vec<String>) -> Vec<ServicePort> {
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let Some(spec) = svc.spec.as_ref() else { return Vec::new() };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Vec::new();
+    }
+    let cluster_ip = match spec.cluster_ip.as_deref() {
+        None | Some("") | Some("None") => return Vec::new(), // headless: DNS only
+        Some(ip) => match ip.parse::<Ipv4Addr>() {
+            Ok(ip) => ip,
+            Err(_) => {
+                warnings.push(format!("service {ns}/{name}: clusterIP {ip:?} is not IPv4; skipped"));
+                return Vec::new();
+            }
+        },
+    };
+    let endpoints_by_port = slice_endpoints(slices, warnings);
+    let external_ips = parse_ips(spec.external_ips.iter().flatten().map(String::as_str), &ns, &name, "externalIP", warnings);
+    let lb_ips = parse_ips(
+        svc.status
+            .iter()
+            .filter_map(|s| s.load_balancer.as_ref())
+            .filter_map(|lb| lb.ingress.as_ref())
+            .flatten()
+            .filter_map(|i| i.ip.as_deref()),
+        &ns,
+        &name,
+        "load balancer ingress IP",
+        warnings,
+    );
+    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+    });
+    let external_policy_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let internal_policy_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let mut seen_names = BTreeSet::new();
+    let mut seen_ports = BTreeSet::new();
+    let mut out = Vec::new();
+    for p in spec.ports.iter().flatten() {
+        let port_name = p.name.clone().unwrap_or_default();
+        let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
+            warnings.push(format!("service {ns}/{name}: port {port_name:?} has unknown protocol {:?}; skipped", p.protocol));
+            continue;
+        };
+        let Ok(port) = u16::try_from(p.port) else {
+            warnings.push(format!("service {ns}/{name}: port {} out of range; skipped", p.port));
+            continue;
+        };
+        if !seen_names.insert((port_name.clone(), protocol)) || !seen_ports.insert((protocol, port)) {
+            warnings.push(format!("service {ns}/{name}: duplicate port {port_name:?} {port}/{}; the first one wins", protocol.as_str()));
+            continue;
+        }
+        let node_port = p.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0);
+        let mut endpoints: Vec<Endpoint> = endpoints_by_port
+            .iter()
+            .filter(|(pn, proto, _)| *pn == port_name.as_str() && *proto == protocol)
+            .map(|(_, _, e)| e.clone())
+            .collect();
+        endpoints.sort();
+        endpoints.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
+        out.push(ServicePort {
+            id: ServicePortName { namespace: ns.clone(), name: name.clone(), port_name, protocol },
+            cluster_ip,
+            port,
+            node_port,
+            external_ips: external_ips.clone(),
+            load_balancer_ips: lb_ips.clone(),
+            affinity_timeout,
+            external_policy_local,
+            internal_policy_local,
+            endpoints,
+        });
+    }
+    out
 }
 
 fn parse_ips<'a>(
@@ -279,22 +354,18 @@ fn parse_ips<'a>(
     out.into_iter().collect()
 }
 
-type SliceIndex<'a> = BTreeMap<(&'a str, &'a str), Vec<(String, Protocol, Endpoint)>>;
-
-/// (namespace, service) → (port name, protocol, endpoint) for every usable address of every slice.
-fn index_slices<'a, E: Borrow<EndpointSlice>>(slices: &'a [E], warnings: &mut Vec<String>) -> SliceIndex<'a> {
-    let mut index: SliceIndex<'a> = BTreeMap::new();
+/// (port name, protocol, endpoint) for every usable address of a Service's slices.
+fn slice_endpoints<'a, E: Borrow<EndpointSlice>>(slices: &[&'a E], warnings: &mut Vec<String>) -> Vec<(&'a str, Protocol, Endpoint)> {
+    let mut out = Vec::new();
     for slice in slices {
-        let slice: &EndpointSlice = slice.borrow();
+        let slice: &'a EndpointSlice = (*slice).borrow();
         let ns = slice.metadata.namespace.as_deref().unwrap_or_default();
         let slice_name = slice.metadata.name.as_deref().unwrap_or_default();
-        let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else { continue };
         if slice.address_type != "IPv4" {
             continue; // IPv6 and FQDN slices are not ours to program
         }
-        let entry = index.entry((ns, svc.as_str())).or_default();
         for port in slice.ports.iter().flatten() {
-            let port_name = port.name.clone().unwrap_or_default();
+            let port_name = port.name.as_deref().unwrap_or_default();
             let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else {
                 warnings.push(format!("endpointslice {ns}/{slice_name}: port {port_name:?} has unknown protocol; skipped"));
                 continue;
@@ -319,13 +390,9 @@ fn index_slices<'a, E: Borrow<EndpointSlice>>(slices: &'a [E], warnings: &mut Ve
                     warnings.push(format!("endpointslice {ns}/{slice_name}: address {ip} cannot be an endpoint; skipped"));
                     continue;
                 }
-                entry.push((
-                    port_name.clone(),
-                    protocol,
-                    Endpoint { ip, port: number, node_name: ep.node_name.clone(), ready, serving, terminating },
-                ));
+                out.push((port_name, protocol, Endpoint { ip, port: number, node_name: ep.node_name.clone(), ready, serving, terminating }));
             }
         }
     }
-    index
+    out
 }

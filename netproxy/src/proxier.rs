@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::conntrack::{stale_flows, Conntrack};
 use crate::iptables::{Iptables, IptablesError};
 use crate::model::DesiredState;
-use crate::render::{render, Ruleset};
+use crate::render::{Renderer, Ruleset};
 use crate::restore::{plan, KernelState, Mode};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,8 @@ pub struct SyncReport {
     pub filter_rules: usize,
     pub filter_chains: usize,
     pub stale_flows_deleted: usize,
+    /// Time in iptables-save and iptables-restore (the rest is rendering and planning).
+    pub iptables_duration: Duration,
     pub duration: Duration,
 }
 
@@ -39,26 +41,30 @@ pub struct Proxier {
     conntrack: Box<dyn Conntrack>,
     applied: Option<Ruleset>,
     applied_state: Option<DesiredState>,
+    renderer: Renderer,
 }
 
 impl Proxier {
     pub fn new(iptables: Box<dyn Iptables>, conntrack: Box<dyn Conntrack>) -> Proxier {
-        Proxier { iptables, conntrack, applied: None, applied_state: None }
+        Proxier { iptables, conntrack, applied: None, applied_state: None, renderer: Renderer::default() }
     }
 
     /// Brings the kernel to `state`. `full` forces a complete rewrite (the periodic resync).
     pub fn sync(&mut self, state: &DesiredState, full: bool) -> Result<SyncReport, SyncError> {
         let start = Instant::now();
-        let ruleset = render(state);
+        let ruleset = self.renderer.render(state);
         if full {
             self.applied = None;
         }
+        let mut in_iptables = Duration::ZERO;
         let kernel;
         let mode = match &self.applied {
             Some(applied) => Mode::Partial(applied),
             None => {
+                let t = Instant::now();
                 let nat = self.iptables.save("nat").map_err(SyncError::Save)?;
                 let filter = self.iptables.save("filter").map_err(SyncError::Save)?;
+                in_iptables += t.elapsed();
                 kernel = KernelState::parse(&nat, &filter);
                 Mode::Full(&kernel)
             }
@@ -66,7 +72,10 @@ impl Proxier {
         let is_full = matches!(mode, Mode::Full(_));
         let p = plan(&ruleset, mode);
         if !p.text.is_empty() {
-            if let Err(source) = self.iptables.restore(&p.text) {
+            let t = Instant::now();
+            let result = self.iptables.restore(&p.text);
+            in_iptables += t.elapsed();
+            if let Err(source) = result {
                 // We no longer know what the kernel holds: the next sync rewrites everything.
                 self.applied = None;
                 return Err(SyncError::Restore { chains: p.chains_written, rules: p.rules_written, source });
@@ -86,11 +95,12 @@ impl Proxier {
             chains_written: p.chains_written,
             chains_deleted: p.chains_deleted,
             rules_written: p.rules_written,
-            nat_rules: ruleset.nat.values().map(Vec::len).sum(),
+            nat_rules: ruleset.nat.values().map(|r| r.len()).sum(),
             nat_chains: ruleset.nat.len(),
-            filter_rules: ruleset.filter.values().map(Vec::len).sum(),
+            filter_rules: ruleset.filter.values().map(|r| r.len()).sum(),
             filter_chains: ruleset.filter.len(),
             stale_flows_deleted: stale,
+            iptables_duration: in_iptables,
             duration: start.elapsed(),
         };
         self.applied = Some(ruleset);

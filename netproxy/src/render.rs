@@ -18,10 +18,11 @@
 //!   Services without endpoints (DROP when only the `Local` policy leaves none); `SKIFF-FORWARD`: accept marked,
 //!   established and pod traffic even when the FORWARD policy is DROP.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
+use std::sync::Arc;
 
-use crate::model::{DesiredState, Endpoint, ServicePort};
+use crate::model::{DesiredState, Endpoint, NodeConfig, ServicePort, ServicePortName};
 
 pub const PREFIX: &str = "SKIFF-";
 pub const SERVICES: &str = "SKIFF-SERVICES";
@@ -35,7 +36,7 @@ pub const MASQ_MARK: &str = "0x4000";
 
 /// A table's chains we own: name → rules (each a full `-A CHAIN ...` line). Ordered by name so that output
 /// is deterministic.
-pub type Chains = BTreeMap<String, Vec<String>>;
+pub type Chains = BTreeMap<String, Arc<Vec<String>>>;
 
 /// The rendered nat and filter state.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,7 +47,7 @@ pub struct Ruleset {
 
 impl Ruleset {
     pub fn rule_count(&self) -> usize {
-        self.nat.values().chain(self.filter.values()).map(Vec::len).sum()
+        self.nat.values().chain(self.filter.values()).map(|r| r.len()).sum()
     }
     pub fn chain_count(&self) -> usize {
         self.nat.len() + self.filter.len()
@@ -90,131 +91,181 @@ fn recent_name(sp: &ServicePort, ep: &Endpoint) -> String {
     format!("SKIFF-{}", hash16(&format!("{}>{}:{}", sp.id, ep.ip, ep.port)))
 }
 
+/// The rules of one Service port: its own chains and its lines in the shared chains.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fragment {
+    pub nat_chains: Vec<(String, Arc<Vec<String>>)>,
+    pub services: Vec<String>,
+    pub nodeports: Vec<String>,
+    pub filter_services: Vec<String>,
+    pub filter_external: Vec<String>,
+}
+
 /// Renders the whole desired state. Pure: same input, same output, byte for byte.
 pub fn render(state: &DesiredState) -> Ruleset {
-    let node = &state.node;
+    let fragments: Vec<Fragment> = state.services.iter().map(|sp| render_service(&state.node, sp)).collect();
+    assemble(&state.node, fragments.iter())
+}
+
+/// [`render`] with a memo: a Service port equal to last time reuses last time's fragment (the output is the
+/// same as [`render`]'s; only the work is skipped).
+#[derive(Default)]
+pub struct Renderer {
+    node: Option<NodeConfig>,
+    cache: HashMap<ServicePortName, (Arc<ServicePort>, Arc<Fragment>)>,
+}
+
+impl Renderer {
+    pub fn render(&mut self, state: &DesiredState) -> Ruleset {
+        if self.node.as_ref() != Some(&state.node) {
+            self.cache.clear();
+            self.node = Some(state.node.clone());
+        }
+        let mut next = HashMap::with_capacity(state.services.len());
+        let mut fragments = Vec::with_capacity(state.services.len());
+        for sp in &state.services {
+            let (key, fragment) = match self.cache.remove_entry(&sp.id) {
+                Some((key, (old, f))) if Arc::ptr_eq(&old, sp) || *old == **sp => (key, f),
+                _ => (sp.id.clone(), Arc::new(render_service(&state.node, sp))),
+            };
+            fragments.push(Arc::clone(&fragment));
+            next.insert(key, (Arc::clone(sp), fragment));
+        }
+        self.cache = next;
+        assemble(&state.node, fragments.iter().map(|f| &**f))
+    }
+}
+
+/// The fixed chains plus every Service port's fragment, in the order of `fragments`.
+fn assemble<'a>(node: &NodeConfig, fragments: impl Iterator<Item = &'a Fragment> + Clone) -> Ruleset {
     let cidr = node.cluster_cidr.to_string();
     let mut nat = Chains::new();
     let mut filter = Chains::new();
-    let mut services = Vec::with_capacity(state.services.len() + 1);
-    let mut nodeports = Vec::new();
-    let mut filter_services = Vec::new();
-    let mut filter_external = Vec::new();
-
-    nat.insert(MARK_MASQ.into(), vec![format!("-A {MARK_MASQ} -j MARK --or-mark {MASQ_MARK}")]);
+    nat.insert(MARK_MASQ.into(), Arc::new(vec![format!("-A {MARK_MASQ} -j MARK --or-mark {MASQ_MARK}")]));
     nat.insert(
         POSTROUTING.into(),
-        vec![
+        Arc::new(vec![
             // Pod egress leaving the cluster network takes the node's address.
             format!("-A {POSTROUTING} -s {cidr} ! -d {cidr} -j MASQUERADE --random-fully"),
             format!("-A {POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN"),
             format!("-A {POSTROUTING} -j MARK --xor-mark {MASQ_MARK}"),
             format!("-A {POSTROUTING} -j MASQUERADE --random-fully"),
-        ],
+        ]),
     );
     filter.insert(
         FORWARD.into(),
-        vec![
+        Arc::new(vec![
             format!("-A {FORWARD} -m conntrack --ctstate INVALID -j DROP"),
             format!("-A {FORWARD} -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT"),
             format!("-A {FORWARD} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
             format!("-A {FORWARD} -s {cidr} -j ACCEPT"),
             format!("-A {FORWARD} -d {cidr} -j ACCEPT"),
-        ],
+        ]),
     );
-
-    for sp in &state.services {
-        let proto = sp.id.protocol.as_str();
-        let dport = format!("-p {proto} -m {proto} --dport {}", sp.port);
-        let cluster_dst = format!("-d {}/32 {dport}", sp.cluster_ip);
-        let all = sp.usable_endpoints(&node.node_name, false);
-        let local = sp.usable_endpoints(&node.node_name, true);
-        let svc = svc_chain(sp);
-        let svl = svl_chain(sp);
-        let needs_svc = !all.is_empty() && (!sp.internal_policy_local || sp.has_external());
-        let needs_svl = !local.is_empty() && (sp.internal_policy_local || (sp.external_policy_local && sp.has_external()));
-        let masq_internal = if node.masquerade_all {
-            format!("{cluster_dst} -j {MARK_MASQ}")
-        } else {
-            format!("{cluster_dst} ! -s {cidr} -j {MARK_MASQ}")
-        };
-        if needs_svc {
-            nat.insert(svc.clone(), endpoint_rules(&svc, sp, &all, &masq_internal, &node.node_name));
-        }
-        if needs_svl {
-            nat.insert(svl.clone(), endpoint_rules(&svl, sp, &local, &masq_internal, &node.node_name));
-        }
-
-        // Traffic to the cluster IP.
-        let internal = if sp.internal_policy_local { (!local.is_empty()).then_some(&svl) } else { (!all.is_empty()).then_some(&svc) };
-        match internal {
-            Some(chain) => services.push(format!("-A {SERVICES} {cluster_dst} -j {chain}")),
-            None if sp.internal_policy_local && !all.is_empty() => {
-                filter_services.push(format!("-A {SERVICES} {cluster_dst} -j DROP"))
-            }
-            None => filter_services.push(format!("-A {SERVICES} {cluster_dst} -j REJECT --reject-with icmp-port-unreachable")),
-        }
-
-        if !sp.has_external() {
-            continue;
-        }
-        // Traffic from outside: NodePort, external IPs, load-balancer IPs.
-        let ext = ext_chain(sp);
-        let ext_rules = if sp.external_policy_local {
-            let mut r = Vec::new();
-            if !all.is_empty() {
-                // Pods and the node itself may use any endpoint; the node's own traffic is masqueraded.
-                r.push(format!("-A {ext} -s {cidr} -j {svc}"));
-                r.push(format!("-A {ext} -m addrtype --src-type LOCAL -j {MARK_MASQ}"));
-                r.push(format!("-A {ext} -m addrtype --src-type LOCAL -j {svc}"));
-            }
-            if !local.is_empty() {
-                r.push(format!("-A {ext} -j {svl}"));
-            }
-            r
-        } else if !all.is_empty() {
-            vec![format!("-A {ext} -j {MARK_MASQ}"), format!("-A {ext} -j {svc}")]
-        } else {
-            Vec::new()
-        };
-        // Without a usable endpoint for external traffic, the filter table answers instead.
-        let ext_verdict = if sp.external_policy_local && local.is_empty() && !all.is_empty() {
-            Some("DROP")
-        } else if all.is_empty() {
-            Some("REJECT --reject-with icmp-port-unreachable")
-        } else {
-            None
-        };
-        if !ext_rules.is_empty() {
-            nat.insert(ext.clone(), ext_rules);
-        }
-        let has_ext_chain = nat.contains_key(&ext);
-        for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
-            let m = format!("-d {ip}/32 {dport}");
-            if has_ext_chain {
-                services.push(format!("-A {SERVICES} {m} -j {ext}"));
-            }
-            if let Some(v) = ext_verdict {
-                filter_external.push(format!("-A {EXTERNAL_SERVICES} {m} -j {v}"));
-            }
-        }
-        if let Some(np) = sp.node_port {
-            let m = format!("-p {proto} -m {proto} --dport {np}");
-            if has_ext_chain {
-                nodeports.push(format!("-A {NODEPORTS} {m} -j {ext}"));
-            }
-            if let Some(v) = ext_verdict {
-                filter_external.push(format!("-A {EXTERNAL_SERVICES} -m addrtype --dst-type LOCAL {m} -j {v}"));
-            }
-        }
-    }
+    let gather = |pick: fn(&Fragment) -> &Vec<String>| -> Vec<String> {
+        fragments.clone().flat_map(|f| pick(f).iter().cloned()).collect()
+    };
+    let mut services = gather(|f| &f.services);
     // Must stay last: anything else addressed to this node may be a NodePort.
     services.push(format!("-A {SERVICES} -m addrtype --dst-type LOCAL -j {NODEPORTS}"));
-    nat.insert(SERVICES.into(), services);
-    nat.insert(NODEPORTS.into(), nodeports);
-    filter.insert(SERVICES.into(), filter_services);
-    filter.insert(EXTERNAL_SERVICES.into(), filter_external);
+    nat.insert(SERVICES.into(), Arc::new(services));
+    nat.insert(NODEPORTS.into(), Arc::new(gather(|f| &f.nodeports)));
+    filter.insert(SERVICES.into(), Arc::new(gather(|f| &f.filter_services)));
+    filter.insert(EXTERNAL_SERVICES.into(), Arc::new(gather(|f| &f.filter_external)));
+    for f in fragments {
+        for (name, rules) in &f.nat_chains {
+            nat.insert(name.clone(), Arc::clone(rules));
+        }
+    }
     Ruleset { nat, filter }
+}
+
+/// The rules of one Service port.
+pub fn render_service(node: &NodeConfig, sp: &ServicePort) -> Fragment {
+    let cidr = node.cluster_cidr.to_string();
+    let mut f = Fragment::default();
+    let proto = sp.id.protocol.as_str();
+    let dport = format!("-p {proto} -m {proto} --dport {}", sp.port);
+    let cluster_dst = format!("-d {}/32 {dport}", sp.cluster_ip);
+    let all = sp.usable_endpoints(&node.node_name, false);
+    let local = sp.usable_endpoints(&node.node_name, true);
+    let svc = svc_chain(sp);
+    let svl = svl_chain(sp);
+    let needs_svc = !all.is_empty() && (!sp.internal_policy_local || sp.has_external());
+    let needs_svl = !local.is_empty() && (sp.internal_policy_local || (sp.external_policy_local && sp.has_external()));
+    let masq_internal = if node.masquerade_all {
+        format!("{cluster_dst} -j {MARK_MASQ}")
+    } else {
+        format!("{cluster_dst} ! -s {cidr} -j {MARK_MASQ}")
+    };
+    if needs_svc {
+        f.nat_chains.push((svc.clone(), Arc::new(endpoint_rules(&svc, sp, &all, &masq_internal, &node.node_name))));
+    }
+    if needs_svl {
+        f.nat_chains.push((svl.clone(), Arc::new(endpoint_rules(&svl, sp, &local, &masq_internal, &node.node_name))));
+    }
+
+    // Traffic to the cluster IP.
+    let internal = if sp.internal_policy_local { (!local.is_empty()).then_some(&svl) } else { (!all.is_empty()).then_some(&svc) };
+    match internal {
+        Some(chain) => f.services.push(format!("-A {SERVICES} {cluster_dst} -j {chain}")),
+        None if sp.internal_policy_local && !all.is_empty() => f.filter_services.push(format!("-A {SERVICES} {cluster_dst} -j DROP")),
+        None => f.filter_services.push(format!("-A {SERVICES} {cluster_dst} -j REJECT --reject-with icmp-port-unreachable")),
+    }
+    if !sp.has_external() {
+        return f;
+    }
+
+    // Traffic from outside: NodePort, external IPs, load-balancer IPs.
+    let ext = ext_chain(sp);
+    let ext_rules = if sp.external_policy_local {
+        let mut r = Vec::new();
+        if !all.is_empty() {
+            // Pods and the node itself may use any endpoint; the node's own traffic is masqueraded.
+            r.push(format!("-A {ext} -s {cidr} -j {svc}"));
+            r.push(format!("-A {ext} -m addrtype --src-type LOCAL -j {MARK_MASQ}"));
+            r.push(format!("-A {ext} -m addrtype --src-type LOCAL -j {svc}"));
+        }
+        if !local.is_empty() {
+            r.push(format!("-A {ext} -j {svl}"));
+        }
+        r
+    } else if !all.is_empty() {
+        vec![format!("-A {ext} -j {MARK_MASQ}"), format!("-A {ext} -j {svc}")]
+    } else {
+        Vec::new()
+    };
+    // Without a usable endpoint for external traffic, the filter table answers instead.
+    let ext_verdict = if sp.external_policy_local && local.is_empty() && !all.is_empty() {
+        Some("DROP")
+    } else if all.is_empty() {
+        Some("REJECT --reject-with icmp-port-unreachable")
+    } else {
+        None
+    };
+    let has_ext_chain = !ext_rules.is_empty();
+    if has_ext_chain {
+        f.nat_chains.push((ext.clone(), Arc::new(ext_rules)));
+    }
+    for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
+        let m = format!("-d {ip}/32 {dport}");
+        if has_ext_chain {
+            f.services.push(format!("-A {SERVICES} {m} -j {ext}"));
+        }
+        if let Some(v) = ext_verdict {
+            f.filter_external.push(format!("-A {EXTERNAL_SERVICES} {m} -j {v}"));
+        }
+    }
+    if let Some(np) = sp.node_port {
+        let m = format!("-p {proto} -m {proto} --dport {np}");
+        if has_ext_chain {
+            f.nodeports.push(format!("-A {NODEPORTS} {m} -j {ext}"));
+        }
+        if let Some(v) = ext_verdict {
+            f.filter_external.push(format!("-A {EXTERNAL_SERVICES} -m addrtype --dst-type LOCAL {m} -j {v}"));
+        }
+    }
+    f
 }
 
 /// The rules of a SVC/SVL chain: masquerade off-cluster and hairpin traffic, then pick an endpoint.

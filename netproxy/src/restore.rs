@@ -92,7 +92,7 @@ pub fn plan(desired: &Ruleset, mode: Mode<'_>) -> Plan {
             let _ = writeln!(t, ":{name} - [0:0]");
         }
         for name in &write {
-            for rule in &chains[*name] {
+            for rule in chains[*name].iter() {
                 t.push_str(rule);
                 t.push('\n');
                 p.rules_written += 1;

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use serde_json::json;
 use skiff_netproxy::conntrack::{stale_flows, Flow, RecordingConntrack};
 use skiff_netproxy::iptables::RecordingIptables;
@@ -39,7 +41,7 @@ fn partial_sync_writes_only_changed_chains() {
     let mut changed = state.clone();
     // One endpoint of web:http becomes unready.
     let web = changed.services.iter_mut().find(|s| s.id.name == "web" && s.id.port_name == "http").expect("web");
-    web.endpoints.iter_mut().find(|e| e.ip.to_string() == "10.244.2.7").expect("ep").ready = false;
+    Arc::make_mut(web).endpoints.iter_mut().find(|e| e.ip.to_string() == "10.244.2.7").expect("ep").ready = false;
     let after = render(&changed);
     let p = plan(&after, Mode::Partial(&before));
     golden("one_endpoint_unready.restore", &p.text);
@@ -104,7 +106,7 @@ fn lean_shape_one_chain_five_rules_per_plain_service() {
     let base = render(&DesiredState { node: state.node.clone(), services: vec![] });
     let r = render(&state);
     assert_eq!(r.nat.len() - base.nat.len(), 100, "one chain per service");
-    let nat_rules = |r: &skiff_netproxy::render::Ruleset| r.nat.values().map(Vec::len).sum::<usize>();
+    let nat_rules = |r: &skiff_netproxy::render::Ruleset| r.nat.values().map(|c| c.len()).sum::<usize>();
     assert_eq!(nat_rules(&r) - nat_rules(&base), 500, "five rules per service (kube-proxy: 11)");
 }
 
@@ -113,17 +115,17 @@ fn udp_endpoint_removal_and_first_endpoint_clear_conntrack() {
     let (state, _) = common::kitchen_sink();
     let mut next = state.clone();
     let dns = next.services.iter_mut().find(|s| s.id.port_name == "dns").expect("dns");
-    dns.endpoints.retain(|e| e.ip.to_string() != "10.244.1.5");
+    Arc::make_mut(dns).endpoints.retain(|e| e.ip.to_string() != "10.244.1.5");
     let flows = stale_flows(&state, &next);
     assert_eq!(flows, vec![Flow { orig_dst: Some("10.96.0.10".parse().unwrap()), orig_dport: 53, dnat_to: Some("10.244.1.5".parse().unwrap()) }]);
     // Going from no endpoint to one clears the entries of the REJECTed flow.
     let mut empty = state.clone();
-    empty.services.iter_mut().find(|s| s.id.port_name == "dns").expect("dns").endpoints.clear();
+    Arc::make_mut(empty.services.iter_mut().find(|s| s.id.port_name == "dns").expect("dns")).endpoints.clear();
     let flows = stale_flows(&empty, &state);
     assert_eq!(flows, vec![Flow { orig_dst: Some("10.96.0.10".parse().unwrap()), orig_dport: 53, dnat_to: None }]);
     // TCP changes never touch conntrack.
     let mut tcp = state.clone();
-    tcp.services.iter_mut().find(|s| s.id.port_name == "http").expect("http").endpoints.clear();
+    Arc::make_mut(tcp.services.iter_mut().find(|s| s.id.port_name == "http").expect("http")).endpoints.clear();
     assert!(stale_flows(&state, &tcp).is_empty());
 }
 
@@ -148,4 +150,26 @@ fn proxier_resyncs_fully_after_a_failed_restore() {
     assert!(last.contains(":SKIFF-SERVICES - [0:0]") && last.contains("-A SKIFF-MARK-MASQ"), "full rewrite");
     // The UDP port of web went away with its endpoints: its flows are cleared once the rules are in.
     assert!(!ct.deleted.lock().unwrap().is_empty());
+}
+
+#[test]
+fn caches_give_the_same_result_as_the_pure_functions() {
+    use skiff_netproxy::model::ModelCache;
+    use skiff_netproxy::render::Renderer;
+    let services: Vec<_> = (0..20)
+        .map(|i| Arc::new(common::service("ns", &format!("s{i}"), json!({"clusterIP": format!("10.96.1.{}", i + 1), "ports": [{"port": 80}]}))))
+        .collect();
+    let mut slices: Vec<_> = (0..20)
+        .map(|i| Arc::new(common::slice("ns", &format!("s{i}"), "x", json!([{"port": 8080, "protocol": "TCP"}]), &[(&format!("10.244.2.{}", i + 1), "node-b", true)])))
+        .collect();
+    let mut cache = ModelCache::default();
+    let mut renderer = Renderer::default();
+    for round in 0..3 {
+        let (cached, _) = cache.build(common::node("node-a"), &services, &slices);
+        let (pure, _) = DesiredState::build(common::node("node-a"), &services, &slices);
+        assert_eq!(cached, pure, "round {round}");
+        assert_eq!(renderer.render(&cached), render(&pure), "round {round}");
+        // Change one slice: a new Arc, as the informer cache would hand out.
+        slices[round] = Arc::new(common::slice("ns", &format!("s{round}"), "x", json!([{"port": 9090, "protocol": "TCP"}]), &[("10.244.9.9", "node-a", true)]));
+    }
 }
