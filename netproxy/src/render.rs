@@ -55,15 +55,17 @@ impl Ruleset {
 }
 
 /// The rules in built-in chains that send traffic to ours, as `(table, chain, match-and-target)`. They are
-/// inserted once (when missing) and never rewritten, so other rule owners' rules in those chains stay put.
+/// inserted once (when missing) at the top of their chain and never rewritten, so other rule owners' rules in
+/// those chains stay put. Each `-I` lands above the previous one: FORWARD ends up SKIFF-SERVICES,
+/// SKIFF-EXTERNAL-SERVICES, SKIFF-FORWARD — the REJECTs must come before SKIFF-FORWARD's ACCEPTs.
 pub const JUMPS: &[(&str, &str, &str)] = &[
     ("nat", "PREROUTING", "-j SKIFF-SERVICES"),
     ("nat", "OUTPUT", "-j SKIFF-SERVICES"),
     ("nat", "POSTROUTING", "-j SKIFF-POSTROUTING"),
     ("filter", "INPUT", "-m conntrack --ctstate NEW -j SKIFF-EXTERNAL-SERVICES"),
-    ("filter", "FORWARD", "-m conntrack --ctstate NEW -j SKIFF-SERVICES"),
-    ("filter", "FORWARD", "-m conntrack --ctstate NEW -j SKIFF-EXTERNAL-SERVICES"),
     ("filter", "FORWARD", "-j SKIFF-FORWARD"),
+    ("filter", "FORWARD", "-m conntrack --ctstate NEW -j SKIFF-EXTERNAL-SERVICES"),
+    ("filter", "FORWARD", "-m conntrack --ctstate NEW -j SKIFF-SERVICES"),
     ("filter", "OUTPUT", "-m conntrack --ctstate NEW -j SKIFF-SERVICES"),
 ];
 
