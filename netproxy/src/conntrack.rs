@@ -38,6 +38,10 @@ pub trait Conntrack: Send + Sync {
 pub fn stale_flows(old: &DesiredState, new: &DesiredState) -> Vec<Flow> {
     let node = &new.node.node_name;
     let mut out = BTreeSet::new();
+    let udp = |s: &DesiredState| s.services.iter().any(|p| p.id.protocol == Protocol::Udp);
+    if !udp(old) && !udp(new) {
+        return Vec::new();
+    }
     let new_by_id: std::collections::BTreeMap<_, _> = new.services.iter().map(|s| (&s.id, s)).collect();
     for o in old.services.iter().filter(|s| s.id.protocol == Protocol::Udp) {
         let old_eps: BTreeSet<Ipv4Addr> = o.usable_endpoints(node, false).iter().map(|e| e.ip).collect();

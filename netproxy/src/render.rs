@@ -18,11 +18,11 @@
 //!   Services without endpoints (DROP when only the `Local` policy leaves none); `SKIFF-FORWARD`: accept marked,
 //!   established and pod traffic even when the FORWARD policy is DROP.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use crate::model::{DesiredState, Endpoint, NodeConfig, ServicePort, ServicePortName};
+use crate::model::{DesiredState, Endpoint, FastMap, NodeConfig, ServicePort, ServicePortName};
 
 pub const PREFIX: &str = "SKIFF-";
 pub const SERVICES: &str = "SKIFF-SERVICES";
@@ -114,7 +114,7 @@ pub fn render(state: &DesiredState) -> Ruleset {
 #[derive(Default)]
 pub struct Renderer {
     node: Option<NodeConfig>,
-    cache: HashMap<ServicePortName, (Arc<ServicePort>, Arc<Fragment>)>,
+    cache: FastMap<ServicePortName, (Arc<ServicePort>, Arc<Fragment>)>,
 }
 
 impl Renderer {
@@ -123,7 +123,7 @@ impl Renderer {
             self.cache.clear();
             self.node = Some(state.node.clone());
         }
-        let mut next = HashMap::with_capacity(state.services.len());
+        let mut next = FastMap::with_capacity_and_hasher(state.services.len(), Default::default());
         let mut fragments = Vec::with_capacity(state.services.len());
         for sp in &state.services {
             let (key, fragment) = match self.cache.remove_entry(&sp.id) {
