@@ -75,6 +75,9 @@ pub struct Config {
     pub save_bin: Option<PathBuf>,
     /// Keep routes to other nodes' pod CIDRs and turn on forwarding.
     pub manage_routes: bool,
+    /// Work in this network namespace (`/run/netns/NAME`) instead of our own: rules, conntrack, routes,
+    /// forwarding. For tests and for several "hosts" on one machine.
+    pub netns: Option<PathBuf>,
 }
 
 async fn client(config: &Config) -> Result<Client, RunError> {
@@ -111,9 +114,9 @@ pub fn iptables_for(config: &Config) -> (IptablesCli, String) {
     let (backend, why) = match config.backend {
         BackendChoice::Nft => (Backend::Nft, "chosen by --backend".to_string()),
         BackendChoice::Legacy => (Backend::Legacy, "chosen by --backend".to_string()),
-        BackendChoice::Auto => iptables::choose_backend(None),
+        BackendChoice::Auto => iptables::choose_backend(config.netns.clone()),
     };
-    let mut cli = IptablesCli::new(backend, None);
+    let mut cli = IptablesCli::new(backend, config.netns.clone());
     if let Some(b) = &config.restore_bin {
         cli.restore_bin = b.clone();
     }
@@ -142,19 +145,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     };
     let (ipt, why) = iptables_for(&config);
     tracing::info!(backend = ipt.backend.name(), reason = %why, "iptables backend");
-    let proxier = Arc::new(Mutex::new(proxier::Proxier::new(Box::new(ipt), Box::new(conntrack::ConntrackCli::default()))));
+    let proxier = Arc::new(Mutex::new(proxier::Proxier::new(Box::new(ipt), Box::new(conntrack::ConntrackCli { netns: config.netns.clone() }))));
     let changed = Arc::new(tokio::sync::Notify::new());
     let (services, t1) = informer(Api::<Service>::all(client.clone()), changed.clone());
     let (slices, t2) = informer(Api::<EndpointSlice>::all(client.clone()), changed.clone());
     let (nodes, t3) = informer(Api::<Node>::all(client.clone()), changed.clone());
-    let routes_handle = if config.manage_routes {
-        if let Err(e) = routes::enable_forwarding() {
-            tracing::error!(error = %e, "pods on other nodes will be unreachable");
-        }
-        match routes::connect() {
-            Ok(h) => Some(h),
+    let routes = if config.manage_routes {
+        match routes::RouteWorker::start(config.netns.clone()) {
+            Ok(w) => Some(w),
             Err(e) => {
-                tracing::error!(error = %e, "no route management");
+                tracing::error!(error = %e, "no route management: pods on other nodes will be unreachable");
                 None
             }
         }
@@ -212,14 +212,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 tracing::error!(error = %e, "sync task panicked");
             }
         }
-        if let Some(h) = &routes_handle {
+        if let Some(worker) = &routes {
             let mut node_list: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
             node_list.retain(|n| !is_me(n, &config));
             let (desired, warnings) = routes::desired_routes(&node_list, &config.node_name);
             for w in &warnings {
                 tracing::warn!("{w}");
             }
-            match routes::sync_routes(h, &desired).await {
+            match worker.sync(desired).await {
                 Ok(r) => {
                     metrics.routes.set(r.total as i64);
                     if r.added + r.deleted > 0 {

@@ -52,6 +52,9 @@ struct Cli {
     /// Do not manage routes to other nodes' pod CIDRs.
     #[arg(long)]
     no_routes: bool,
+    /// Apply rules and routes in this network namespace (/run/netns/NAME) instead of our own.
+    #[arg(long)]
+    netns: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         restore_bin: cli.iptables_restore_bin,
         save_bin: cli.iptables_save_bin,
         manage_routes: !cli.no_routes,
+        netns: cli.netns,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(skiff_netproxy::run(config, async {

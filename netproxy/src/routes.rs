@@ -152,3 +152,64 @@ pub fn enable_forwarding() -> Result<(), RouteError> {
     std::fs::write(path, "1").map_err(RouteError::Forwarding)
 }
 
+
+/// Route syncs on a thread of their own, optionally inside another network namespace (`/run/netns/NAME`; for
+/// tests and several hosts on one machine): a netlink socket belongs to the namespace of the thread that opens
+/// it, and a tokio worker thread cannot be moved into one.
+pub struct RouteWorker {
+    tx: std::sync::mpsc::Sender<(BTreeMap<Cidr, Ipv4Addr>, tokio::sync::oneshot::Sender<Result<RouteReport, RouteError>>)>,
+}
+
+impl RouteWorker {
+    pub fn start(netns: Option<std::path::PathBuf>) -> Result<RouteWorker, RouteError> {
+        type Job = (BTreeMap<Cidr, Ipv4Addr>, tokio::sync::oneshot::Sender<Result<RouteReport, RouteError>>);
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("netproxy-routes".into())
+            .spawn(move || {
+                let setup = (|| {
+                    if let Some(path) = &netns {
+                        let f = std::fs::File::open(path).map_err(RouteError::Connect)?;
+                        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+                            .map_err(|e| RouteError::Connect(std::io::Error::from(e)))?;
+                    }
+                    enable_forwarding()?;
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(RouteError::Connect)
+                })();
+                let rt = match setup {
+                    Ok(rt) => {
+                        let _ = ready_tx.send(Ok(()));
+                        rt
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let handle = match connect() {
+                        Ok(h) => h,
+                        Err(e) => {
+                            tracing::error!(error = %e, "no route management");
+                            return;
+                        }
+                    };
+                    // Blocking receive is fine: this runtime has nothing else to do meanwhile but drive the
+                    // netlink connection, which only has work while a request is in flight.
+                    while let Ok((desired, reply)) = rx.recv() {
+                        let _ = reply.send(sync_routes(&handle, &desired).await);
+                    }
+                });
+            })
+            .map_err(RouteError::Connect)?;
+        ready_rx.recv().map_err(|_| RouteError::Connect(std::io::Error::other("route thread died")))??;
+        Ok(RouteWorker { tx })
+    }
+
+    pub async fn sync(&self, desired: BTreeMap<Cidr, Ipv4Addr>) -> Result<RouteReport, RouteError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx.send((desired, reply)).map_err(|_| RouteError::Connect(std::io::Error::other("route thread gone")))?;
+        rx.await.map_err(|_| RouteError::Connect(std::io::Error::other("route thread gone")))?
+    }
+}
