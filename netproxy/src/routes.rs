@@ -157,13 +157,15 @@ pub fn enable_forwarding() -> Result<(), RouteError> {
 /// tests and several hosts on one machine): a netlink socket belongs to the namespace of the thread that opens
 /// it, and a tokio worker thread cannot be moved into one.
 pub struct RouteWorker {
-    tx: std::sync::mpsc::Sender<(BTreeMap<Cidr, Ipv4Addr>, tokio::sync::oneshot::Sender<Result<RouteReport, RouteError>>)>,
+    tx: std::sync::mpsc::Sender<RouteJob>,
 }
+
+/// Desired routes and where to send the outcome.
+type RouteJob = (BTreeMap<Cidr, Ipv4Addr>, tokio::sync::oneshot::Sender<Result<RouteReport, RouteError>>);
 
 impl RouteWorker {
     pub fn start(netns: Option<std::path::PathBuf>) -> Result<RouteWorker, RouteError> {
-        type Job = (BTreeMap<Cidr, Ipv4Addr>, tokio::sync::oneshot::Sender<Result<RouteReport, RouteError>>);
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (tx, rx) = std::sync::mpsc::channel::<RouteJob>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("netproxy-routes".into())
