@@ -13,9 +13,12 @@ use axum::http::Uri;
 use lab::{Lab, NODE_IP};
 use serde_json::{json, Value};
 
+/// API path → (list kind, items).
+type Lists = std::collections::BTreeMap<String, (String, Vec<Value>)>;
+
 #[derive(Clone, Default)]
 struct Objects {
-    by_path: Arc<Mutex<std::collections::BTreeMap<String, (String, Vec<Value>)>>>,
+    by_path: Arc<Mutex<Lists>>,
 }
 
 async fn api(State(objects): State<Objects>, uri: Uri, Query(q): Query<std::collections::HashMap<String, String>>) -> axum::response::Response {
