@@ -423,3 +423,37 @@ fn slice_endpoints<'a, E: Borrow<EndpointSlice>>(slices: &[&'a E], warnings: &mu
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_parses_and_contains() {
+        let c: Cidr = "10.244.0.0/16".parse().expect("cidr");
+        assert!(c.contains("10.244.3.4".parse().expect("ip")));
+        assert!(!c.contains("10.245.0.1".parse().expect("ip")));
+        assert_eq!(c.to_string(), "10.244.0.0/16");
+        for bad in ["10.244.0.0", "10.244.0.0/33", "x/8", "10.0.0.0/x"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        assert!("0.0.0.0/0".parse::<Cidr>().expect("all").contains(Ipv4Addr::new(1, 2, 3, 4)));
+    }
+
+    #[test]
+    fn terminating_endpoints_serve_only_when_none_is_ready() {
+        let ep = |ip: [u8; 4], ready, terminating| Endpoint {
+            ip: ip.into(), port: 80, node_name: Some("a".into()), ready, serving: true, terminating,
+        };
+        let mut sp = ServicePort {
+            id: ServicePortName { namespace: "n".into(), name: "s".into(), port_name: String::new(), protocol: Protocol::Tcp },
+            cluster_ip: Ipv4Addr::new(10, 96, 0, 1), port: 80, node_port: None, external_ips: vec![], load_balancer_ips: vec![],
+            affinity_timeout: None, external_policy_local: false, internal_policy_local: false,
+            endpoints: vec![ep([10, 0, 0, 1], true, false), ep([10, 0, 0, 2], false, true)],
+        };
+        assert_eq!(sp.usable_endpoints("a", false).len(), 1);
+        sp.endpoints[0].ready = false;
+        assert_eq!(sp.usable_endpoints("a", false)[0].ip, Ipv4Addr::new(10, 0, 0, 2), "terminating fallback");
+        assert!(sp.usable_endpoints("b", true).is_empty(), "none on node b");
+    }
+}

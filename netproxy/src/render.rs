@@ -304,3 +304,15 @@ fn endpoint_rules(chain: &str, sp: &ServicePort, eps: &[&Endpoint], masq_interna
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chain_hash_is_stable_and_short() {
+        // Chain names must not change between versions: a rename would rewrite every chain on upgrade.
+        assert_eq!(super::hash16("default/web:http/tcp"), super::hash16("default/web:http/tcp"));
+        assert_eq!(super::hash16("").len(), 16);
+        assert_eq!(super::hash16("a"), "AF63DC4C8601EC8C");
+        assert!(format!("SKIFF-SVC-{}", super::hash16("x")).len() <= 28);
+    }
+}

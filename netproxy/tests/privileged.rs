@@ -198,3 +198,47 @@ fn other_owners_rules_survive_our_syncs() {
     assert!(save.contains("-A OTHER -j RETURN") && save.contains("-A PREROUTING -j OTHER"), "{save}");
     assert!(!save.contains("SKIFF-SVC-"), "service chains removed: {save}");
 }
+
+#[test]
+fn restart_keeps_established_connections() {
+    let Some(mut lab) = lab::lab("restart") else { return };
+    // An echo server in pod1, and a client in pod3 holding one connection through the ClusterIP.
+    let echo = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',8080))\ns.listen(1)\n\
+                c,_=s.accept()\nwhile True:\n    d=c.recv(100)\n    if not d: break\n    c.sendall(d)\n";
+    let pod1 = lab.pod(1).name.clone();
+    lab.spawn(&pod1, &["python3", "-c", echo], None, false);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut p = proxier(&lab, Backend::Nft);
+    sync(&mut p, &[web("10.96.0.15", json!({}))], &[web_slice(&[1])]);
+    let client = "import socket,sys\nc=socket.create_connection(('10.96.0.15',80),timeout=3)\nfor line in sys.stdin:\n    c.sendall(line.encode())\n    print(c.recv(100).decode().strip(), flush=True)\n";
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.pod(3).name, "python3", "-c", client])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("client");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let _guard = Kill(child);
+    use std::io::{BufRead, Write};
+    let mut roundtrip = |text: &str| -> String {
+        writeln!(stdin, "{text}").expect("write");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read");
+        line.trim().to_string()
+    };
+    assert_eq!(roundtrip("before"), "before");
+    // "Restart": a new proxier knows nothing and resyncs everything against iptables-save.
+    drop(p);
+    let mut p = proxier(&lab, Backend::Nft);
+    sync(&mut p, &[web("10.96.0.15", json!({}))], &[web_slice(&[1])]);
+    assert_eq!(roundtrip("after"), "after", "the established connection survived the restart's full sync");
+}
