@@ -3,7 +3,7 @@
 //! we cannot use must not stop the other 9,999 from being programmed.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -232,12 +232,17 @@ fn group_slices<E: Borrow<EndpointSlice>>(slices: &[E]) -> FastMap<(&str, &str),
 pub struct ModelCache {
     /// Keyed by the address of the Service's `Arc`: a changed Service is a new `Arc`, so a miss.
     entries: FastMap<usize, CacheEntry>,
+    /// Every Service port of the last build, kept sorted across builds so that a change costs no re-sort.
+    sorted: BTreeMap<ServicePortName, Arc<ServicePort>>,
+    generation: u64,
 }
 
 struct CacheEntry {
     service: Arc<Service>,
     slices: Vec<Arc<EndpointSlice>>,
     ports: Vec<Arc<ServicePort>>,
+    /// The last build that saw this Service.
+    seen: u64,
 }
 
 impl ModelCache {
@@ -247,34 +252,50 @@ impl ModelCache {
         services: &[Arc<Service>],
         slices: &[Arc<EndpointSlice>],
     ) -> (DesiredState, Vec<String>) {
+        self.generation += 1;
+        let generation = self.generation;
         let by_service = group_slices(slices);
         let mut warnings = Vec::new();
-        let mut out = Vec::with_capacity(services.len());
-        let mut next = FastMap::with_capacity_and_hasher(services.len(), Default::default());
+        let mut removed: Vec<Arc<ServicePort>> = Vec::new();
+        let mut added: Vec<Arc<ServicePort>> = Vec::new();
         for svc in services {
             let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
             let name = svc.metadata.name.as_deref().unwrap_or_default();
             let mine: &[&Arc<EndpointSlice>] = by_service.get(&(ns, name)).map(Vec::as_slice).unwrap_or_default();
             let key = Arc::as_ptr(svc) as usize;
-            let entry = match self.entries.remove(&key) {
+            match self.entries.get_mut(&key) {
                 Some(e)
                     if Arc::ptr_eq(&e.service, svc)
                         && e.slices.len() == mine.len()
                         && e.slices.iter().zip(mine).all(|(a, b)| Arc::ptr_eq(a, b)) =>
                 {
-                    e
+                    e.seen = generation;
                 }
-                _ => {
-                    let ports = service_ports(svc, mine, &mut warnings).into_iter().map(Arc::new).collect();
-                    CacheEntry { service: Arc::clone(svc), slices: mine.iter().map(|s| Arc::clone(s)).collect(), ports }
+                old => {
+                    if let Some(e) = old {
+                        removed.append(&mut e.ports);
+                    }
+                    let ports: Vec<Arc<ServicePort>> = service_ports(svc, mine, &mut warnings).into_iter().map(Arc::new).collect();
+                    added.extend(ports.iter().cloned());
+                    let entry = CacheEntry { service: Arc::clone(svc), slices: mine.iter().map(|s| Arc::clone(s)).collect(), ports, seen: generation };
+                    self.entries.insert(key, entry);
                 }
-            };
-            out.extend(entry.ports.iter().cloned());
-            next.insert(key, entry);
+            }
         }
-        self.entries = next;
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        (DesiredState { node, services: out }, warnings)
+        // Entries not seen belong to Services that changed (new Arc) or went away.
+        self.entries.retain(|_, e| {
+            if e.seen != generation {
+                removed.append(&mut e.ports);
+            }
+            e.seen == generation
+        });
+        for p in &removed {
+            self.sorted.remove(&p.id);
+        }
+        for p in added {
+            self.sorted.insert(p.id.clone(), p);
+        }
+        (DesiredState { node, services: self.sorted.values().cloned().collect() }, warnings)
     }
 }
 

@@ -6,10 +6,11 @@
 //! unchanged chains are not mentioned, so the kernel keeps them as they are. Chains of other owners are never
 //! declared, so `--noflush` leaves them alone. Each table is applied atomically at its `COMMIT`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 use std::fmt::Write;
 
-use crate::render::{Chains, Ruleset, JUMPS, PREFIX};
+use crate::render::{Chains, Fragment, Ruleset, JUMPS, PREFIX};
 
 /// What `iptables-save` shows of ours: chain names per table and which jumps exist.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -64,35 +65,47 @@ pub struct Plan {
 
 pub fn plan(desired: &Ruleset, mode: Mode<'_>) -> Plan {
     let mut p = Plan::default();
-    for (table, chains) in [("nat", &desired.nat), ("filter", &desired.filter)] {
-        let (write, delete, jumps): (Vec<&String>, Vec<String>, Vec<String>) = match mode {
+    for table in ["nat", "filter"] {
+        let chains = if table == "nat" { &desired.nat } else { &desired.filter };
+        // (name, rules) to write, names to delete, jumps to insert.
+        let mut write: Vec<(&str, &Arc<Vec<String>>)> = Vec::new();
+        let mut delete: Vec<String> = Vec::new();
+        let mut jumps: Vec<String> = Vec::new();
+        match mode {
             Mode::Full(kernel) => {
                 let have = if table == "nat" { &kernel.nat_chains } else { &kernel.filter_chains };
-                let jumps = JUMPS
+                jumps = JUMPS
                     .iter()
                     .filter(|(t, _, _)| *t == table)
                     .filter(|(t, c, r)| !kernel.jumps.contains(&(t.to_string(), c.to_string(), r.to_string())))
                     .map(|(_, c, r)| format!("-I {c} {r}"))
                     .collect();
-                (chains.keys().collect(), have.iter().filter(|c| !chains.contains_key(*c)).cloned().collect(), jumps)
+                write.extend(chains.iter().map(|(n, r)| (n.as_str(), r)));
+                if table == "nat" {
+                    write.extend(desired.fragments.iter().flat_map(|f| f.nat_chains.iter().map(|(n, r)| (n.as_str(), r))));
+                }
+                let wanted: HashSet<&str> = write.iter().map(|(n, _)| *n).collect();
+                delete.extend(have.iter().filter(|c| !wanted.contains(c.as_str())).cloned());
             }
             Mode::Partial(applied) => {
                 let old: &Chains = if table == "nat" { &applied.nat } else { &applied.filter };
-                let write = chains.iter().filter(|(name, rules)| old.get(*name) != Some(rules)).map(|(n, _)| n).collect();
-                let delete = old.keys().filter(|c| !chains.contains_key(*c)).cloned().collect();
-                (write, delete, Vec::new())
+                write.extend(chains.iter().filter(|(name, rules)| old.get(*name) != Some(rules)).map(|(n, r)| (n.as_str(), r)));
+                delete.extend(old.keys().filter(|c| !chains.contains_key(*c)).cloned());
+                if table == "nat" {
+                    diff_fragments(&applied.fragments, &desired.fragments, &mut write, &mut delete);
+                }
             }
-        };
+        }
         if write.is_empty() && delete.is_empty() && jumps.is_empty() {
             continue;
         }
         let t = &mut p.text;
         let _ = writeln!(t, "*{table}");
-        for name in write.iter().copied().chain(delete.iter()) {
+        for name in write.iter().map(|(n, _)| *n).chain(delete.iter().map(String::as_str)) {
             let _ = writeln!(t, ":{name} - [0:0]");
         }
-        for name in &write {
-            for rule in chains[*name].iter() {
+        for (_, rules) in &write {
+            for rule in rules.iter() {
                 t.push_str(rule);
                 t.push('\n');
                 p.rules_written += 1;
@@ -110,4 +123,42 @@ pub fn plan(desired: &Ruleset, mode: Mode<'_>) -> Plan {
         p.chains_deleted += delete.len();
     }
     p
+}
+
+/// Walks the old and new fragments side by side (both sorted by id); the same `Arc` means nothing changed, so
+/// the common case costs a pointer comparison per Service port.
+fn diff_fragments<'a>(
+    old: &'a [Arc<Fragment>],
+    new: &'a [Arc<Fragment>],
+    write: &mut Vec<(&'a str, &'a Arc<Vec<String>>)>,
+    delete: &mut Vec<String>,
+) {
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) if Arc::ptr_eq(o, n) => {
+                i += 1;
+                j += 1;
+            }
+            (Some(o), Some(n)) if o.id == n.id => {
+                for (name, rules) in &n.nat_chains {
+                    if o.nat_chains.iter().find(|(on, _)| on == name).map(|(_, r)| r) != Some(rules) {
+                        write.push((name.as_str(), rules));
+                    }
+                }
+                delete.extend(o.nat_chains.iter().filter(|(on, _)| !n.nat_chains.iter().any(|(nn, _)| nn == on)).map(|(on, _)| on.clone()));
+                i += 1;
+                j += 1;
+            }
+            (Some(o), n) if n.is_none_or(|n| o.id < n.id) => {
+                delete.extend(o.nat_chains.iter().map(|(name, _)| name.clone()));
+                i += 1;
+            }
+            (_, Some(n)) => {
+                write.extend(n.nat_chains.iter().map(|(name, r)| (name.as_str(), r)));
+                j += 1;
+            }
+            (Some(_), None) | (None, None) => unreachable!("handled above"),
+        }
+    }
 }

@@ -61,6 +61,16 @@ fn removed_service_deletes_its_chains_and_full_sync_cleans_the_kernel() {
     let p = plan(&after, Mode::Partial(&before));
     assert_eq!(p.chains_deleted, 1);
     assert!(p.text.contains("-X SKIFF-SVC-"), "{}", p.text);
+    // And back: the Service port returns, its chain is written again along with SKIFF-SERVICES.
+    let back = plan(&before, Mode::Partial(&after));
+    assert_eq!((back.chains_written, back.chains_deleted), (2, 0), "{}", back.text);
+    // The np Service loses its local endpoint: its SVL chain goes, the EXT chain changes.
+    let mut no_local = state.clone();
+    let np = no_local.services.iter_mut().find(|s| s.id.name == "np").expect("np");
+    Arc::make_mut(np).endpoints.retain(|e| e.node_name.as_deref() != Some("node-a"));
+    let p = plan(&render(&no_local), Mode::Partial(&before));
+    assert!(p.text.contains("-X SKIFF-SVL-1BD3B3CEF39153AD"), "{}", p.text);
+    assert!(p.text.contains(":SKIFF-EXT-1BD3B3CEF39153AD"), "{}", p.text);
     // A full sync deletes stale chains found by iptables-save and adds only the missing jumps.
     let save_nat = "*nat\n:PREROUTING ACCEPT [0:0]\n:SKIFF-SVC-DEADBEEF00000000 - [0:0]\n:OTHER-CHAIN - [0:0]\n-A PREROUTING -j SKIFF-SERVICES\nCOMMIT\n";
     let kernel = KernelState::parse(save_nat, "");
@@ -105,9 +115,8 @@ fn lean_shape_one_chain_five_rules_per_plain_service() {
     assert!(warnings.is_empty(), "{warnings:?}");
     let base = render(&DesiredState { node: state.node.clone(), services: vec![] });
     let r = render(&state);
-    assert_eq!(r.nat.len() - base.nat.len(), 100, "one chain per service");
-    let nat_rules = |r: &skiff_netproxy::render::Ruleset| r.nat.values().map(|c| c.len()).sum::<usize>();
-    assert_eq!(nat_rules(&r) - nat_rules(&base), 500, "five rules per service (kube-proxy: 11)");
+    assert_eq!(r.nat_chain_count() - base.nat_chain_count(), 100, "one chain per service");
+    assert_eq!(r.nat_rule_count() - base.nat_rule_count(), 500, "five rules per service (kube-proxy: 11)");
 }
 
 #[test]
@@ -172,4 +181,42 @@ fn caches_give_the_same_result_as_the_pure_functions() {
         // Change one slice: a new Arc, as the informer cache would hand out.
         slices[round] = Arc::new(common::slice("ns", &format!("s{round}"), "x", json!([{"port": 9090, "protocol": "TCP"}]), &[("10.244.9.9", "node-a", true)]));
     }
+}
+
+/// `cargo test --release -p skiff-netproxy --test render_golden -- --ignored --nocapture`: the CPU a one-Service
+/// change costs at 10,000 Services outside iptables (model cache + render memo + plan), with the recording fake.
+#[test]
+#[ignore]
+fn overhead_of_a_one_service_change_at_10k() {
+    use skiff_netproxy::model::ModelCache;
+    let n = 10_000;
+    let services: Vec<_> = (0..n)
+        .map(|i| Arc::new(common::service(&format!("ns{}", i % 50), &format!("svc{i}"), json!({"clusterIP": format!("10.96.{}.{}", i / 250, i % 250 + 1), "ports": [{"name": "http", "port": 80}]}))))
+        .collect();
+    let ip = |k: usize| format!("10.{}.{}.{}", 128 + k / 62500, (k / 250) % 250, k % 250 + 1);
+    let mut slices: Vec<_> = (0..n)
+        .map(|i| {
+            let ips = [ip(i * 3), ip(i * 3 + 1), ip(i * 3 + 2)];
+            Arc::new(common::slice(&format!("ns{}", i % 50), &format!("svc{i}"), "x", json!([{"name": "http", "port": 8080, "protocol": "TCP"}]),
+                &[(ips[0].as_str(), "node-1", true), (ips[1].as_str(), "node-2", true), (ips[2].as_str(), "node-3", true)]))
+        })
+        .collect();
+    let mut cache = ModelCache::default();
+    let mut p = Proxier::new(Box::new(RecordingIptables::default()), Box::new(RecordingConntrack::default()));
+    let (state, _) = cache.build(common::node("node-0"), &services, &slices);
+    p.sync(&state, true).expect("full");
+    let (mut best_model, mut best_sync) = (std::time::Duration::MAX, std::time::Duration::MAX);
+    for c in 0..100 {
+        let mut s = (*slices[5000 + c % 30]).clone();
+        s.endpoints[0].addresses = vec![format!("10.250.{}.{}", c / 250, c % 250 + 1)];
+        slices[5000 + c % 30] = Arc::new(s);
+        let t = std::time::Instant::now();
+        let (state, _) = cache.build(common::node("node-0"), &services, &slices);
+        let model = t.elapsed();
+        let r = p.sync(&state, false).expect("partial");
+        assert_eq!(r.chains_written, 1);
+        best_model = best_model.min(model);
+        best_sync = best_sync.min(r.duration);
+    }
+    eprintln!("best of 100: model {best_model:?}, render + plan {best_sync:?}");
 }
