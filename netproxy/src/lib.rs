@@ -63,6 +63,8 @@ pub struct Config {
     /// This node's addresses: a Node reporting one of them as InternalIP is this node (no route to it).
     pub node_ips: Vec<Ipv4Addr>,
     pub cluster_cidr: Cidr,
+    /// The Service CIDR (one masquerade rule for all cluster IPs in it); `None`: one rule per Service port.
+    pub service_cidr: Option<Cidr>,
     /// A full resync (against `iptables-save`) at least this often.
     pub sync_period: Duration,
     /// At most one sync per this interval, however fast changes come (kube-proxy's minSyncPeriod).
@@ -181,7 +183,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let mut failed = false;
     loop {
         let full = failed || last_full.is_none_or(|t| t.elapsed() >= config.sync_period);
-        let node = NodeConfig { node_name: config.node_name.clone(), cluster_cidr: config.cluster_cidr, masquerade_all: config.masquerade_all };
+        let node = NodeConfig {
+            node_name: config.node_name.clone(),
+            cluster_cidr: config.cluster_cidr,
+            masquerade_all: config.masquerade_all,
+            service_cidr: config.service_cidr,
+        };
         let (state, warnings) = model.build(node, &services.state(), &slices.state());
         for w in &warnings {
             tracing::warn!("{w}");

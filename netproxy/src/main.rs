@@ -29,6 +29,9 @@ struct Cli {
     node_ips: Vec<Ipv4Addr>,
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: skiff_netproxy::model::Cidr,
+    /// The Service CIDR cluster IPs come from ("none": a masquerade rule per Service port, as kube-proxy).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
     /// Seconds between full resyncs (all chains rewritten and checked against iptables-save); changes are
     /// applied at once in between, rewriting only the chains they touch (kube-proxy also fully resyncs hourly).
     #[arg(long, default_value_t = 3600)]
@@ -72,6 +75,10 @@ fn main() -> anyhow::Result<()> {
         node_name,
         node_ips: cli.node_ips,
         cluster_cidr: cli.cluster_cidr,
+        service_cidr: match cli.service_cidr.as_str() {
+            "none" => None,
+            s => Some(s.parse().context("--service-cidr")?),
+        },
         sync_period: Duration::from_secs(cli.sync_period.max(1)),
         min_sync_interval: Duration::from_millis(cli.min_sync_interval),
         backend: match cli.backend {

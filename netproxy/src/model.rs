@@ -117,6 +117,9 @@ pub struct NodeConfig {
     pub cluster_cidr: Cidr,
     /// Masquerade all traffic to Services, not only traffic from outside the cluster CIDR.
     pub masquerade_all: bool,
+    /// Where cluster IPs come from. With it, one POSTROUTING rule masquerades off-cluster traffic to any cluster
+    /// IP (by the connection's original destination) instead of one rule per Service port.
+    pub service_cidr: Option<Cidr>,
 }
 
 /// One endpoint of one Service port.

@@ -205,10 +205,20 @@ fn assemble(node: &NodeConfig, fragments: Vec<Arc<Fragment>>) -> Ruleset {
         Arc::new(vec![
             // Pod egress leaving the cluster network takes the node's address.
             format!("-A {POSTROUTING} -s {cidr} ! -d {cidr} -j MASQUERADE --random-fully"),
+        ]
+        .into_iter()
+        .chain(node.service_cidr.map(|svc| {
+            // Off-cluster clients of a cluster IP (by the original destination, so after DNAT), in one rule
+            // rather than one per Service port as kube-proxy does.
+            let src = if node.masquerade_all { String::new() } else { format!("! -s {cidr} ") };
+            format!("-A {POSTROUTING} {src}-m conntrack --ctstate DNAT --ctorigdst {svc} -j MASQUERADE --random-fully")
+        }))
+        .chain([
             format!("-A {POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN"),
             format!("-A {POSTROUTING} -j MARK --xor-mark {MASQ_MARK}"),
             format!("-A {POSTROUTING} -j MASQUERADE --random-fully"),
-        ]),
+        ])
+        .collect::<Vec<String>>()),
     );
     filter.insert(
         FORWARD.into(),
@@ -253,10 +263,10 @@ pub fn render_service(node: &NodeConfig, sp: &ServicePort) -> Fragment {
     let svl = svl_chain(sp);
     let needs_svc = !all.is_empty() && (!sp.internal_policy_local || sp.has_external());
     let needs_svl = !local.is_empty() && (sp.internal_policy_local || (sp.external_policy_local && sp.has_external()));
-    let masq_internal = if node.masquerade_all {
-        format!("{cluster_dst} -j {MARK_MASQ}")
-    } else {
-        format!("{cluster_dst} ! -s {cidr} -j {MARK_MASQ}")
+    let masq_internal = match (node.service_cidr.filter(|c| c.contains(sp.cluster_ip)), node.masquerade_all) {
+        (Some(_), _) => None, // one rule in SKIFF-POSTROUTING covers it
+        (None, true) => Some(format!("{cluster_dst} -j {MARK_MASQ}")),
+        (None, false) => Some(format!("{cluster_dst} ! -s {cidr} -j {MARK_MASQ}")),
     };
     if needs_svc {
         f.nat_chains.push((svc.clone(), Arc::new(endpoint_rules(&svc, sp, &all, &masq_internal, &node.node_name))));
@@ -329,10 +339,12 @@ pub fn render_service(node: &NodeConfig, sp: &ServicePort) -> Fragment {
 }
 
 /// The rules of a SVC/SVL chain: masquerade off-cluster and hairpin traffic, then pick an endpoint.
-fn endpoint_rules(chain: &str, sp: &ServicePort, eps: &[&Endpoint], masq_internal: &str, node: &str) -> Vec<String> {
+fn endpoint_rules(chain: &str, sp: &ServicePort, eps: &[&Endpoint], masq_internal: &Option<String>, node: &str) -> Vec<String> {
     let proto = sp.id.protocol.as_str();
     let mut r = Vec::with_capacity(eps.len() * 2 + 1);
-    r.push(format!("-A {chain} {masq_internal}"));
+    if let Some(m) = masq_internal {
+        r.push(format!("-A {chain} {m}"));
+    }
     // Hairpin: a pod reaching itself through the Service must see the node as the source, or its reply would
     // skip the un-DNAT. Only endpoints on this node can be their own client here.
     for ep in eps.iter().filter(|e| e.node_name.as_deref().is_none_or(|n| n == node)) {

@@ -242,3 +242,25 @@ fn restart_keeps_established_connections() {
     sync(&mut p, &[web("10.96.0.15", json!({}))], &[web_slice(&[1])]);
     assert_eq!(roundtrip("after"), "after", "the established connection survived the restart's full sync");
 }
+
+#[test]
+fn client_addresses_masqueraded_only_where_they_must_be() {
+    let Some(mut lab) = lab::lab("srcip") else { return };
+    // pod1 answers every connection with the address it sees the client at.
+    let whoami = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',8080))\ns.listen(16)\n\
+                  while True:\n    c,a=s.accept()\n    c.recv(1000)\n    c.sendall(('HTTP/1.0 200 OK\\r\\n\\r\\n'+a[0]).encode())\n    c.close()\n";
+    let pod1 = lab.pod(1).name.clone();
+    lab.spawn(&pod1, &["python3", "-c", whoami], None, false);
+    assert!(lab::wait_until(Duration::from_secs(5), || Lab::get(&lab.node, "http://10.244.1.11:8080/", 1).is_ok()));
+    let mut p = proxier(&lab, Backend::Nft);
+    let local = web("10.96.0.16", json!({"externalTrafficPolicy": "Local"}));
+    sync(&mut p, &[local], &[web_slice(&[1])]);
+    // A pod keeps its address; an off-cluster client of the ClusterIP is masqueraded (to the node's bridge
+    // address); an outside client of a NodePort with externalTrafficPolicy Local keeps its address.
+    assert_eq!(Lab::get(lab.pod(3), "http://10.96.0.16/", 3).expect("pod3"), "10.244.1.13");
+    assert_eq!(Lab::get(&lab.ext, "http://10.96.0.16/", 3).expect("ext → ClusterIP"), "10.244.1.1");
+    assert_eq!(Lab::get(&lab.ext, &format!("http://{NODE_IP}:30080/"), 3).expect("ext → NodePort (Local)"), "192.168.77.2");
+    // With externalTrafficPolicy Cluster the NodePort client is masqueraded.
+    sync(&mut p, &[web("10.96.0.16", json!({}))], &[web_slice(&[1])]);
+    assert_eq!(Lab::get(&lab.ext, &format!("http://{NODE_IP}:30080/"), 3).expect("ext → NodePort (Cluster)"), "10.244.1.1");
+}

@@ -100,7 +100,7 @@ fn bad_input_is_skipped_with_clear_warnings() {
 }
 
 #[test]
-fn lean_shape_one_chain_five_rules_per_plain_service() {
+fn lean_shape_one_chain_four_rules_per_plain_service() {
     let services: Vec<_> = (0..100)
         .map(|i| common::service("ns", &format!("s{i}"), json!({"clusterIP": format!("10.96.1.{}", i + 1), "ports": [{"name": "http", "port": 80}]})))
         .collect();
@@ -116,7 +116,13 @@ fn lean_shape_one_chain_five_rules_per_plain_service() {
     let base = render(&DesiredState { node: state.node.clone(), services: vec![] });
     let r = render(&state);
     assert_eq!(r.nat_chain_count() - base.nat_chain_count(), 100, "one chain per service");
-    assert_eq!(r.nat_rule_count() - base.nat_rule_count(), 500, "five rules per service (kube-proxy: 11)");
+    assert_eq!(r.nat_rule_count() - base.nat_rule_count(), 400, "four rules per service (kube-proxy: 11)");
+    // Without a Service CIDR the off-cluster masquerade rule is per Service port, as kube-proxy has it.
+    let mut per_port = state.clone();
+    per_port.node.service_cidr = None;
+    let r = render(&per_port);
+    assert_eq!(r.nat_rule_count() - base.nat_rule_count(), 500 - 1, "five rules per service, no global rule");
+    assert!(r.nat_chain(&r.fragments[0].nat_chains[0].0).expect("svc chain")[0].contains("! -s 10.244.0.0/16 -j SKIFF-MARK-MASQ"));
 }
 
 #[test]

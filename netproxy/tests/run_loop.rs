@@ -75,6 +75,7 @@ fn run_programs_the_node_from_the_api() {
             node_name: "node-a".into(),
             node_ips: vec![NODE_IP.parse().expect("ip")],
             cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
+            service_cidr: Some("10.96.0.0/12".parse().expect("cidr")),
             sync_period: Duration::from_secs(3600),
             min_sync_interval: Duration::from_millis(100),
             backend: skiff_netproxy::BackendChoice::Auto,

@@ -72,7 +72,7 @@ fn objects(n: usize) -> (Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>) {
 }
 
 fn node() -> NodeConfig {
-    NodeConfig { node_name: "node-0".into(), cluster_cidr: "10.244.0.0/16".parse().expect("cidr"), masquerade_all: false }
+    NodeConfig { node_name: "node-0".into(), cluster_cidr: "10.244.0.0/16".parse().expect("cidr"), masquerade_all: false, service_cidr: Some("10.96.0.0/12".parse().expect("cidr")) }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

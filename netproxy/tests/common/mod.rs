@@ -7,7 +7,12 @@ use serde_json::{json, Value};
 use skiff_netproxy::model::{DesiredState, NodeConfig};
 
 pub fn node(name: &str) -> NodeConfig {
-    NodeConfig { node_name: name.into(), cluster_cidr: "10.244.0.0/16".parse().expect("cidr"), masquerade_all: false }
+    NodeConfig {
+        node_name: name.into(),
+        cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
+        masquerade_all: false,
+        service_cidr: Some("10.96.0.0/12".parse().expect("cidr")),
+    }
 }
 
 pub fn service(ns: &str, name: &str, spec: Value) -> Service {
