@@ -146,6 +146,16 @@ impl Iptables for IptablesCli {
     }
 }
 
+/// Removes all our chains and jumps from `ipt`'s tables; returns how many chains went.
+pub fn cleanup(ipt: &dyn Iptables) -> Result<usize, IptablesError> {
+    let kernel = crate::restore::KernelState::parse(&ipt.save("nat")?, &ipt.save("filter")?);
+    let text = crate::restore::cleanup_plan(&kernel);
+    if !text.is_empty() {
+        ipt.restore(&text)?;
+    }
+    Ok(kernel.nat_chains.len() + kernel.filter_chains.len())
+}
+
 /// Chooses the backend for `--backend auto`, with the reason (logged).
 ///
 /// nf_tables when its binaries work, unless other owners' rules already live in legacy tables and none in

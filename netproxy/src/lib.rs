@@ -147,6 +147,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     };
     let (ipt, why) = iptables_for(&config);
     tracing::info!(backend = ipt.backend.name(), reason = %why, "iptables backend");
+    // Our chains left in the other backend by an earlier run (another backend choice) would still see packets.
+    let other = IptablesCli::new(if ipt.backend == Backend::Nft { Backend::Legacy } else { Backend::Nft }, config.netns.clone());
+    if other.works() {
+        match iptables::cleanup(&other) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(backend = other.backend.name(), chains = n, "removed our chains from the backend not in use"),
+            Err(e) => tracing::warn!(backend = other.backend.name(), error = %e, "could not remove our chains from the backend not in use"),
+        }
+    }
     let proxier = Arc::new(Mutex::new(proxier::Proxier::new(Box::new(ipt), Box::new(conntrack::ConntrackCli { netns: config.netns.clone() }))));
     let changed = Arc::new(tokio::sync::Notify::new());
     let (services, t1) = informer(Api::<Service>::all(client.clone()), changed.clone());
@@ -257,6 +266,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let _ = t.await;
     }
     Ok(())
+}
+
+/// `skiff-netproxy --cleanup`: removes every chain and jump of ours from both backends (rules of other owners
+/// stay). Routes are left alone. Returns the number of chains removed.
+pub fn cleanup(netns: Option<PathBuf>) -> Result<usize, iptables::IptablesError> {
+    let mut n = 0;
+    for backend in [Backend::Nft, Backend::Legacy] {
+        let cli = IptablesCli::new(backend, netns.clone());
+        if cli.works() {
+            n += iptables::cleanup(&cli)?;
+        }
+    }
+    Ok(n)
 }
 
 /// Is `n` this node (by name, or by one of our addresses)?

@@ -58,6 +58,9 @@ struct Cli {
     /// Apply rules and routes in this network namespace (/run/netns/NAME) instead of our own.
     #[arg(long)]
     netns: Option<PathBuf>,
+    /// Remove all our chains and jumps (both backends) and exit.
+    #[arg(long)]
+    cleanup: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,6 +69,11 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
+    if cli.cleanup {
+        let n = skiff_netproxy::cleanup(cli.netns).context("removing our chains")?;
+        tracing::info!(chains = n, "removed");
+        return Ok(());
+    }
     let node_name = match cli.node_name {
         Some(n) => n,
         None => nix::unistd::gethostname().context("reading the host name")?.to_string_lossy().to_lowercase(),

@@ -166,3 +166,28 @@ fn diff_fragments<'a>(
         }
     }
 }
+
+/// The restore input that removes everything of ours that `kernel` shows: the jumps from built-in chains and all
+/// `SKIFF-` chains (flushed, then deleted, in one transaction per table). Empty when there is nothing.
+/// For `skiff-netproxy --cleanup` and for the backend we did not choose.
+pub fn cleanup_plan(kernel: &KernelState) -> String {
+    let mut t = String::new();
+    for (table, chains) in [("nat", &kernel.nat_chains), ("filter", &kernel.filter_chains)] {
+        let jumps: Vec<_> = kernel.jumps.iter().filter(|(tb, _, _)| tb == table).collect();
+        if chains.is_empty() && jumps.is_empty() {
+            continue;
+        }
+        let _ = writeln!(t, "*{table}");
+        for (_, chain, rule) in jumps {
+            let _ = writeln!(t, "-D {chain} {rule}");
+        }
+        for c in chains {
+            let _ = writeln!(t, ":{c} - [0:0]");
+        }
+        for c in chains {
+            let _ = writeln!(t, "-X {c}");
+        }
+        t.push_str("COMMIT\n");
+    }
+    t
+}

@@ -197,6 +197,18 @@ fn other_owners_rules_survive_our_syncs() {
     let save = String::from_utf8_lossy(&lab.node.exec(&["iptables-save", "-t", "nat"]).expect("save").stdout).into_owned();
     assert!(save.contains("-A OTHER -j RETURN") && save.contains("-A PREROUTING -j OTHER"), "{save}");
     assert!(!save.contains("SKIFF-SVC-"), "service chains removed: {save}");
+    // --cleanup takes everything of ours, in both backends, and nothing else.
+    let mut legacy = proxier(&lab, Backend::Legacy);
+    sync(&mut legacy, &[web("10.96.0.14", json!({}))], &[web_slice(&[1])]);
+    let removed = skiff_netproxy::cleanup(Some(lab.node.path())).expect("cleanup");
+    assert!(removed >= 14, "chains of both backends: {removed}");
+    for save in ["iptables-nft-save", "iptables-legacy-save"] {
+        let all = String::from_utf8_lossy(&lab.node.exec(&[save]).expect("save").stdout).into_owned();
+        assert!(!all.contains("SKIFF-"), "{save}: {all}");
+        if save == "iptables-nft-save" {
+            assert!(all.contains("-A PREROUTING -j OTHER"), "{all}");
+        }
+    }
 }
 
 #[test]

@@ -226,3 +226,12 @@ fn overhead_of_a_one_service_change_at_10k() {
     }
     eprintln!("best of 100: model {best_model:?}, render + plan {best_sync:?}");
 }
+
+#[test]
+fn cleanup_removes_only_our_chains_and_jumps() {
+    use skiff_netproxy::restore::cleanup_plan;
+    let nat = "*nat\n:PREROUTING ACCEPT [0:0]\n:OTHER - [0:0]\n:SKIFF-SERVICES - [0:0]\n:SKIFF-SVC-AAAA - [0:0]\n-A PREROUTING -j OTHER\n-A PREROUTING -j SKIFF-SERVICES\n-A SKIFF-SERVICES -j SKIFF-SVC-AAAA\nCOMMIT\n";
+    let text = cleanup_plan(&KernelState::parse(nat, ""));
+    assert_eq!(text, "*nat\n-D PREROUTING -j SKIFF-SERVICES\n:SKIFF-SERVICES - [0:0]\n:SKIFF-SVC-AAAA - [0:0]\n-X SKIFF-SERVICES\n-X SKIFF-SVC-AAAA\nCOMMIT\n");
+    assert!(cleanup_plan(&KernelState::default()).is_empty());
+}
