@@ -2,18 +2,20 @@
 //!
 //! The shape is deliberately leaner than kube-proxy's (4 chains and 11 rules for a ClusterIP Service with 3
 //! endpoints): one `SKIFF-SVC-<hash>` chain per Service port that DNATs straight from `-m statistic` rules — no
-//! per-endpoint chains, no comments. That is 1 chain and 5 rules for the same Service. Session affinity needs no
+//! per-endpoint chains, no comments — and off-cluster clients of cluster IPs are masqueraded by one POSTROUTING
+//! rule matching the connection's original destination in the Service CIDR. That is 1 chain and 4 rules for the
+//! same Service (hairpin rules only for endpoints on this node). Session affinity needs no
 //! extra chains either: each endpoint's rule checks and refreshes its own `-m recent` list in one rule.
 //!
 //! Chains (all prefixed `SKIFF-`):
 //! - nat `SKIFF-SERVICES` (from PREROUTING and OUTPUT): cluster IPs, external IPs and load-balancer IPs → the
 //!   Service's chain; the last rule sends traffic to local addresses to `SKIFF-NODEPORTS`.
-//! - nat `SKIFF-SVC-<h>`: marks off-cluster and hairpin traffic for masquerade, then DNATs to one endpoint
+//! - nat `SKIFF-SVC-<h>`: marks hairpin traffic for masquerade, then DNATs to one endpoint
 //!   (`SKIFF-SVL-<h>`: the same over this node's endpoints, for `Local` traffic policies).
 //! - nat `SKIFF-EXT-<h>`: external traffic (NodePort, external and LB IPs): masquerade unless the external policy
 //!   is `Local`, then the cluster or local chain.
-//! - nat `SKIFF-MARK-MASQ`, `SKIFF-POSTROUTING`: mark, then MASQUERADE marked traffic and pod egress leaving
-//!   the cluster CIDR.
+//! - nat `SKIFF-MARK-MASQ`, `SKIFF-POSTROUTING`: mark, then MASQUERADE marked traffic, off-cluster clients of
+//!   cluster IPs, and pod egress leaving the cluster CIDR.
 //! - filter `SKIFF-SERVICES` (OUTPUT, FORWARD) and `SKIFF-EXTERNAL-SERVICES` (INPUT, FORWARD): REJECT for
 //!   Services without endpoints (DROP when only the `Local` policy leaves none); `SKIFF-FORWARD`: accept marked,
 //!   established and pod traffic even when the FORWARD policy is DROP.
