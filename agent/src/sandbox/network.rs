@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use futures::TryStreamExt;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::ipam::Cidr;
 use super::netns;
@@ -118,6 +118,14 @@ pub async fn attach_pod(
         .execute()
         .await
         .map_err(nl(format!("attaching {host} to the bridge")))?;
+    // Hairpin: a pod that reaches itself through a Service (DNAT back to its own IP) leaves and re-enters the bridge
+    // on the same port, which a bridge drops unless the port is in hairpin mode (the kubelet's hairpin-veth).
+    handle
+        .link()
+        .set_port(LinkBridgePort::new(host_index).hairpin(true).build())
+        .execute()
+        .await
+        .map_err(nl(format!("setting hairpin mode on {host}")))?;
     let gateway = cidr.gateway();
     netns::run_in(netns_path, move || configure_inside(&peer, ip, cidr.prefix, gateway))??;
     Ok(())

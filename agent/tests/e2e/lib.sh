@@ -1,7 +1,7 @@
 # Shared by the agent's e2e run (run.sh) and benchmarks (agent/bench): one cluster — control plane and node agent —
 # as root in a lab network namespace (no route out), and a busybox image built here and imported into the agent's
 # image store. Source it with BIN (the binaries' directory) set; it sets WORK, LAB, CGROOT, PORT, CP_PID, AGENT_PID,
-# KUBECONFIG, and a trap that removes everything at exit. E2E_NAME names the run in messages.
+# PROXY_PID, KUBECONFIG, and a trap that removes everything at exit. E2E_NAME names the run in messages.
 # Helpers: k (kubectl in the lab), lab, pass, fail, eventually, start_agent, stop_agent.
 skip() { echo "skipping ${E2E_NAME:-agent e2e}: $1"; echo "${E2E_NAME:-agent e2e}: 0 passed, 0 failed"; exit 0; }
 [ "$(id -u)" = 0 ] || skip "not running as root"
@@ -12,14 +12,14 @@ WORK=$(mktemp -d /tmp/skiff-agent-e2e.XXXXXX)
 LAB=skiff-e2e-$$
 CGROOT=skiff-e2e-$$
 PORT=$((21000 + RANDOM % 20000))
-CP_PID=""; AGENT_PID=""
+CP_PID=""; AGENT_PID=""; PROXY_PID=""
 PASSED=0; FAILED=0
 export HOME=$WORK/home KUBECACHEDIR=$WORK/home/cache KUBECONFIG=$WORK/cp/kubeconfig
 mkdir -p "$HOME"
 
 cleanup() {
-  for pid in $AGENT_PID $CP_PID; do kill "$pid" 2>/dev/null; done
-  for pid in $AGENT_PID $CP_PID; do wait "$pid" 2>/dev/null; done
+  for pid in $AGENT_PID $PROXY_PID $CP_PID; do kill "$pid" 2>/dev/null; done
+  for pid in $AGENT_PID $PROXY_PID $CP_PID; do wait "$pid" 2>/dev/null; done
   # After a failed run, container monitors (their own sessions, by design) may still run: they are ours when their
   # command line names this run's private temp dir. Stopped by PID.
   for pid in $(ps -eo pid=,args= | grep -F "$WORK/" | grep -v grep | awk '{print $1}'); do
@@ -71,7 +71,7 @@ stop_agent() {
   cd "$WORK" && umoci init --layout oci >/dev/null && umoci new --image oci:busybox >/dev/null &&
   umoci unpack --image oci:busybox bundle >/dev/null 2>&1 && mkdir -p bundle/rootfs/bin &&
   cp "$(command -v busybox)" bundle/rootfs/bin/busybox &&
-  for a in sh echo sleep cat ls ip hostname id env wc head nc httpd wget test grep touch rm mkdir stty tty kill dd seq sort mount stat; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
+  for a in sh echo sleep cat ls ip hostname id env wc head nc httpd wget test grep touch rm mkdir stty tty kill dd seq sort mount stat timeout; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
   umoci repack --image oci:busybox bundle >/dev/null && tar -C oci -cf busybox.tar .
 ) || { fail "build the test image"; exit 1; }
 "$BIN/skiff-images" --root "$WORK/node/images" import --name localhost/busybox:1 "$WORK/busybox.tar" >/dev/null ||
@@ -83,5 +83,11 @@ nsenter --net="/run/netns/$LAB" "$BIN/skiff-controlplane" --data-dir "$WORK/cp" 
 CP_PID=$!
 for _ in $(seq 1 100); do [ -s "$WORK/cp/kubeconfig" ] && lab curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 start_agent
+# The service proxy, when built: iptables rules for Services in the lab namespace.
+if [ -x "$BIN/skiff-netproxy" ]; then
+  nsenter --net="/run/netns/$LAB" "$BIN/skiff-netproxy" --kubeconfig "$WORK/cp/kubeconfig" --node-name lab-node \
+    --node-ip 127.0.0.1 >"$WORK/netproxy.log" 2>&1 &
+  PROXY_PID=$!
+fi
 eventually "node registers and is Ready" '^lab-node +Ready ' 60 -- k get nodes --no-headers
 eventually "node has a lease" 'lab-node' 20 -- k -n kube-node-lease get leases --no-headers

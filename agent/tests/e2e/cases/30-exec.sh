@@ -26,8 +26,9 @@ out=$(k exec shell -- no-such-command 2>&1); rc=$?
   fail "exec of a missing command (rc $rc)" "$out"
 out=$(k exec shell -c nope -- true 2>&1); rc=$?
 [ "$rc" != 0 ] && grep -q 'nope' <<<"$out" && pass "exec into an unknown container is refused" || fail "exec unknown container" "$out"
-# A terminal: kubectl needs one itself, so script(1) gives it a pty; the size it sends reaches the container.
-out=$(lab script -qec "stty cols 91 rows 27; kubectl --request-timeout=20s exec -it shell -- sh -c 'tty; stty size; exit 4'" /dev/null 2>&1 </dev/null); rc=$?
+# A terminal: kubectl needs one itself, so script(1) gives it a pty; the size it sends reaches the container. (As
+# with containerd, the size is set once the terminal exists, racing a command that asks for it at once: wait.)
+out=$(lab script -qec "stty cols 91 rows 27; kubectl --request-timeout=20s exec -it shell -- sh -c 'tty; sleep 1; stty size; exit 4'" /dev/null 2>&1 </dev/null); rc=$?
 grep -q '/dev/pts/' <<<"$out" && pass "exec -t gets a terminal" || fail "exec -t terminal" "$out"
 grep -q '27 91' <<<"$out" && pass "exec -t passes the terminal size" || fail "exec -t size" "$out"
 [ "$rc" = 4 ] && pass "exec -t exits with the command's exit code" || fail "exec -t exit code (got $rc)" "$out"
