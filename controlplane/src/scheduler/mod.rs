@@ -7,6 +7,7 @@
 //! `FailedScheduling` event, and is retried with backoff, or at once when a node changes.
 
 pub mod plugins;
+pub mod preemption;
 pub mod topology;
 
 use std::collections::HashMap;
@@ -58,6 +59,8 @@ struct State {
     backoff: HashMap<String, Backoff>,
     /// The unschedulable message last reported per pod uid (reported again only when it changes).
     reported: HashMap<String, String>,
+    /// Pods that preempted others: uid → when (no new preemption for them while their victims go).
+    nominated: HashMap<String, Instant>,
 }
 
 /// One pass's decision for a pending pod.
@@ -187,6 +190,7 @@ impl Scheduler {
         st.assumed.retain(|uid, _| present.contains(uid));
         st.backoff.retain(|uid, _| present.contains(uid));
         st.reported.retain(|uid, _| present.contains(uid));
+        st.nominated.retain(|uid, at| present.contains(uid) && at.elapsed() < Duration::from_secs(60));
         for (node, p) in st.assumed.values() {
             usage.entry(node.clone()).or_default().add_pod(p);
         }
@@ -211,6 +215,7 @@ impl Scheduler {
         let views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n)).collect();
         let decisions = place_views(&pending, &views, &mut usage);
         let mut binds = Vec::new();
+        let mut preemptions = Vec::new();
         for (p, d) in pending.iter().zip(decisions) {
             let uid = p.uid().unwrap_or_default();
             match d {
@@ -219,6 +224,16 @@ impl Scheduler {
                     binds.push(((*p).clone(), node));
                 }
                 Decision::Unschedulable(msg) => {
+                    if !st.nominated.contains_key(&uid) {
+                        if let Some(pre) = preemption::preempt(p, &views, &usage) {
+                            // The victims' resources count as taken until they are gone; later pods of this pass
+                            // must not take the room the preemptor is waiting for.
+                            let entry = usage.entry(pre.node.clone()).or_default();
+                            entry.add_pod(p);
+                            st.nominated.insert(uid.clone(), now);
+                            preemptions.push(((*p).clone(), pre));
+                        }
+                    }
                     let delay = st.backoff.get(&uid).map(|b| (b.delay * 2).min(self.config.backoff_max)).unwrap_or(self.config.backoff_initial);
                     st.backoff.insert(uid.clone(), Backoff { until: now + delay, delay });
                     if st.reported.get(&uid) != Some(&msg) {
@@ -229,6 +244,9 @@ impl Scheduler {
             }
         }
         drop(st);
+        for (p, pre) in preemptions {
+            self.preempt(&p, &pre).await;
+        }
         let results: Vec<(String, bool)> = futures::stream::iter(binds)
             .map(|(p, node)| async move {
                 let ok = self.bind(&p, &node).await;
@@ -272,6 +290,52 @@ impl Scheduler {
                 tracing::warn!(pod = %format!("{ns}/{name}"), node, error = %e, "binding failed; will retry");
                 false
             }
+        }
+    }
+
+    /// Evicts the victims (graceful delete, a `Preempted` event each) and nominates the node for the preemptor.
+    async fn preempt(&self, p: &Pod, pre: &preemption::Preemption) {
+        let ns = p.namespace().unwrap_or_default();
+        let name = p.name_any();
+        tracing::info!(pod = %format!("{ns}/{name}"), node = %pre.node, victims = pre.victims.len(), "preempting");
+        for v in &pre.victims {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &v.namespace);
+            let dp = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions { uid: Some(v.uid.clone()), resource_version: None }),
+                ..Default::default()
+            };
+            match api.delete(&v.name, &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => continue,
+                Err(e) => {
+                    tracing::warn!(victim = %format!("{}/{}", v.namespace, v.name), error = %e, "evicting a preemption victim failed");
+                    continue;
+                }
+            }
+            let msg = format!("Preempted by pod {} on node {}", p.uid().unwrap_or_default(), pre.node);
+            self.event(&v.namespace, &v.name, &v.uid, "Preempted", &msg, "Normal").await;
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let patch = json!({"status": {"nominatedNodeName": pre.node}});
+        if let Err(e) = pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            tracing::debug!(pod = %name, error = %e, "could not set nominatedNodeName");
+        }
+    }
+
+    async fn event(&self, ns: &str, name: &str, uid: &str, reason: &str, msg: &str, kind: &str) {
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), ns);
+        let Ok(ev) = serde_json::from_value::<k8s_openapi::api::core::v1::Event>(json!({
+            "metadata": {"generateName": format!("{name}."), "namespace": ns},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns, "uid": uid},
+            "reason": reason, "message": msg, "type": kind, "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": self.config.name}, "reportingComponent": self.config.name, "reportingInstance": self.config.name,
+        })) else {
+            return;
+        };
+        if let Err(e) = events.create(&PostParams::default(), &ev).await {
+            tracing::debug!(pod = %name, error = %e, reason, "could not record an event");
         }
     }
 

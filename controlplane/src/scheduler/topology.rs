@@ -24,6 +24,8 @@ pub struct PodInfo {
     pub priority: i32,
     pub requests: super::plugins::Resources,
     pub host_ports: Vec<(String, String, i32)>,
+    /// Being deleted: its resources are about to be free, it is no preemption victim.
+    pub terminating: bool,
     /// This pod's required anti-affinity terms (they also keep other pods away from it).
     pub anti_affinity: Vec<PodAffinityTerm>,
 }
@@ -39,6 +41,7 @@ impl PodInfo {
             priority: spec.and_then(|s| s.priority).unwrap_or(0),
             requests: super::plugins::pod_requests(p),
             host_ports: super::plugins::host_ports(p),
+            terminating: p.metadata.deletion_timestamp.is_some(),
             anti_affinity: spec
                 .and_then(|s| s.affinity.as_ref())
                 .and_then(|a| a.pod_anti_affinity.as_ref())
