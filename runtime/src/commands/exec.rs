@@ -12,6 +12,7 @@ use crate::bundle::absolute;
 use crate::cli::{ExecArgs, GlobalOpts};
 use crate::container;
 use crate::error::{Error, Result};
+use crate::terminal::{self, ConsoleSocket};
 use crate::wait;
 
 pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
@@ -21,10 +22,8 @@ pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
         (Some(_), false) => return invalid("give either a command or --process, not both"),
         _ => {}
     }
-    if args.tty && (args.console_socket.is_none() || !args.detach) {
-        // libcontainer 0.7 passes a terminal only to a console socket, and only when detached;
-        // it cannot proxy a foreground terminal.
-        return invalid("--tty needs --console-socket and --detach");
+    if args.tty && args.detach && args.console_socket.is_none() {
+        return invalid("--tty with --detach needs --console-socket");
     }
     if !args.tty && args.console_socket.is_some() {
         return invalid("--console-socket needs --tty");
@@ -56,17 +55,31 @@ pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
     } else {
         args.command.clone()
     };
+    // libcontainer 0.7 hands a terminal out only detached, through a console socket: a
+    // foreground terminal uses the runtime's own socket and relay (see crate::terminal).
+    let console = match (args.tty, &args.console_socket) {
+        (true, None) => {
+            terminal::become_subreaper()?;
+            Some(ConsoleSocket::new()?)
+        }
+        _ => None,
+    };
+    let console_socket = match (&args.console_socket, &console) {
+        (Some(p), _) => Some(absolute(p)?),
+        (None, Some(own)) => Some(own.path().to_owned()),
+        (None, None) => None,
+    };
     let lib = |e| Error::container("exec in", &args.id, e);
     let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&root)
         .map_err(lib)?
         .with_pid_file(args.pid_file.as_deref().map(absolute).transpose()?)
         .map_err(lib)?
-        .with_console_socket(args.console_socket.as_deref().map(absolute).transpose()?)
+        .with_console_socket(console_socket)
         .validate_id()
         .map_err(lib)?
         .as_tenant()
-        .with_detach(args.detach)
+        .with_detach(args.detach || args.tty)
         .with_cwd(args.cwd.as_ref())
         .with_env(env)
         .with_process(process.as_ref())
@@ -80,7 +93,10 @@ pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
         return Ok(0);
     }
     // The exec'd process is our child; wait for it by pid (libcontainer has no wait API).
-    wait::wait_forwarding(pid)
+    match console {
+        Some(console) => terminal::relay(pid, console.receive_master()?),
+        None => wait::wait_forwarding(pid),
+    }
 }
 
 /// `NAME=value` pairs; a later pair wins.
