@@ -33,6 +33,8 @@ pub enum Error {
     InvalidSignal(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
     #[error("cannot {op} container {id:?}: it is {status}")]
     IncorrectState {
         op: &'static str,

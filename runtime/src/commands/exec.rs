@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
-use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
 use libcontainer::syscall::syscall::SyscallType;
 
 use crate::bundle::absolute;
@@ -39,6 +39,7 @@ pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
             status: container::status_name(c.status()),
         });
     }
+    refuse_user_namespace(&c)?;
     let root = absolute(&global.root)?;
     // With --tty and args, the terminal flag can only travel in a process.json: write one.
     let tty_process = match (&args.process, args.tty) {
@@ -97,6 +98,32 @@ pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
         Some(console) => terminal::relay(pid, console.receive_master()?),
         None => wait::wait_forwarding(pid),
     }
+}
+
+/// libcontainer 0.7's tenant builder joins every namespace of the init except the user one
+/// (its list stops at ipc, uts, net, pid, mnt, cgroup, time), so an exec'd process would run as
+/// the host's root beside a container whose root is an unprivileged host uid. Refuse instead.
+fn refuse_user_namespace(c: &Container) -> Result<()> {
+    let config = c.bundle().join("config.json");
+    let spec = Spec::load(&config).map_err(|source| Error::InvalidConfig {
+        path: config.clone(),
+        source: Box::new(source),
+    })?;
+    if has_user_namespace(&spec) {
+        return Err(Error::Unsupported(format!(
+            "exec into container {:?}: it has a user namespace, which libcontainer 0.7 cannot \
+             join for an exec'd process",
+            c.id()
+        )));
+    }
+    Ok(())
+}
+
+fn has_user_namespace(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User))
 }
 
 /// `NAME=value` pairs; a later pair wins.
@@ -177,6 +204,20 @@ mod tests {
         assert_eq!(env["B"], "x=y");
         assert!(parse_env(&["NOEQUALS".into()]).is_err());
         assert!(parse_env(&["=v".into()]).is_err());
+    }
+
+    #[test]
+    fn user_namespaces_are_detected() {
+        let mut spec = Spec::default();
+        assert!(!has_user_namespace(&spec));
+        let mut linux = spec.linux().clone().unwrap();
+        let mut ns = linux.namespaces().clone().unwrap();
+        let mut user = libcontainer::oci_spec::runtime::LinuxNamespace::default();
+        user.set_typ(LinuxNamespaceType::User);
+        ns.push(user);
+        linux.set_namespaces(Some(ns));
+        spec.set_linux(Some(linux));
+        assert!(has_user_namespace(&spec));
     }
 
     #[test]

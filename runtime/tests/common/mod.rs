@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use libcontainer::oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, LinuxResources, Spec};
 
 pub const BUSYBOX: &str = "/bin/busybox";
-const APPLETS: [&str; 17] = [
+const APPLETS: [&str; 20] = [
     "sh", "true", "sleep", "cat", "echo", "hostname", "id", "ls", "readlink", "pwd", "touch",
-    "env", "tty", "stty", "mkdir", "chown", "sysctl",
+    "env", "tty", "stty", "mkdir", "chown", "sysctl", "grep", "head", "wc",
 ];
 
 /// Why privileged tests cannot run here, or None when they can.
@@ -299,6 +299,13 @@ pub fn cgroup_file(controller: &str, path: &str, file: &str) -> PathBuf {
             .join(path.trim_start_matches('/'))
             .join(file)
     }
+}
+
+/// Edits `spec` as JSON: what the runtime spec says, in its own field names.
+pub fn edit_json(spec: &mut Spec, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut value = serde_json::to_value(&*spec).unwrap();
+    edit(&mut value);
+    *spec = serde_json::from_value(value).unwrap();
 }
 
 pub fn set_resources(spec: &mut Spec, resources: LinuxResources) {
