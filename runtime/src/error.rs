@@ -27,7 +27,13 @@ pub enum Error {
         #[source]
         source: Box<libcontainer::oci_spec::OciSpecError>,
     },
-    #[error("rootfs {0} does not exist")]
+    #[error("invalid runtime config {path}")]
+    BadConfig {
+        path: PathBuf,
+        #[source]
+        source: crate::validate::ConfigError,
+    },
+    #[error("root.path: rootfs {0} does not exist")]
     RootfsMissing(PathBuf),
     #[error("invalid signal {0:?}")]
     InvalidSignal(String),

@@ -565,3 +565,62 @@ fn bad_input_gets_clear_errors() {
     let out = lab.rt(&["list", "--format", "json"]);
     assert_eq!(out.stdout.trim(), "[]");
 }
+
+#[test]
+fn invalid_configs_are_refused_naming_the_field() {
+    let lab = Lab::new();
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 6] = [
+        (
+            "noargs",
+            |v| {
+                v["process"].as_object_mut().unwrap().remove("args");
+            },
+            "process.args: missing",
+        ),
+        (
+            "norootfs",
+            |v| v["root"]["path"] = serde_json::json!("no-such-rootfs"),
+            "root.path: rootfs",
+        ),
+        (
+            "badns",
+            |v| v["linux"]["namespaces"][0]["type"] = serde_json::json!("bogus"),
+            "linux.namespaces[0].type: unknown variant `bogus`",
+        ),
+        (
+            "badversion",
+            |v| v["ociVersion"] = serde_json::json!("9.x"),
+            "ociVersion: \"9.x\" is not a version",
+        ),
+        (
+            "nodest",
+            |v| {
+                v["mounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({"source": "/tmp", "type": "bind"}))
+            },
+            "missing field `destination`",
+        ),
+        (
+            "reldest",
+            |v| v["mounts"][0]["destination"] = serde_json::json!("proc"),
+            "mounts[0].destination: \"proc\" is not an absolute path",
+        ),
+    ];
+    for (id, edit, expected) in cases {
+        let bundle = lab.bundle(id, &["true"], |spec| common::edit_json(spec, |_| {}));
+        let config = bundle.join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&config, serde_json::to_vec(&v).unwrap()).unwrap();
+        for cmd in ["create", "run"] {
+            let out = lab.rt(&[cmd, "-b", bundle.to_str().unwrap(), id]);
+            assert_eq!(out.code, 1, "{cmd} {id}: {out:?}");
+            assert!(out.stderr.contains(expected), "{cmd} {id}: {out:?}");
+            assert!(!lab.root.join(id).exists(), "{cmd} {id} left a state dir");
+        }
+    }
+}
