@@ -52,7 +52,11 @@ pub fn run(global: &GlobalOpts, args: &RunArgs) -> Result<i32> {
         Some(master) => terminal::relay(pid, master),
         None => wait::wait_forwarding(pid),
     };
-    let cleanup = super::delete::delete_container(&mut c, true).err();
+    let cleanup = match waited {
+        Ok(_) => super::delete::delete_reaped(&mut c),
+        Err(_) => super::delete::delete_container(&mut c, true),
+    }
+    .err();
     match waited {
         Ok(code) => {
             // The workload's exit code is the answer; a failed cleanup is still reported.
