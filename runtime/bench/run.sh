@@ -3,8 +3,11 @@
 # vs the namespaced-process floor, side by side in one hyperfine run. Prints a Markdown table
 # (median wall time, mean CPU time, ratio to skiff-runtime).
 #
-# Needs root, busybox-static, runc, crun, hyperfine (apt-get install busybox-static runc crun
-# hyperfine). Usage: runtime/bench/run.sh [RUNS]   (default 50)
+# Then the peak memory (max RSS from GNU time, /usr/bin/time) of each runtime process of one
+# create, start and delete, median of 5.
+#
+# Needs root, busybox-static, runc, crun, hyperfine, time (apt-get install busybox-static runc
+# crun hyperfine time). Usage: runtime/bench/run.sh [RUNS]   (default 50)
 # SKIFF_RUNTIME=path uses that binary instead of building the release one.
 set -eu
 
@@ -16,7 +19,7 @@ if [ -z "${SKIFF_RUNTIME:-}" ]; then
         --manifest-path "$WT/Cargo.toml" -p skiff-runtime
     SKIFF_RUNTIME=${CARGO_TARGET_DIR:-$WT/target}/release/skiff-runtime
 fi
-for tool in runc crun hyperfine unshare busybox python3; do
+for tool in runc crun hyperfine unshare busybox python3 /usr/bin/time; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 
@@ -75,4 +78,38 @@ for r in results:
     cpu = (r["user"] + r["system"]) * 1000
     print(f"| {r['command']} | {r['median']*1000:.1f} | {r['min']*1000:.1f} | {cpu:.1f} | "
           f"{r['median']/base:.2f} |")
+PY
+
+# Peak memory: max RSS in KiB of the runtime process for each of create, start and delete
+# (for crun, of the crun process inside the wrapper: GNU time runs inside it).
+CRUN_TIMED="unshare -m --propagation private sh -c 'umount -l /sys/fs/cgroup/unified 2>/dev/null; exec /usr/bin/time -f %M -a -o \"\$0\" crun \"\$@\"'"
+if ! grep -q ' /sys/fs/cgroup/unified ' /proc/self/mountinfo; then CRUN_TIMED="sh -c 'exec /usr/bin/time -f %M -a -o \"\$0\" crun \"\$@\"'"; fi
+rss() { # runtime op -> appends max RSS KiB to $WORK/rss-runtime-op
+    rt=$1; op=$2; shift 2; out=$WORK/rss-$rt-$op
+    case $rt in
+        skiff-runtime) /usr/bin/time -f %M -a -o "$out" "$SKIFF_RUNTIME" --root "$WORK/state-skiff" "$op" "$@" ;;
+        runc) /usr/bin/time -f %M -a -o "$out" runc --root "$WORK/state-runc" "$op" "$@" ;;
+        crun) eval "$CRUN_TIMED" '"$out"' --root "$WORK/state-crun" '"$op"' '"$@"' ;;
+    esac
+}
+for i in 1 2 3 4 5; do
+    for rt in skiff-runtime runc crun; do
+        rss $rt create --bundle "$B" bench >/dev/null
+        rss $rt start bench >/dev/null
+        sleep 0.05
+        rss $rt delete bench >/dev/null
+    done
+done
+python3 - "$WORK" <<'PY'
+import statistics, sys
+work = sys.argv[1]
+print("\npeak memory (max RSS, MiB, median of 5) per runtime process\n")
+print("| runtime | create | start | delete |")
+print("|---|---|---|---|")
+for rt in ["skiff-runtime", "runc", "crun"]:
+    cells = []
+    for op in ["create", "start", "delete"]:
+        vals = [int(l) for l in open(f"{work}/rss-{rt}-{op}") if l.strip().isdigit()]
+        cells.append(f"{statistics.median(vals) / 1024:.1f}")
+    print(f"| {rt} | " + " | ".join(cells) + " |")
 PY

@@ -30,22 +30,21 @@ impl Bundle {
         if !config.is_file() {
             return Err(Error::ConfigMissing(config));
         }
-        let spec = Spec::load(&config).map_err(|source| Error::InvalidConfig {
+        let text = std::fs::read(&config)
+            .map_err(|e| Error::io(format!("read {}", config.display()), e))?;
+        let spec = crate::validate::parse(&text).map_err(|source| Error::BadConfig {
             path: config.clone(),
-            source: Box::new(source),
+            source,
         })?;
-        let root = spec.root().as_ref().ok_or_else(|| {
-            Error::InvalidArgument(format!("{}: no root in config", config.display()))
-        })?;
-        let rootfs = dir.join(root.path());
+        // validate::parse made sure there is a root.
+        let root = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_default();
+        let rootfs = dir.join(root);
         if !rootfs.is_dir() {
             return Err(Error::RootfsMissing(rootfs));
-        }
-        if spec.process().is_none() {
-            return Err(Error::InvalidArgument(format!(
-                "{}: no process in config",
-                config.display()
-            )));
         }
         Ok(Bundle { dir, spec })
     }
@@ -81,13 +80,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
         let err = Bundle::load(dir.path()).unwrap_err();
-        assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+        assert!(matches!(err, Error::BadConfig { .. }), "{err}");
     }
 
     #[test]
     fn missing_rootfs_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = Spec::default();
+        let mut spec = Spec::default();
+        let mut process = spec.process().clone().unwrap();
+        process.set_args(Some(vec!["sh".into()]));
+        spec.set_process(Some(process));
         spec.save(dir.path().join("config.json")).unwrap();
         let err = Bundle::load(dir.path()).unwrap_err();
         assert!(matches!(err, Error::RootfsMissing(_)), "{err}");

@@ -103,10 +103,17 @@ pub fn plan_removal(mounts: &[PathBuf], cgroup_path: &Path) -> Vec<Vec<PathBuf>>
 
 /// Removes the empty cgroup directories of `cgroup_path` in every mounted hierarchy.
 pub fn remove_empty(id: &str, cgroup_path: &Path) -> Result<()> {
+    remove_if_empty(id, cgroup_path).map(|_| ())
+}
+
+/// Like [`remove_empty`], and says whether the leaf is gone from every hierarchy (false: some
+/// leaf still has processes or children).
+pub fn remove_if_empty(id: &str, cgroup_path: &Path) -> Result<bool> {
+    let mut all_gone = true;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| Error::io("read /proc/self/mountinfo", e))?;
     for dirs in plan_removal(&cgroup_mounts(&mountinfo), cgroup_path) {
-        for dir in dirs {
+        for (depth, dir) in dirs.into_iter().enumerate() {
             match std::fs::remove_dir(&dir) {
                 Ok(()) => tracing::debug!(dir = %dir.display(), "removed cgroup directory"),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -118,7 +125,8 @@ pub fn remove_empty(id: &str, cgroup_path: &Path) -> Result<()> {
                         Some(libc_errno::EBUSY) | Some(libc_errno::ENOTEMPTY)
                     ) =>
                 {
-                    break
+                    all_gone &= depth > 0;
+                    break;
                 }
                 Err(e) => {
                     return Err(Error::Cgroup {
@@ -130,7 +138,7 @@ pub fn remove_empty(id: &str, cgroup_path: &Path) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(all_gone)
 }
 
 mod libc_errno {

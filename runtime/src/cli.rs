@@ -168,7 +168,7 @@ pub struct ExecArgs {
     /// A process.json (OCI process) describing what to run.
     #[arg(short, long)]
     pub process: Option<PathBuf>,
-    /// Allocate a pseudo-terminal (needs --console-socket and --detach).
+    /// Allocate a pseudo-terminal: relayed to our stdio, or sent to --console-socket.
     #[arg(short, long)]
     pub tty: bool,
     /// Return once the process is started instead of waiting for it.

@@ -27,12 +27,20 @@ pub enum Error {
         #[source]
         source: Box<libcontainer::oci_spec::OciSpecError>,
     },
-    #[error("rootfs {0} does not exist")]
+    #[error("invalid runtime config {path}")]
+    BadConfig {
+        path: PathBuf,
+        #[source]
+        source: crate::validate::ConfigError,
+    },
+    #[error("root.path: rootfs {0} does not exist")]
     RootfsMissing(PathBuf),
     #[error("invalid signal {0:?}")]
     InvalidSignal(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
     #[error("cannot {op} container {id:?}: it is {status}")]
     IncorrectState {
         op: &'static str,

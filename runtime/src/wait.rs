@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 
-const FORWARDED: [Signal; 7] = [
+pub(crate) const FORWARDED: [Signal; 7] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,

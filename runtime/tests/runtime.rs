@@ -200,6 +200,89 @@ fn console_socket_receives_the_terminal() {
     lab.assert_gone("tty2");
 }
 
+fn with_terminal(spec: &mut libcontainer::oci_spec::runtime::Spec) {
+    let mut process = spec.process().clone().unwrap();
+    process.set_terminal(Some(true));
+    spec.set_process(Some(process));
+}
+
+#[test]
+fn run_without_console_socket_relays_a_foreground_terminal() {
+    require_privileges!();
+    let lab = Lab::new();
+    let script = "tty; stty size; exit 4";
+    let bundle = lab.bundle("fg", &["sh", "-c", script], with_terminal);
+    lab.track("fg");
+    let Some(out) = lab.rt_on_terminal(&["run", "-b", bundle.to_str().unwrap(), "fg"], b"") else {
+        eprintln!("skipping: util-linux script is not installed");
+        return;
+    };
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stdout.contains("/dev/pts/"), "{out:?}");
+    assert!(
+        out.stdout.contains("33 101"),
+        "window size not passed on: {out:?}"
+    );
+    lab.assert_gone("fg");
+
+    // Input typed on our terminal reaches the container's shell; the quotes show that the
+    // output is the shell's, not the terminal's echo.
+    let bundle = lab.bundle("fgsh", &["sh"], with_terminal);
+    lab.track("fgsh");
+    let out = lab
+        .rt_on_terminal(
+            &["run", "-b", bundle.to_str().unwrap(), "fgsh"],
+            b"echo hel''lo-from-input; exit 9\n",
+        )
+        .unwrap();
+    assert_eq!(out.code, 9, "{out:?}");
+    assert!(out.stdout.contains("hello-from-input"), "{out:?}");
+    lab.assert_gone("fgsh");
+}
+
+#[test]
+fn exec_tty_without_console_socket_relays_a_foreground_terminal() {
+    require_privileges!();
+    let lab = Lab::new();
+    let bundle = lab.bundle("fgx", &["sleep", "60"], |_| {});
+    lab.track("fgx");
+    assert_eq!(
+        lab.rt(&["run", "-d", "-b", bundle.to_str().unwrap(), "fgx"])
+            .code,
+        0
+    );
+    let Some(out) = lab.rt_on_terminal(
+        &[
+            "exec",
+            "-t",
+            "fgx",
+            "sh",
+            "-c",
+            "tty; stty size; kill -TERM $$",
+        ],
+        b"",
+    ) else {
+        eprintln!("skipping: util-linux script is not installed");
+        return;
+    };
+    assert_eq!(out.code, 128 + 15, "{out:?}");
+    assert!(out.stdout.contains("/dev/pts/"), "{out:?}");
+    assert!(out.stdout.contains("33 101"), "{out:?}");
+    // The exec'd process was reaped: only the init is left.
+    let ps = lab.rt(&["ps", "--format", "json", "fgx"]);
+    let pids: Vec<i32> = serde_json::from_str(&ps.stdout).unwrap();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+
+    let refused = lab.rt(&["exec", "-t", "-d", "fgx", "true"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("needs --console-socket"),
+        "{refused:?}"
+    );
+    assert_eq!(lab.rt(&["delete", "--force", "fgx"]).code, 0);
+    lab.assert_gone("fgx");
+}
+
 #[test]
 fn json_log_records_the_error_like_runc() {
     let lab = Lab::new();
@@ -481,4 +564,63 @@ fn bad_input_gets_clear_errors() {
     assert!(out.stderr.contains("invalid container id"), "{out:?}");
     let out = lab.rt(&["list", "--format", "json"]);
     assert_eq!(out.stdout.trim(), "[]");
+}
+
+#[test]
+fn invalid_configs_are_refused_naming_the_field() {
+    let lab = Lab::new();
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 6] = [
+        (
+            "noargs",
+            |v| {
+                v["process"].as_object_mut().unwrap().remove("args");
+            },
+            "process.args: missing",
+        ),
+        (
+            "norootfs",
+            |v| v["root"]["path"] = serde_json::json!("no-such-rootfs"),
+            "root.path: rootfs",
+        ),
+        (
+            "badns",
+            |v| v["linux"]["namespaces"][0]["type"] = serde_json::json!("bogus"),
+            "linux.namespaces[0].type: unknown variant `bogus`",
+        ),
+        (
+            "badversion",
+            |v| v["ociVersion"] = serde_json::json!("9.x"),
+            "ociVersion: \"9.x\" is not a version",
+        ),
+        (
+            "nodest",
+            |v| {
+                v["mounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({"source": "/tmp", "type": "bind"}))
+            },
+            "missing field `destination`",
+        ),
+        (
+            "reldest",
+            |v| v["mounts"][0]["destination"] = serde_json::json!("proc"),
+            "mounts[0].destination: \"proc\" is not an absolute path",
+        ),
+    ];
+    for (id, edit, expected) in cases {
+        let bundle = lab.bundle(id, &["true"], |spec| common::edit_json(spec, |_| {}));
+        let config = bundle.join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&config, serde_json::to_vec(&v).unwrap()).unwrap();
+        for cmd in ["create", "run"] {
+            let out = lab.rt(&[cmd, "-b", bundle.to_str().unwrap(), id]);
+            assert_eq!(out.code, 1, "{cmd} {id}: {out:?}");
+            assert!(out.stderr.contains(expected), "{cmd} {id}: {out:?}");
+            assert!(!lab.root.join(id).exists(), "{cmd} {id} left a state dir");
+        }
+    }
 }

@@ -10,19 +10,24 @@ use crate::container;
 use crate::error::{Error, Result};
 
 pub fn create(global: &GlobalOpts, args: &CreateArgs) -> Result<i32> {
-    create_container(global, &args.id, &args.init)?;
+    let bundle = Bundle::load(&args.init.bundle)?;
+    create_container(global, &args.id, &args.init, &bundle, None)?;
     Ok(0)
 }
 
-/// Creates container `id`; on failure removes whatever was left (state dir, cgroups).
+/// Creates container `id` from `bundle`; on failure removes whatever was left (state dir,
+/// cgroups). `own_console` is the runtime's own console socket for a foreground terminal, used
+/// when `opts` has none.
 pub(crate) fn create_container(
     global: &GlobalOpts,
     id: &str,
     opts: &InitOpts,
+    bundle: &Bundle,
+    own_console: Option<&std::path::Path>,
 ) -> Result<Container> {
     container::check_id(id)?;
-    let bundle = Bundle::load(&opts.bundle)?;
-    match (bundle.terminal(), &opts.console_socket) {
+    let console_socket = opts.console_socket.as_deref().or(own_console);
+    match (bundle.terminal(), console_socket) {
         (true, None) => {
             return Err(Error::InvalidArgument(
                 "process.terminal is true: --console-socket is required".into(),
@@ -43,7 +48,7 @@ pub(crate) fn create_container(
         return Err(Error::Exists(id.to_owned()));
     }
     let pid_file = opts.pid_file.as_deref().map(absolute).transpose()?;
-    let console_socket = opts.console_socket.as_deref().map(absolute).transpose()?;
+    let console_socket = console_socket.map(absolute).transpose()?;
 
     let lib = |e| Error::container("create", id, e);
     let builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
@@ -64,7 +69,7 @@ pub(crate) fn create_container(
         .with_detach(true)
         .with_no_pivot(opts.no_pivot);
     builder.build().map_err(|e| {
-        let cleanup = cleanup_failed_create(id, &dir, &bundle);
+        let cleanup = cleanup_failed_create(id, &dir, bundle);
         lib(e).with_cleanup(cleanup)
     })
 }

@@ -17,6 +17,31 @@ pub fn delete(global: &GlobalOpts, args: &DeleteArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Deletes a container whose init this process has just reaped (`run`), without what makes
+/// libcontainer's delete slow: it builds a cgroup manager, which reads /proc/self/mountinfo and
+/// /proc/self/cgroup once per known controller (about 4 ms of a 20 ms `run` here). This removes
+/// the leaf and its empty parents in every hierarchy from one read of mountinfo, runs the
+/// poststop hooks and removes the state directory, as libcontainer does for a stopped container.
+/// When a leaf is still busy (processes outside a pid namespace), or with systemd cgroups or
+/// Intel RDT, it falls back to libcontainer's delete, which kills what is left.
+pub(crate) fn delete_reaped(c: &mut Container) -> Result<()> {
+    let id = c.id().to_owned();
+    let config = match c.spec() {
+        Ok(config) if !c.systemd() && c.intel_rdt_dir().is_none() => config,
+        _ => return delete_container(c, true),
+    };
+    if !crate::cgroups::remove_if_empty(&id, &config.cgroup_path)? {
+        return delete_container(c, true);
+    }
+    c.set_status(libcontainer::container::ContainerStatus::Stopped);
+    if let Some(hooks) = &config.hooks {
+        libcontainer::hooks::run_hooks(hooks.poststop().as_ref(), Some(&c.state), None, None, None)
+            .map_err(|e| Error::container("run the poststop hooks of", &id, e.into()))?;
+    }
+    std::fs::remove_dir_all(&c.root)
+        .map_err(|e| Error::io(format!("remove {}", c.root.display()), e))
+}
+
 /// libcontainer's delete (kill if forced, cgroups, poststop hooks, state dir), then the empty
 /// cgroup parents it leaves behind.
 pub(crate) fn delete_container(c: &mut Container, force: bool) -> Result<()> {

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
-use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
 use libcontainer::syscall::syscall::SyscallType;
 
 use crate::bundle::absolute;
 use crate::cli::{ExecArgs, GlobalOpts};
 use crate::container;
 use crate::error::{Error, Result};
+use crate::terminal::{self, ConsoleSocket};
 use crate::wait;
 
 pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
@@ -21,10 +22,8 @@ pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
         (Some(_), false) => return invalid("give either a command or --process, not both"),
         _ => {}
     }
-    if args.tty && (args.console_socket.is_none() || !args.detach) {
-        // libcontainer 0.7 passes a terminal only to a console socket, and only when detached;
-        // it cannot proxy a foreground terminal.
-        return invalid("--tty needs --console-socket and --detach");
+    if args.tty && args.detach && args.console_socket.is_none() {
+        return invalid("--tty with --detach needs --console-socket");
     }
     if !args.tty && args.console_socket.is_some() {
         return invalid("--console-socket needs --tty");
@@ -40,6 +39,7 @@ pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
             status: container::status_name(c.status()),
         });
     }
+    refuse_user_namespace(&c)?;
     let root = absolute(&global.root)?;
     // With --tty and args, the terminal flag can only travel in a process.json: write one.
     let tty_process = match (&args.process, args.tty) {
@@ -56,17 +56,31 @@ pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
     } else {
         args.command.clone()
     };
+    // libcontainer 0.7 hands a terminal out only detached, through a console socket: a
+    // foreground terminal uses the runtime's own socket and relay (see crate::terminal).
+    let console = match (args.tty, &args.console_socket) {
+        (true, None) => {
+            terminal::become_subreaper()?;
+            Some(ConsoleSocket::new()?)
+        }
+        _ => None,
+    };
+    let console_socket = match (&args.console_socket, &console) {
+        (Some(p), _) => Some(absolute(p)?),
+        (None, Some(own)) => Some(own.path().to_owned()),
+        (None, None) => None,
+    };
     let lib = |e| Error::container("exec in", &args.id, e);
     let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&root)
         .map_err(lib)?
         .with_pid_file(args.pid_file.as_deref().map(absolute).transpose()?)
         .map_err(lib)?
-        .with_console_socket(args.console_socket.as_deref().map(absolute).transpose()?)
+        .with_console_socket(console_socket)
         .validate_id()
         .map_err(lib)?
         .as_tenant()
-        .with_detach(args.detach)
+        .with_detach(args.detach || args.tty)
         .with_cwd(args.cwd.as_ref())
         .with_env(env)
         .with_process(process.as_ref())
@@ -80,7 +94,36 @@ pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
         return Ok(0);
     }
     // The exec'd process is our child; wait for it by pid (libcontainer has no wait API).
-    wait::wait_forwarding(pid)
+    match console {
+        Some(console) => terminal::relay(pid, console.receive_master()?),
+        None => wait::wait_forwarding(pid),
+    }
+}
+
+/// libcontainer 0.7's tenant builder joins every namespace of the init except the user one
+/// (its list stops at ipc, uts, net, pid, mnt, cgroup, time), so an exec'd process would run as
+/// the host's root beside a container whose root is an unprivileged host uid. Refuse instead.
+fn refuse_user_namespace(c: &Container) -> Result<()> {
+    let config = c.bundle().join("config.json");
+    let spec = Spec::load(&config).map_err(|source| Error::InvalidConfig {
+        path: config.clone(),
+        source: Box::new(source),
+    })?;
+    if has_user_namespace(&spec) {
+        return Err(Error::Unsupported(format!(
+            "exec into container {:?}: it has a user namespace, which libcontainer 0.7 cannot \
+             join for an exec'd process",
+            c.id()
+        )));
+    }
+    Ok(())
+}
+
+fn has_user_namespace(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User))
 }
 
 /// `NAME=value` pairs; a later pair wins.
@@ -161,6 +204,20 @@ mod tests {
         assert_eq!(env["B"], "x=y");
         assert!(parse_env(&["NOEQUALS".into()]).is_err());
         assert!(parse_env(&["=v".into()]).is_err());
+    }
+
+    #[test]
+    fn user_namespaces_are_detected() {
+        let mut spec = Spec::default();
+        assert!(!has_user_namespace(&spec));
+        let mut linux = spec.linux().clone().unwrap();
+        let mut ns = linux.namespaces().clone().unwrap();
+        let mut user = libcontainer::oci_spec::runtime::LinuxNamespace::default();
+        user.set_typ(LinuxNamespaceType::User);
+        ns.push(user);
+        linux.set_namespaces(Some(ns));
+        spec.set_linux(Some(linux));
+        assert!(has_user_namespace(&spec));
     }
 
     #[test]

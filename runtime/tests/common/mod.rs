@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use libcontainer::oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, LinuxResources, Spec};
 
 pub const BUSYBOX: &str = "/bin/busybox";
-const APPLETS: [&str; 12] = [
-    "sh", "true", "sleep", "cat", "echo", "hostname", "id", "ls", "readlink", "pwd", "touch", "env",
+const APPLETS: [&str; 20] = [
+    "sh", "true", "sleep", "cat", "echo", "hostname", "id", "ls", "readlink", "pwd", "touch",
+    "env", "tty", "stty", "mkdir", "chown", "sysctl", "grep", "head", "wc",
 ];
 
 /// Why privileged tests cannot run here, or None when they can.
@@ -129,6 +130,56 @@ impl Lab {
             stdout: std::fs::read_to_string(out_path).unwrap_or_default(),
             stderr: std::fs::read_to_string(err_path).unwrap_or_default(),
         }
+    }
+
+    /// Runs the runtime with `args` on a pseudo-terminal of its own, made by util-linux
+    /// `script`, after `stty rows 33 cols 101`; writes `input` to the terminal and keeps it open
+    /// until the runtime exits (`script` sends end-of-file when its stdin closes). None when
+    /// `script` is not installed.
+    pub fn rt_on_terminal(&self, args: &[&str], input: &[u8]) -> Option<Out> {
+        use std::io::Write;
+        if !Path::new("/usr/bin/script").exists() {
+            return None;
+        }
+        let mut line = format!(
+            "stty rows 33 cols 101; exec {} --root {}",
+            env!("CARGO_BIN_EXE_skiff-runtime"),
+            self.root.display()
+        );
+        for a in args {
+            line.push_str(" '");
+            line.push_str(&a.replace('\'', "'\\''"));
+            line.push('\'');
+        }
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let out_path = self.dir.path().join(format!("out-{n}"));
+        let err_path = self.dir.path().join(format!("err-{n}"));
+        let mut child = Command::new("/usr/bin/script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(File::create(&out_path).unwrap())
+            .stderr(File::create(&err_path).unwrap())
+            .spawn()
+            .expect("run script");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        drop(stdin);
+        Some(Out {
+            code: status.code().unwrap_or(-1),
+            stdout: std::fs::read_to_string(out_path).unwrap_or_default(),
+            stderr: std::fs::read_to_string(err_path).unwrap_or_default(),
+        })
     }
 
     /// Remembers `id` so that drop deletes it.
@@ -248,6 +299,13 @@ pub fn cgroup_file(controller: &str, path: &str, file: &str) -> PathBuf {
             .join(path.trim_start_matches('/'))
             .join(file)
     }
+}
+
+/// Edits `spec` as JSON: what the runtime spec says, in its own field names.
+pub fn edit_json(spec: &mut Spec, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut value = serde_json::to_value(&*spec).unwrap();
+    edit(&mut value);
+    *spec = serde_json::from_value(value).unwrap();
 }
 
 pub fn set_resources(spec: &mut Spec, resources: LinuxResources) {
