@@ -2,7 +2,8 @@
 //! period, marks their conditions Unknown and taints them `node.kubernetes.io/unreachable` (or `not-ready` when
 //! the agent reports Ready=False), and evicts the pods there that do not tolerate the NoExecute taint, after
 //! their `tolerationSeconds` (upstream's node lifecycle controller and taint manager). A node that comes back
-//! loses the taints.
+//! loses the taints. A node reporting MemoryPressure, DiskPressure or PIDPressure is tainted NoSchedule for as long as
+//! it does (TaintNodesByCondition).
 //!
 //! [`plan_node`] and [`evictions`] decide (pure); [`run`] is a periodic loop over the informers' caches.
 
@@ -23,6 +24,12 @@ use super::informer;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
+/// Node conditions that taint a node NoSchedule while True (upstream's TaintNodesByCondition).
+pub const PRESSURE_TAINTS: [(&str, &str); 3] = [
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+];
 
 #[derive(Clone, Debug)]
 pub struct LifecycleConfig {
@@ -89,12 +96,25 @@ pub fn plan_node(node: &Node, lease: Option<&Lease>, now: DateTime<Utc>, grace: 
         }
     };
     let current = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    let mut desired: Vec<Taint> = current.iter().filter(|t| t.key != UNREACHABLE && t.key != NOT_READY).cloned().collect();
+    let managed = |k: &str| k == UNREACHABLE || k == NOT_READY || PRESSURE_TAINTS.iter().any(|(_, t)| *t == k);
+    let mut desired: Vec<Taint> = current.iter().filter(|t| !managed(&t.key)).cloned().collect();
+    // Keep timeAdded of a taint that is already there: eviction counts from it.
+    let mut put = |key: &str, effect: &str| {
+        let kept = current.iter().find(|t| t.key == key && t.effect == effect).cloned();
+        desired.push(kept.unwrap_or(Taint { key: key.into(), effect: effect.into(), time_added: Some(Time(now)), value: None }));
+    };
     if let Some(key) = state {
         for effect in ["NoSchedule", "NoExecute"] {
-            // Keep timeAdded of a taint that is already there: eviction counts from it.
-            let kept = current.iter().find(|t| t.key == key && t.effect == effect).cloned();
-            desired.push(kept.unwrap_or(Taint { key: key.into(), effect: effect.into(), time_added: Some(Time(now)), value: None }));
+            put(key, effect);
+        }
+    }
+    // TaintNodesByCondition: a node under pressure takes no new pods (the agent reports the conditions). A silent
+    // node's conditions are stale, so only a reporting node's count.
+    if !silent {
+        for (cond, key) in PRESSURE_TAINTS {
+            if conditions.iter().any(|c| c.type_ == cond && c.status == "True") {
+                put(key, "NoSchedule");
+            }
         }
     }
     if desired != current {
@@ -262,6 +282,18 @@ mod tests {
         let not_ready = node("False", 100, json!([]));
         let p = plan_node(&not_ready, None, t(101), Duration::from_secs(40));
         assert_eq!(p.taints.unwrap()[0].key, NOT_READY);
+    }
+
+    #[test]
+    fn pressure_conditions_taint_no_schedule_and_clear() {
+        let mut n = node("True", 100, json!([]));
+        n.status.as_mut().unwrap().conditions.as_mut().unwrap().push(NodeCondition { type_: "MemoryPressure".into(), status: "True".into(), ..Default::default() });
+        let p = plan_node(&n, Some(&lease(100)), t(105), Duration::from_secs(40));
+        let taints = p.taints.unwrap();
+        assert_eq!(taints.iter().map(|t| (t.key.as_str(), t.effect.as_str())).collect::<Vec<_>>(), [("node.kubernetes.io/memory-pressure", "NoSchedule")]);
+        let calm = node("True", 100, serde_json::to_value(&taints).unwrap());
+        let p = plan_node(&calm, Some(&lease(100)), t(105), Duration::from_secs(40));
+        assert_eq!(p.taints.unwrap(), vec![]);
     }
 
     #[test]
