@@ -27,6 +27,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
+use futures::StreamExt;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 
@@ -76,14 +77,47 @@ where
     (store, stream)
 }
 
+/// One informer shared by `consumers` controllers: a single list + watch and reflector cache (every consumer reads
+/// the same [`Store`]), and a stream of changed objects for each consumer, fed by one task (upstream's shared
+/// informer factory). Watch errors are logged here; the watcher retries with backoff.
+pub fn shared_informer<K>(api: Api<K>, consumers: usize) -> (Store<K>, Vec<impl futures::Stream<Item = Result<K, watcher::Error>> + Send>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, stream) = informer(api);
+    let mut senders = Vec::with_capacity(consumers);
+    let mut streams = Vec::with_capacity(consumers);
+    for _ in 0..consumers {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<K>();
+        senders.push(tx);
+        streams.push(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|k| (Ok(k), rx)) }));
+    }
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(obj) => {
+                    senders.retain(|tx| tx.send(obj.clone()).is_ok());
+                    if senders.is_empty() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, kind = %K::kind(&()), "shared informer watch error; retrying"),
+            }
+        }
+    });
+    (store, streams)
+}
+
 /// Run every controller until `shutdown` resolves.
 pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let (pods, pod_events) = informer(Api::<Pod>::all(client.clone()));
-    // Each controller that is woken by pod changes has its own pod stream (one stream, one consumer).
-    let (pods_for_endpoints, pod_events_for_endpoints) = informer(Api::<Pod>::all(client.clone()));
-    let (pods_for_jobs, pod_events_for_jobs) = informer(Api::<Pod>::all(client.clone()));
-    let (pods_for_ds, pod_events_for_ds) = informer(Api::<Pod>::all(client.clone()));
+    // One pod cache for the controllers; each controller woken by pod changes gets its own stream of them.
+    let (pods, pod_streams) = shared_informer(Api::<Pod>::all(client.clone()), 4);
+    let mut pod_streams = pod_streams.into_iter();
+    let mut next_stream = || pod_streams.next().expect("four pod streams");
+    let (pod_events, pod_events_for_endpoints, pod_events_for_jobs, pod_events_for_ds) = (next_stream(), next_stream(), next_stream(), next_stream());
+    let (pods_for_endpoints, pods_for_jobs, pods_for_ds) = (pods.clone(), pods.clone(), pods.clone());
     let (nodes_for_ds, node_events_for_ds) = informer(Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()));
     let (replicasets, rs_events) = informer(Api::<ReplicaSet>::all(client.clone()));
     let rs = replicaset::run(
