@@ -128,6 +128,15 @@ impl EtcdStore {
         format!("{}{key}", self.prefix)
     }
 
+    /// The start of the etcd range holding every store key starting with `prefix` (etcd rejects an empty key;
+    /// "\0" is the smallest non-empty one).
+    fn range_start(&self, prefix: &str) -> String {
+        match self.key(prefix) {
+            k if k.is_empty() => "\u{0}".into(),
+            k => k,
+        }
+    }
+
     fn request_error(&self, op: &'static str, source: etcd_client::Error) -> StoreError {
         EtcdError::Request { op, endpoints: self.endpoints.clone(), source }.into()
     }
@@ -157,7 +166,7 @@ impl EtcdStore {
         // A count-only read of one key is the cheapest request that returns the cluster's revision.
         let mut kv = self.client.kv_client();
         let resp = kv
-            .get(self.key(""), Some(GetOptions::new().with_count_only()))
+            .get(self.range_start(""), Some(GetOptions::new().with_count_only()))
             .await
             .map_err(RetryError::Etcd)?;
         resp.header()
@@ -251,7 +260,7 @@ impl Store for EtcdStore {
         let start = match &opts.start_after {
             // The smallest key greater than `after`.
             Some(after) => format!("{}\u{0}", self.key(after)),
-            None => self.key(prefix),
+            None => self.range_start(prefix),
         };
         let end = prefix_end(&self.key(prefix)).unwrap_or_else(|| "\u{0}".into());
         let mut get = GetOptions::new().with_range(end);
@@ -279,8 +288,8 @@ impl Store for EtcdStore {
     }
 
     async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
-        let start = self.key(prefix);
-        let end = prefix_end(&start).unwrap_or_else(|| "\u{0}".into());
+        let start = self.range_start(prefix);
+        let end = prefix_end(&self.key(prefix)).unwrap_or_else(|| "\u{0}".into());
         let resp = self.retry("count", |c| {
             let (start, end) = (start.clone(), end.clone());
             async move { c.kv_client().get(start, Some(GetOptions::new().with_range(end).with_count_only())).await }
@@ -375,7 +384,7 @@ impl Store for EtcdStore {
         if after > 0 {
             // Fail up front, as the trait asks, if `after` is compacted or in the future: a count-only read at
             // that revision fails exactly then (etcd serves the compaction revision itself, as SQLite does).
-            let k = self.key(prefix);
+            let k = self.range_start(prefix);
             let check = self.retry("watch", |c| {
                 let k = k.clone();
                 async move { c.kv_client().get(k, Some(GetOptions::new().with_count_only().with_revision(after))).await }
@@ -387,7 +396,8 @@ impl Store for EtcdStore {
         let watcher = Watcher {
             client: self.client.clone(),
             prefix_len: self.prefix.len(),
-            key: self.key(prefix),
+            key: self.range_start(prefix),
+            end: prefix_end(&self.key(prefix)).unwrap_or_else(|| "\u{0}".into()),
             last: after,
             stream: None,
             pending: VecDeque::new(),
@@ -401,7 +411,7 @@ impl Store for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
-        let k = self.key("");
+        let k = self.range_start("");
         let resp = self.retry("get", |c| {
             let k = k.clone();
             async move { c.kv_client().get(k, Some(GetOptions::new().with_count_only())).await }
@@ -430,6 +440,7 @@ struct Watcher {
     client: Client,
     prefix_len: usize,
     key: String,
+    end: String,
     /// Revision of the last event delivered.
     last: Revision,
     stream: Option<etcd_client::WatchStream>,
@@ -440,8 +451,7 @@ struct Watcher {
 
 impl Watcher {
     async fn open(&mut self) -> Result<(), etcd_client::Error> {
-        let end = prefix_end(&self.key).unwrap_or_else(|| "\u{0}".into());
-        let opts = WatchOptions::new().with_range(end).with_start_revision(self.last + 1).with_prev_key();
+        let opts = WatchOptions::new().with_range(self.end.clone()).with_start_revision(self.last + 1).with_prev_key();
         let stream = self.client.watch_client().watch(self.key.clone(), Some(opts)).await?;
         self.stream = Some(stream);
         Ok(())
