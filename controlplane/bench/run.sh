@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Store and API benchmarks, side by side with their peers (raw SQLite, etcd 3.4) in the same run.
 # Prints Markdown tables (copied into docs/benchmarks.md). Only 127.0.0.1 is used.
-# Usage: bash controlplane/bench/run.sh [SECONDS]
+# Usage: bash controlplane/bench/run.sh [SECONDS]   (SKIFF_BENCH_PROFILE=debug: skip the release build; slower)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-5}
 if ! command -v etcd >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
 fi
-cargo build --release --locked -p skiff-controlplane >&2
-BENCH=./target/release/skiff-bench
+PROFILE=${SKIFF_BENCH_PROFILE:-release}
+if [ "$PROFILE" = release ]; then cargo build --release --locked -p skiff-controlplane >&2; else cargo build --locked -p skiff-controlplane >&2; fi
+BENCH=${CARGO_TARGET_DIR:-./target}/$PROFILE/skiff-bench
 WORK=$(mktemp -d /var/tmp/skiff-bench.XXXXXX)
 ETCD_PID=""
 cleanup() { if [ -n "$ETCD_PID" ]; then kill "$ETCD_PID" 2>/dev/null; wait "$ETCD_PID" 2>/dev/null || true; fi; rm -rf "$WORK"; }

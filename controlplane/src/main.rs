@@ -1,4 +1,4 @@
-//! `skiff-controlplane`: the API server over the embedded store, in the foreground.
+//! `skiff-controlplane`: the API server over the embedded store (or etcd), in the foreground.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +11,9 @@ use skiff_controlplane::apiserver::{self, kubeconfig, ApiServer, Config};
 use skiff_controlplane::controllers::leader::{self, LeaderConfig};
 use skiff_controlplane::controllers::{self, ControllersConfig};
 use skiff_controlplane::scheduler::{self, SchedulerConfig};
+use skiff_controlplane::store::etcd::{EtcdConfig, EtcdStore};
 use skiff_controlplane::store::sqlite::{Durability, SqliteConfig, SqliteStore};
+use skiff_controlplane::store::Store;
 
 #[derive(Parser, Debug)]
 #[command(name = "skiff-controlplane", version, about = "Skiff control plane: a Kubernetes-compatible API server")]
@@ -31,6 +33,14 @@ struct Args {
     /// NodePort range, LO-HI.
     #[arg(long, default_value = "30000-32767")]
     node_port_range: String,
+    /// etcd client URLs, comma-separated (http://127.0.0.1:2379,...): keep the cluster state in etcd instead of
+    /// the embedded SQLite store in --data-dir.
+    #[arg(long, value_delimiter = ',', env = "SKIFF_ETCD_SERVERS")]
+    etcd_servers: Vec<String>,
+    /// Prefix for every key in etcd. The store's keys already start with /registry/, so the default (none) gives
+    /// the Kubernetes layout; set one (such as /cluster-a) to share an etcd between clusters.
+    #[arg(long, default_value = "")]
+    etcd_prefix: String,
     /// Store durability: full (fsync every commit; survives power loss) or normal (survives a crash).
     #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
     durability: String,
@@ -98,11 +108,19 @@ async fn main() -> anyhow::Result<()> {
         ..Config::default()
     };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let durability = if args.durability == "normal" { Durability::Normal } else { Durability::Full };
-    let store = SqliteStore::open(SqliteConfig { durability, ..SqliteConfig::new(args.data_dir.join("store.db")) })
-        .context("opening the store")?;
-    let store = Arc::new(store);
-    let server = ApiServer::new(store.clone(), config);
+    let (store, sqlite): (Arc<dyn Store>, Option<Arc<SqliteStore>>) = if args.etcd_servers.is_empty() {
+        let durability = if args.durability == "normal" { Durability::Normal } else { Durability::Full };
+        let store = SqliteStore::open(SqliteConfig { durability, ..SqliteConfig::new(args.data_dir.join("store.db")) })
+            .context("opening the store")?;
+        let store = Arc::new(store);
+        (store.clone(), Some(store))
+    } else {
+        let config = EtcdConfig { endpoints: args.etcd_servers.clone(), prefix: args.etcd_prefix.clone() };
+        let store = EtcdStore::connect(config).await.context("connecting to etcd")?;
+        tracing::info!(endpoints = %args.etcd_servers.join(","), prefix = %args.etcd_prefix, "store: etcd");
+        (Arc::new(store), None)
+    };
+    let server = ApiServer::new(store, config);
     server.start().await.map_err(|e| anyhow::anyhow!("starting the API server: {e}"))?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
@@ -180,6 +198,8 @@ async fn main() -> anyhow::Result<()> {
     for task in [controllers, scheduler, cloud].into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
-    store.close();
+    if let Some(store) = sqlite {
+        store.close();
+    }
     Ok(())
 }

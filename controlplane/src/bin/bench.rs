@@ -2,8 +2,9 @@
 //!
 //! - `store`: durable writes of 2 KB values through `SqliteStore` (group commit, synchronous=FULL) vs raw SQLite
 //!   (rusqlite, WAL, synchronous=FULL, one transaction per write) with the same writer counts.
-//! - `api`: pod creates and gets over HTTP against a `skiff-controlplane` process, with 1 and 32 clients; etcd
-//!   puts over its JSON gateway with the same clients when `--etcd` names one.
+//! - `api`: pod creates and gets over HTTP against a `skiff-controlplane` process, with 1 and 32 clients; when
+//!   `--etcd` names an etcd, also against a second server storing in that etcd (`--etcd-servers`), and raw etcd
+//!   puts (JSON gateway and gRPC) with the same clients.
 //! - `watch`: N watchers on pods; p99 delay from a create's acknowledgement to each watcher's event.
 //! - `memory`: RSS of the server process holding N pods.
 //!
@@ -216,6 +217,11 @@ struct Server {
 
 impl Server {
     async fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// Start with extra flags (such as `--etcd-servers`).
+    async fn start_with(dir: &Path, extra: &[String]) -> anyhow::Result<Self> {
         let bin = std::env::current_exe()?.parent().context("bench binary has no folder")?.join("skiff-controlplane");
         let tmp = tempfile::Builder::new().prefix("skiff-bench-api").tempdir_in(dir)?;
         let port = {
@@ -224,6 +230,7 @@ impl Server {
         };
         let child = Command::new(&bin)
             .args(["--data-dir", &tmp.path().to_string_lossy(), "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -299,42 +306,49 @@ where
 }
 
 async fn bench_api(seconds: u64, clients: &[usize], etcd: Option<&str>, dir: &Path) -> anyhow::Result<()> {
-    let server = Server::start(dir).await?;
+    // The same API server binary over each store: SQLite (the default) and, with --etcd, that etcd.
+    let mut servers = vec![("skiff over SQLite", Server::start(dir).await?)];
+    if let Some(etcd) = etcd {
+        let args = ["--etcd-servers".to_string(), etcd.to_string(), "--etcd-prefix".into(), "/bench-api".into()];
+        servers.push(("skiff over etcd", Server::start_with(dir, &args).await?));
+    }
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     let mut rows = Vec::new();
     for &n in clients {
-        let (h, base) = (http.clone(), server.url.clone());
-        let (ops, secs, lat) = run_clients(n, seconds, move |c, i| {
-            let (h, base) = (h.clone(), base.clone());
-            async move {
-                let r = h
-                    .post(format!("{base}/api/v1/namespaces/default/pods"))
-                    .json(&pod_body(&format!("p{n}-{c}-{i}")))
-                    .send()
-                    .await?;
-                if r.status().as_u16() != 201 {
-                    bail!("create: {}", r.status());
+        for (label, server) in &servers {
+            let (h, base) = (http.clone(), server.url.clone());
+            let (ops, secs, lat) = run_clients(n, seconds, move |c, i| {
+                let (h, base) = (h.clone(), base.clone());
+                async move {
+                    let r = h
+                        .post(format!("{base}/api/v1/namespaces/default/pods"))
+                        .json(&pod_body(&format!("p{n}-{c}-{i}")))
+                        .send()
+                        .await?;
+                    if r.status().as_u16() != 201 {
+                        bail!("create: {}", r.status());
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
-        })
-        .await;
-        rows.push(Row { what: "skiff: create pod (durable)".into(), workers: n, ops, secs, lat });
-        let (h, base) = (http.clone(), server.url.clone());
-        let (ops, secs, lat) = run_clients(n, seconds, move |c, i| {
-            let (h, base) = (h.clone(), base.clone());
-            async move {
-                // Objects created by the create phase of this client count.
-                let r = h.get(format!("{base}/api/v1/namespaces/default/pods/p{n}-{c}-{}", i % 50)).send().await?;
-                if !r.status().is_success() {
-                    bail!("get: {}", r.status());
+            })
+            .await;
+            rows.push(Row { what: format!("{label}: create pod (durable)"), workers: n, ops, secs, lat });
+            let (h, base) = (http.clone(), server.url.clone());
+            let (ops, secs, lat) = run_clients(n, seconds, move |c, i| {
+                let (h, base) = (h.clone(), base.clone());
+                async move {
+                    // Objects created by the create phase of this client count.
+                    let r = h.get(format!("{base}/api/v1/namespaces/default/pods/p{n}-{c}-{}", i % 50)).send().await?;
+                    if !r.status().is_success() {
+                        bail!("get: {}", r.status());
+                    }
+                    r.bytes().await?;
+                    Ok(())
                 }
-                r.bytes().await?;
-                Ok(())
-            }
-        })
-        .await;
-        rows.push(Row { what: "skiff: get pod".into(), workers: n, ops, secs, lat });
+            })
+            .await;
+            rows.push(Row { what: format!("{label}: get pod"), workers: n, ops, secs, lat });
+        }
         if let Some(etcd) = etcd {
             let (h, base) = (http.clone(), etcd.to_string());
             let (ops, secs, lat) = run_clients(n, seconds, move |c, i| {
@@ -354,6 +368,18 @@ async fn bench_api(seconds: u64, clients: &[usize], etcd: Option<&str>, dir: &Pa
             })
             .await;
             rows.push(Row { what: "etcd 3.4: put (JSON gateway)".into(), workers: n, ops, secs, lat });
+            // Raw gRPC puts, one etcd client (one HTTP/2 connection) shared by all workers, as the store does.
+            let client = etcd_client::Client::connect([etcd], None).await?;
+            let value = serde_json::to_vec(&pod_body("x"))?;
+            let (ops, secs, lat) = run_clients(n, seconds, move |c, i| {
+                let (mut kv, value) = (client.kv_client(), value.clone());
+                async move {
+                    kv.put(format!("/registry/pods/grpc/p{n}-{c}-{i}"), value, None).await?;
+                    Ok(())
+                }
+            })
+            .await;
+            rows.push(Row { what: "etcd 3.4: put (gRPC, etcd-client)".into(), workers: n, ops, secs, lat });
         }
     }
     print_rows("API over HTTP (pod ≈ 1.3 KB JSON)", &mut rows);

@@ -5,10 +5,11 @@
 //! does) so that watchers can resume from a revision and lists can be paged at a fixed revision. History older
 //! than the compaction point is dropped; asking for it is a [`StoreError::Compacted`] error (HTTP 410 on the API).
 //!
-//! Implementations: [`sqlite::SqliteStore`] (embedded, the default). Every implementation must pass
+//! Implementations: [`sqlite::SqliteStore`] (embedded, the default) and [`etcd::EtcdStore`] (an etcd v3 cluster). Every implementation must pass
 //! [`conformance::run_all`].
 
 pub mod conformance;
+pub mod etcd;
 pub mod sqlite;
 
 use std::pin::Pin;

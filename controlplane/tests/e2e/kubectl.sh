@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end: start skiff-controlplane and drive the real kubectl (and the Python client) against it.
 # Usage: kubectl.sh PATH-TO-skiff-controlplane
+# SKIFF_E2E_EXTRA_ARGS: more server flags, such as "--etcd-servers http://127.0.0.1:2379" (word-split).
 # Uses only 127.0.0.1. Everything it starts is stopped, and its temp dir removed, on exit.
 set -u
 BIN=$(realpath "${1:?usage: kubectl.sh PATH-TO-skiff-controlplane}")
@@ -20,7 +21,7 @@ cleanup() {
 trap cleanup EXIT
 
 start_server() {
-  "$BIN" --data-dir "$DATA" --listen "127.0.0.1:$PORT" --bookmark-interval-secs 1 >>"$WORK/server.log" 2>&1 &
+  "$BIN" --data-dir "$DATA" --listen "127.0.0.1:$PORT" --bookmark-interval-secs 1 ${SKIFF_E2E_EXTRA_ARGS:-} >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && return 0
