@@ -45,7 +45,7 @@ fn user_namespace_maps_root_to_an_unprivileged_host_uid() {
         })
     });
     lab.track("userns");
-    let (mut child, out_path, _) = lab.spawn(&["run", "-b", bundle.to_str().unwrap(), "userns"]);
+    let (mut child, out_path, err_path) = lab.spawn(&["run", "-b", bundle.to_str().unwrap(), "userns"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let inside = loop {
         let text = std::fs::read_to_string(&out_path).unwrap();
@@ -81,6 +81,8 @@ fn user_namespace_maps_root_to_an_unprivileged_host_uid() {
     assert!(exec.stderr.contains("user namespace"), "{exec:?}");
     assert_eq!(killed.code, 0, "{killed:?}");
     assert_eq!(status.code(), Some(137));
+    let run_stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(!lab.root.join("userns").exists(), "state dir of userns remains; run said: {run_stderr}");
     lab.assert_gone("userns");
 }
 

@@ -30,7 +30,17 @@ pub(crate) fn delete_reaped(c: &mut Container) -> Result<()> {
         Ok(config) if !c.systemd() && c.intel_rdt_dir().is_none() => config,
         _ => return delete_container(c, true),
     };
-    if !crate::cgroups::remove_if_empty(&id, &config.cgroup_path)? {
+    // The init is reaped, but the rest of its pid namespace is torn down by the kernel only now (and on a busy
+    // host that takes a moment): give the cgroups a little time to empty before the slower, forceful path.
+    let mut emptied = false;
+    for _ in 0..100 {
+        if crate::cgroups::remove_if_empty(&id, &config.cgroup_path)? {
+            emptied = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if !emptied {
         return delete_container(c, true);
     }
     c.set_status(libcontainer::container::ContainerStatus::Stopped);
