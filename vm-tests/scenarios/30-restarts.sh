@@ -19,10 +19,22 @@ kill -0 "$pid_before" 2>/dev/null && pass "same container process after the agen
 out=$(k exec "client-$n" -- echo still here 2>&1)
 [ "$out" = "still here" ] && pass "exec after the agent restart" || fail "exec after the agent restart" "$out"
 
+holder() { k -n kube-system get lease kube-controller-manager -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null; }
+old_holder=$(holder)
+names_before=$(k get pods -o name | sort)
 t=$(now)
 stop_cp
 start_cp && pass "control plane restarted" || fail "control plane restart" "$(tail -20 "$WORK/h1/cp.log")"
 timing "control plane restart to /readyz" "$t"
+# Every pod the restarted controllers create shows in a watch, however short-lived.
+nsenter --net="/run/netns/$LAB" kubectl get pods --watch-only -o name >"$WORK/watch-after-cp" 2>/dev/null &
+watch_pid=$!
+eventually "the restarted controllers take the leader lease" '^.+$' 120 -- sh -c "h=\$(nsenter --net=/run/netns/$LAB kubectl -n kube-system get lease kube-controller-manager -o 'jsonpath={.spec.holderIdentity}'); [ \"\$h\" != '$old_holder' ] && echo \$h"
+timing "control plane restart to controllers leading" "$t"
+sleep 5
+kill "$watch_pid" 2>/dev/null; wait "$watch_pid" 2>/dev/null
+created=$(sort -u "$WORK/watch-after-cp" | comm -13 <(echo "$names_before") - | tr '\n' ' ')
+[ -z "$created" ] && pass "the restarted controllers created no pod" || fail "pods created (and maybe deleted again) after the control plane restart: $created"
 eventually "all nodes Ready after the control plane restart" "^$HOSTS\$" 60 -- sh -c "nsenter --net=/run/netns/$LAB kubectl get nodes --no-headers | grep -c ' Ready '"
 sleep 5
 after=$(states)

@@ -4,14 +4,16 @@
 n=$HOSTS
 victim=$(host_name "$n")
 k delete pod "client-$n" --wait=false >/dev/null 2>&1
-on_victim=$(k get pods -l app=web -o "jsonpath={range .items[?(@.spec.nodeName==\"$victim\")]}{.metadata.name}{\"\n\"}{end}")
+on_victim=$(k get pods -l app=web -o "jsonpath={range .items[?(@.spec.nodeName==\"$victim\")]}{.metadata.name}{\"\n\"}{end}" | head -1)
 [ -n "$on_victim" ] && pass "a web replica runs on $victim ($on_victim)" || fail "no web replica on $victim" "$(k get pods -o wide)"
 t=$(now)
 stop_agent "$n"; stop_proxy "$n"; cut_link "$n"
 eventually "$victim goes NotReady" "^$victim +NotReady" 120 -- k get node "$victim" --no-headers
 timing "kill → NotReady" "$t"
-eventually "its replica is evicted (Terminating)" '^[^<]' 60 -- k get pods $on_victim -o 'jsonpath={.items[*].metadata.deletionTimestamp}'
+eventually "its replica is evicted (Terminating)" '^[^<]' 60 -- k get pod "$on_victim" -o 'jsonpath={.metadata.deletionTimestamp}'
 timing "kill → eviction" "$t"
+eventually "a replacement is bound to a live host" '^3$' 120 -- sh -c "nsenter --net=/run/netns/$LAB kubectl get pods -l app=web --no-headers -o wide | grep -v ' $victim ' | wc -l"
+timing "kill → replacement bound" "$t"
 eventually "3 replicas ready on the live hosts" '^3$' 120 -- sh -c "nsenter --net=/run/netns/$LAB kubectl get pods -l app=web --no-headers -o wide | grep -v ' $victim ' | grep -cE ' 1/1 +Running '"
 timing "kill → replacement ready" "$t"
 ok=0
@@ -30,7 +32,7 @@ t=$(now)
 heal_link "$n"; start_agent "$n"; start_proxy "$n"
 eventually "$victim Ready again" "^$victim +Ready " 120 -- k get node "$victim" --no-headers
 timing "heal → Ready" "$t"
-eventually "the evicted replica is gone from the API" '^0$' 120 -- sh -c "nsenter --net=/run/netns/$LAB kubectl get pods --no-headers $on_victim 2>/dev/null | wc -l"
+eventually "the evicted replica is gone from the API" '^0$' 120 -- sh -c "nsenter --net=/run/netns/$LAB kubectl get pod --no-headers $on_victim 2>/dev/null | wc -l"
 timing "heal → evicted pods cleaned up" "$t"
 
 # Leave nothing: delete everything and check every host is empty.
