@@ -67,6 +67,15 @@ cleanup() {
     ip netns del "$(host_ns "$n")" 2>/dev/null
   done
   ip netns del "$LAB" 2>/dev/null
+  # Nothing of the run may remain: namespaces (and with them every interface, route and iptables rule the hosts
+  # had), mounts, cgroups, processes.
+  local left=""
+  ip netns list | grep -q "^$ID-" && left="$left namespaces"
+  grep -qF " $WORK/" /proc/mounts && left="$left mounts"
+  for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do ls -d "$h$ID"-* >/dev/null 2>&1 && { left="$left cgroups"; break; }; done
+  ps -eo pid=,args= | grep -F "$WORK/" | grep -v grep | awk '{print $1}' | grep -vqx "$$" && left="$left processes"
+  if [ -n "$left" ]; then echo "FAIL - teardown left:$left"; trap - EXIT; exit 1; fi
+  echo "ok - teardown left no namespace, mount, cgroup or process"
   [ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
