@@ -30,6 +30,10 @@ CP_PORT=6443
 # Low, so that the fault scenario runs in seconds: a node is unreachable 20 s after its last lease renewal (the
 # agent renews every 10 s), and its pods are evicted 5 s later.
 CP_ARGS=(--node-monitor-grace-period-secs 20 --default-toleration-seconds 5 --durability normal)
+# LoadBalancer addresses come from the control plane's bare-host inventory; the lab routes that range via host 1
+# (as a router announcing them would), and each host's netproxy answers for them.
+LB_POOL=192.168.78.200-192.168.78.209
+CP_ARGS+=(--cloud-inventory "$WORK/inventory.yaml")
 CP_PID=""
 declare -a AGENT_PID PROXY_PID
 export HOME=$WORK/home KUBECACHEDIR=$WORK/home/cache KUBECONFIG=$WORK/h1/cp/kubeconfig
@@ -97,6 +101,15 @@ done
 for n in $(seq 1 "$HOSTS"); do
   for _ in $(seq 1 40); do lab ping -c1 -W1 "$(host_ip "$n")" >/dev/null 2>&1 && break; sleep 0.25; done
 done
+
+ip -n "$LAB" route add 192.168.78.0/24 via "$(host_ip 1)" || { fail "route the LoadBalancer range in the lab"; exit 1; }
+{
+  echo "machines:"
+  for n in $(seq 1 "$HOSTS"); do
+    echo "  - {name: $(host_name "$n"), addresses: [{type: InternalIP, address: $(host_ip "$n")}]}"
+  done
+  echo "loadBalancerPool: [$LB_POOL]"
+} >"$WORK/inventory.yaml"
 
 # The busybox test image, built once and imported into every host's store.
 (

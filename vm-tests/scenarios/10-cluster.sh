@@ -29,6 +29,14 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: web-lb}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: web}
 spec:
   type: NodePort
@@ -91,3 +99,14 @@ for n in $(seq 1 "$HOSTS"); do
     fail "NodePort on host $n (saw $seen replicas)"
   timing "20 NodePort requests to host $n" "$t"
 done
+
+# The LoadBalancer address from the inventory's pool, from the lab.
+eventually "web-lb gets a LoadBalancer address" '^[0-9.]+$' 60 -- k get svc web-lb -o 'jsonpath={.status.loadBalancer.ingress[0].ip}'
+lbip=$(k get svc web-lb -o 'jsonpath={.status.loadBalancer.ingress[0].ip}')
+# netproxy adds the address's rules at its next sync after the address is assigned.
+eventually "the LoadBalancer address answers" '^web-' 20 -- lab curl -s -m 2 "http://$lbip/"
+t=$(now)
+out=$(for i in $(seq 1 20); do lab curl -s -m 5 "http://$lbip/" || echo "(failed)"; echo; done | grep . | sort | uniq -c)
+seen=$(grep -vc failed <<<"$out")
+[ "$seen" -ge 3 ] && pass "LoadBalancer $lbip from outside the hosts reaches all 3 replicas" || fail "LoadBalancer $lbip (saw $seen replicas)" "$out$(echo; k get endpointslices -l kubernetes.io/service-name=web-lb -o wide)"
+timing "20 LoadBalancer requests" "$t"
