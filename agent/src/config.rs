@@ -38,6 +38,8 @@ pub struct Config {
     pub log_max_files: u32,
     /// A directory of static pod manifests (`--pod-manifest-path`).
     pub pod_manifest_path: Option<PathBuf>,
+    /// Hard eviction thresholds: when the host crosses one, the node reports the pressure condition.
+    pub eviction: crate::node::Thresholds,
 }
 
 impl Config {

@@ -63,6 +63,9 @@ struct AgentArgs {
     /// A directory of static pod manifests, run on this node and mirrored to the API.
     #[arg(long)]
     pod_manifest_path: Option<PathBuf>,
+    /// Hard eviction thresholds, as the kubelet's (`memory.available<100Mi,nodefs.available<10%,...`).
+    #[arg(long, default_value = "memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,pid.available<10%")]
+    eviction_hard: skiff_agent::node::Thresholds,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         log_max_size: a.container_log_max_size.max(1024),
         log_max_files: a.container_log_max_files,
         pod_manifest_path: a.pod_manifest_path,
+        eviction: a.eviction_hard,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(skiff_agent::run(config, async {

@@ -38,6 +38,52 @@ pub const DISK_AVAILABLE_MIN_PERCENT: u64 = 10;
 pub const INODES_FREE_MIN_PERCENT: u64 = 5;
 pub const PIDS_FREE_MIN_PERCENT: u64 = 10;
 
+/// Hard eviction thresholds (the kubelet's `--eviction-hard`), which decide the pressure conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    pub memory_available: u64,
+    pub nodefs_available_percent: u64,
+    pub nodefs_inodes_free_percent: u64,
+    pub pid_available_percent: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            memory_available: MEMORY_AVAILABLE_MIN,
+            nodefs_available_percent: DISK_AVAILABLE_MIN_PERCENT,
+            nodefs_inodes_free_percent: INODES_FREE_MIN_PERCENT,
+            pid_available_percent: PIDS_FREE_MIN_PERCENT,
+        }
+    }
+}
+
+impl std::str::FromStr for Thresholds {
+    type Err = String;
+
+    /// The kubelet's syntax: `memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,pid.available<10%`;
+    /// signals not given keep their defaults (kind sets `nodefs.available<0%` for test clusters on shared disks).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut t = Thresholds::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (signal, value) = part.split_once('<').ok_or_else(|| format!("{part:?}: want SIGNAL<VALUE"))?;
+            let percent = || value.strip_suffix('%').and_then(|v| v.parse::<u64>().ok()).filter(|v| *v <= 100);
+            let bad = || format!("{part:?}: bad value for {signal}");
+            match signal {
+                "memory.available" => {
+                    let q = k8s_openapi::apimachinery::pkg::api::resource::Quantity(value.to_string());
+                    t.memory_available = crate::container::spec::memory_bytes(&q).filter(|b| *b >= 0).ok_or_else(bad)? as u64;
+                }
+                "nodefs.available" | "imagefs.available" => t.nodefs_available_percent = percent().ok_or_else(bad)?,
+                "nodefs.inodesFree" | "imagefs.inodesFree" => t.nodefs_inodes_free_percent = percent().ok_or_else(bad)?,
+                "pid.available" => t.pid_available_percent = percent().ok_or_else(bad)?,
+                other => return Err(format!("unknown eviction signal {other:?}")),
+            }
+        }
+        Ok(t)
+    }
+}
+
 /// One reading of the host's resources.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sample {
@@ -68,15 +114,15 @@ pub fn sample(config: &Config) -> Sample {
 }
 
 /// (type, under pressure) for the three pressure conditions. A zero total (unknown) is no pressure.
-pub fn pressures(s: &Sample) -> [(&'static str, bool); 3] {
+pub fn pressures(s: &Sample, t: &Thresholds) -> [(&'static str, bool); 3] {
     let below = |avail: u64, total: u64, pct: u64| total > 0 && avail.saturating_mul(100) < total.saturating_mul(pct);
     [
-        ("MemoryPressure", s.memory_available > 0 && s.memory_available < MEMORY_AVAILABLE_MIN),
+        ("MemoryPressure", s.memory_available > 0 && s.memory_available < t.memory_available),
         (
             "DiskPressure",
-            below(s.disk_available, s.disk_total, DISK_AVAILABLE_MIN_PERCENT) || below(s.inodes_free, s.inodes_total, INODES_FREE_MIN_PERCENT),
+            below(s.disk_available, s.disk_total, t.nodefs_available_percent) || below(s.inodes_free, s.inodes_total, t.nodefs_inodes_free_percent),
         ),
-        ("PIDPressure", below(s.pid_max.saturating_sub(s.pids_used), s.pid_max, PIDS_FREE_MIN_PERCENT)),
+        ("PIDPressure", below(s.pid_max.saturating_sub(s.pids_used), s.pid_max, t.pid_available_percent)),
     ]
 }
 
@@ -103,9 +149,9 @@ pub fn host_facts(config: &Config, port: u16) -> NodeFacts {
     // Allocatable = capacity minus the hard eviction thresholds (no kube/system reservations are configured).
     let allocatable = json!({
         "cpu": cpus.to_string(),
-        "memory": format!("{}Ki", mem_kib.saturating_sub(MEMORY_AVAILABLE_MIN >> 10)),
+        "memory": format!("{}Ki", mem_kib.saturating_sub(config.eviction.memory_available >> 10)),
         "pods": config.max_pods.to_string(),
-        "ephemeral-storage": (storage - storage / 100 * DISK_AVAILABLE_MIN_PERCENT).to_string(),
+        "ephemeral-storage": (storage - storage / 100 * config.eviction.nodefs_available_percent).to_string(),
     });
     let uname = nix::sys::utsname::uname().ok();
     let kernel = uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
@@ -180,7 +226,7 @@ pub async fn register(client: &kube::Client, config: &Config, port: u16) -> Resu
     }
     let facts = host_facts(config, port);
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let conds = conditions(&pressures(&sample(config)), &mut Default::default(), &now);
+    let conds = conditions(&pressures(&sample(config), &config.eviction), &mut Default::default(), &now);
     write_status(&nodes, config, &facts, conds).await?;
     Ok(facts)
 }
@@ -248,11 +294,15 @@ pub async fn heartbeat(client: kube::Client, config: Config, facts: NodeFacts, m
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        if let Err(e) = renew_lease(&client, &config).await {
-            tracing::warn!(error = %e, "renewing the node lease failed");
+        // Bounded: a request stuck on a cut link must not hold up the next renewals (or a healed node stays
+        // NotReady until the connection times out).
+        match tokio::time::timeout(Duration::from_secs(8), renew_lease(&client, &config)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "renewing the node lease failed"),
+            Err(_) => tracing::warn!("renewing the node lease timed out"),
         }
         let c = config.clone();
-        let pressure = match tokio::task::spawn_blocking(move || pressures(&sample(&c))).await {
+        let pressure = match tokio::task::spawn_blocking(move || pressures(&sample(&c), &c.eviction)).await {
             Ok(p) => p,
             Err(_) => continue,
         };
@@ -261,12 +311,14 @@ pub async fn heartbeat(client: kube::Client, config: Config, facts: NodeFacts, m
                 tracing::info!(?pressure, "node conditions changed");
             }
             let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            match write_status(&nodes, &config, &facts, conditions(&pressure, &mut since, &now)).await {
-                Ok(()) => {
+            let write = write_status(&nodes, &config, &facts, conditions(&pressure, &mut since, &now));
+            match tokio::time::timeout(Duration::from_secs(8), write).await {
+                Ok(Ok(())) => {
                     last = Some(pressure);
                     written = tokio::time::Instant::now();
                 }
-                Err(e) => tracing::warn!(error = %e, "writing node conditions failed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "writing node conditions failed"),
+                Err(_) => tracing::warn!("writing node conditions timed out"),
             }
         }
     }
@@ -278,17 +330,25 @@ mod tests {
 
     #[test]
     fn pressures_follow_the_kubelets_thresholds() {
+        let d = Thresholds::default();
         let ok = Sample { memory_available: 1 << 30, disk_total: 1000, disk_available: 500, inodes_total: 100, inodes_free: 50, pid_max: 1000, pids_used: 100 };
-        assert!(pressures(&ok).iter().all(|(_, b)| !b));
+        assert!(pressures(&ok, &d).iter().all(|(_, b)| !b));
         let mem = Sample { memory_available: 50 << 20, ..ok };
-        assert_eq!(pressures(&mem)[0], ("MemoryPressure", true));
+        assert_eq!(pressures(&mem, &d)[0], ("MemoryPressure", true));
         let disk = Sample { disk_available: 99, ..ok };
-        assert_eq!(pressures(&disk)[1], ("DiskPressure", true));
+        assert_eq!(pressures(&disk, &d)[1], ("DiskPressure", true));
         let inodes = Sample { inodes_free: 4, ..ok };
-        assert_eq!(pressures(&inodes)[1], ("DiskPressure", true));
+        assert_eq!(pressures(&inodes, &d)[1], ("DiskPressure", true));
         let pids = Sample { pids_used: 950, ..ok };
-        assert_eq!(pressures(&pids)[2], ("PIDPressure", true));
-        assert!(pressures(&Sample::default()).iter().all(|(_, b)| !b), "unknown is no pressure");
+        assert_eq!(pressures(&pids, &d)[2], ("PIDPressure", true));
+        assert!(pressures(&Sample::default(), &d).iter().all(|(_, b)| !b), "unknown is no pressure");
+        let relaxed: Thresholds = "nodefs.available<1%,memory.available<1Mi".parse().unwrap();
+        assert_eq!(pressures(&disk, &relaxed)[1], ("DiskPressure", false));
+        assert_eq!(relaxed.memory_available, 1 << 20);
+        assert_eq!(relaxed.nodefs_inodes_free_percent, 5, "unnamed signals keep their defaults");
+        assert!("nodefs.available<200%".parse::<Thresholds>().is_err());
+        assert!("bogus<1%".parse::<Thresholds>().is_err());
+        assert!("nodefs.available=1%".parse::<Thresholds>().is_err());
     }
 
     #[test]

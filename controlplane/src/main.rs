@@ -129,6 +129,8 @@ async fn main() -> anyhow::Result<()> {
         None if local.ip().is_unspecified() => format!("127.0.0.1:{}", local.port()),
         None => local.to_string(),
     };
+    // The in-process clients (controllers, scheduler, cloud) call this server where it listens; 0.0.0.0 means loopback.
+    let self_url = if local.ip().is_unspecified() { format!("http://127.0.0.1:{}", local.port()) } else { format!("http://{local}") };
     let kc = args.data_dir.join("kubeconfig");
     kubeconfig::write(&kc, &format!("http://{host}")).with_context(|| format!("writing {}", kc.display()))?;
     tracing::info!(listen = %local, kubeconfig = %kc.display(), "skiff control plane serving");
@@ -146,8 +148,8 @@ async fn main() -> anyhow::Result<()> {
     let controllers = if args.disable_controllers {
         None
     } else {
-        // The controllers talk to this API server over loopback, as they would to any other.
-        let url: axum::http::Uri = format!("http://127.0.0.1:{}", local.port()).parse()?;
+        // The controllers talk to this API server over HTTP, as they would to any other.
+        let url: axum::http::Uri = self_url.parse()?;
         let client = kube::Client::try_from(kube::Config::new(url)).context("building the controllers' API client")?;
         let cluster_cidr = apiserver::parse_cidr(&args.cluster_cidr).map_err(anyhow::Error::msg).context("--cluster-cidr")?;
         anyhow::ensure!(
@@ -169,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
     let scheduler = if args.disable_scheduler {
         None
     } else {
-        let url: axum::http::Uri = format!("http://127.0.0.1:{}", local.port()).parse()?;
+        let url: axum::http::Uri = self_url.parse()?;
         let client = kube::Client::try_from(kube::Config::new(url)).context("building the scheduler's API client")?;
         let elect = LeaderConfig::new("kube-scheduler", &identity);
         Some(tokio::spawn(leader::run_elected(client.clone(), elect, stop_rx.clone(), move |stop| {
@@ -182,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
             let provider: Arc<dyn skiff_controlplane::cloud::CloudProvider> = Arc::new(
                 skiff_controlplane::cloud::inventory::Inventory::open(path.clone()).map_err(anyhow::Error::msg).context("--cloud-inventory")?,
             );
-            let url: axum::http::Uri = format!("http://127.0.0.1:{}", local.port()).parse()?;
+            let url: axum::http::Uri = self_url.parse()?;
             let client = kube::Client::try_from(kube::Config::new(url)).context("building the cloud controllers' API client")?;
             let elect = LeaderConfig::new("cloud-controller-manager", &identity);
             Some(tokio::spawn(leader::run_elected(client.clone(), elect, stop_rx.clone(), move |stop| {
@@ -193,11 +195,13 @@ async fn main() -> anyhow::Result<()> {
     apiserver::serve(listener, server, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
+        // Keep serving while the elected parts stop and hand their Leases back, so that a restarted or standby
+        // control plane takes over at once instead of waiting for the Leases to expire.
+        for task in [controllers, scheduler, cloud].into_iter().flatten() {
+            let _ = tokio::time::timeout(Duration::from_secs(12), task).await;
+        }
     })
     .await?;
-    for task in [controllers, scheduler, cloud].into_iter().flatten() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
     if let Some(store) = sqlite {
         store.close();
     }

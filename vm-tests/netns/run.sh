@@ -143,7 +143,8 @@ start_agent() {
   nsenter --net="/run/netns/$(host_ns "$n")" "$BIN/skiff-agent" --node-name "$(host_name "$n")" \
     --node-ip "$(host_ip "$n")" --port 10250 --kubeconfig "$KUBECONFIG" --root-dir "$WORK/h$n/root" \
     --run-dir "$WORK/h$n/run" --log-dir "$WORK/h$n/logs" --runtime "$BIN/skiff-runtime" \
-    --cgroup-root "$(cgroot "$n")" >>"$WORK/h$n/agent.log" 2>&1 &
+    --cgroup-root "$(cgroot "$n")" --eviction-hard "nodefs.available<0%,nodefs.inodesFree<0%" \
+    >>"$WORK/h$n/agent.log" 2>&1 &
   AGENT_PID[n]=$!
 }
 stop_agent() { local n=$1; [ -n "${AGENT_PID[n]:-}" ] && { kill "${AGENT_PID[n]}" 2>/dev/null; wait "${AGENT_PID[n]}" 2>/dev/null; AGENT_PID[n]=""; }; return 0; }

@@ -118,6 +118,9 @@ pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Futur
     let mut next_stream = || pod_streams.next().expect("four pod streams");
     let (pod_events, pod_events_for_endpoints, pod_events_for_jobs, pod_events_for_ds) = (next_stream(), next_stream(), next_stream(), next_stream());
     let (pods_for_endpoints, pods_for_jobs, pods_for_ds) = (pods.clone(), pods.clone(), pods.clone());
+    // No controller acts on an empty cache: after a restart, a ReplicaSet reconciled before the pods are listed
+    // would look short of pods and create surplus ones.
+    let _ = pods.wait_until_ready().await;
     let (nodes_for_ds, node_events_for_ds) = informer(Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()));
     let (replicasets, rs_events) = informer(Api::<ReplicaSet>::all(client.clone()));
     let rs = replicaset::run(
