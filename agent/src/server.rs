@@ -2,6 +2,7 @@
 //! WebSocket `/exec/...` and `/attach/...` sessions ([`crate::exec`]).
 
 use std::future::Future;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -114,10 +115,25 @@ async fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Optio
     Ok(Some((String::from_utf8_lossy(&data[..end]).into_owned(), offset + end as u64)))
 }
 
-fn rotated(file: &std::path::Path) -> PathBuf {
-    let mut p = file.as_os_str().to_owned();
-    p.push(".1");
-    PathBuf::from(p)
+/// A followed log file: its path, an open handle, the handle's inode and how far it was read.
+struct Follow {
+    path: PathBuf,
+    handle: tokio::fs::File,
+    ino: u64,
+    offset: u64,
+}
+
+impl Follow {
+    /// The whole lines written since the last read.
+    async fn read_more(&mut self) -> std::io::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        self.handle.seek(std::io::SeekFrom::Start(self.offset)).await?;
+        let mut data = vec![];
+        self.handle.read_to_end(&mut data).await?;
+        let end = data.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
+        self.offset += end as u64;
+        Ok(String::from_utf8_lossy(&data[..end]).into_owned())
+    }
 }
 
 async fn container_logs(
@@ -159,28 +175,34 @@ async fn container_logs(
     if !truthy(&q.follow) || left == 0 {
         return (StatusCode::OK, [("content-type", "text/plain")], first).into_response();
     }
-    let state = (Some(first), whole, file, state_dir, left);
-    let stream = futures::stream::unfold(state, move |(pending, mut offset, file, state_dir, mut left)| async move {
+    // Follow through an open handle: the last lines stay readable when the pod's log files are removed right after
+    // the container exits, and a rotation (the path renamed to `.1`) is seen as the path naming another inode.
+    let Ok(handle) = tokio::fs::File::open(&file).await else {
+        return (StatusCode::OK, [("content-type", "text/plain")], first).into_response();
+    };
+    let ino = handle.metadata().await.map(|m| m.ino()).unwrap_or(0);
+    let state = (Some(first), Follow { path: file, handle, ino, offset: whole }, state_dir, left);
+    let stream = futures::stream::unfold(state, move |(pending, mut f, state_dir, mut left)| async move {
         if let Some(first) = pending {
-            return Some((Ok::<_, std::io::Error>(first), (None, offset, file, state_dir, left)));
+            return Some((Ok::<_, std::io::Error>(first), (None, f, state_dir, left)));
         }
         if left == 0 {
             return None;
         }
         loop {
-            let exited = state_dir.join(EXIT).exists();
-            let mut chunk = match read_from(&file, offset).await {
-                Ok(Some((text, end))) => {
-                    offset = end;
-                    text
+            // Read after checking the exit: the monitor writes exit.json only once the log has everything.
+            let exited = state_dir.join(EXIT).exists() || !state_dir.exists();
+            let mut chunk = f.read_more().await.ok()?;
+            let gone = match tokio::fs::metadata(&f.path).await {
+                Ok(m) if m.ino() != f.ino => {
+                    // Rotated: the old file was read to its end above; go on with the new one from its start.
+                    let handle = tokio::fs::File::open(&f.path).await.ok()?;
+                    f = Follow { ino: m.ino(), handle, offset: 0, path: f.path };
+                    chunk.push_str(&f.read_more().await.ok()?);
+                    false
                 }
-                // Rotated: the rest of the old file (now `.1`), then the new one from its start.
-                Ok(None) => {
-                    let rest = read_from(&rotated(&file), offset).await.ok().flatten().map(|(t, _)| t).unwrap_or_default();
-                    offset = 0;
-                    rest
-                }
-                Err(_) => return None,
+                Ok(_) => false,
+                Err(_) => true,
             };
             if let Some(t) = since {
                 chunk = crate::logs::since(&chunk, t);
@@ -189,9 +211,9 @@ async fn container_logs(
                 let out = crate::logs::render(&chunk, timestamps);
                 let out = crate::logs::limit(&out, left).to_string();
                 left -= out.len();
-                return Some((Ok(out), (None, offset, file, state_dir, left)));
+                return Some((Ok(out), (None, f, state_dir, left)));
             }
-            if exited {
+            if exited || gone {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
