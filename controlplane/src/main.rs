@@ -192,7 +192,9 @@ async fn main() -> anyhow::Result<()> {
             })))
         }
     };
-    apiserver::serve(listener, server, async move {
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stopping_tx = stopping.clone();
+    let serve = apiserver::serve(listener, server, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
         // Keep serving while the elected parts stop and hand their Leases back, so that a restarted or standby
@@ -200,8 +202,15 @@ async fn main() -> anyhow::Result<()> {
         for task in [controllers, scheduler, cloud].into_iter().flatten() {
             let _ = tokio::time::timeout(Duration::from_secs(12), task).await;
         }
-    })
-    .await?;
+        stopping_tx.notify_one();
+    });
+    // Graceful shutdown waits for open connections (watches of clients that do not go away): bounded.
+    tokio::select! {
+        r = serve => r?,
+        _ = async { stopping.notified().await; tokio::time::sleep(Duration::from_secs(10)).await } => {
+            tracing::warn!("connections still open 10 s after shutdown began; exiting anyway");
+        }
+    }
     if let Some(store) = sqlite {
         store.close();
     }

@@ -94,15 +94,25 @@ where
     }
     tokio::spawn(async move {
         futures::pin_mut!(stream);
-        while let Some(item) = stream.next().await {
+        loop {
+            // Ends (closing its watch) as soon as every consumer is gone, not at the next event: an idle watch held
+            // by a stopped controller would keep the API server's graceful shutdown waiting.
+            let item = {
+                let all_closed = futures::future::join_all(senders.iter().map(|tx| tx.closed()));
+                tokio::select! {
+                    _ = all_closed => None,
+                    item = stream.next() => item,
+                }
+            };
             match item {
-                Ok(obj) => {
+                None => return,
+                Some(Ok(obj)) => {
                     senders.retain(|tx| tx.send(obj.clone()).is_ok());
                     if senders.is_empty() {
                         return;
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, kind = %K::kind(&()), "shared informer watch error; retrying"),
+                Some(Err(e)) => tracing::debug!(error = %e, kind = %K::kind(&()), "shared informer watch error; retrying"),
             }
         }
     });
