@@ -12,9 +12,12 @@ struct Cli {
     /// Store root directory.
     #[arg(long, env = "SKIFF_IMAGES_ROOT", default_value = "/var/lib/skiff/images")]
     root: PathBuf,
-    /// Registry host:port to use plain HTTP with (loopback hosts always do). Repeatable.
+    /// Registry host:port to use plain HTTP with (loopback hosts do unless given to --https). Repeatable.
     #[arg(long = "plain-http")]
     plain_http: Vec<String>,
+    /// Registry host:port to use HTTPS with even on loopback. Repeatable.
+    #[arg(long = "https")]
+    https: Vec<String>,
     /// Extra PEM CA certificate for HTTPS registries. Repeatable.
     #[arg(long = "ca-cert")]
     ca_certs: Vec<PathBuf>,
@@ -68,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
         _ => CredentialStore::default(),
     };
     let options = StoreOptions {
-        registry: RegistryConfig { plain_http: cli.plain_http, ca_certs: cli.ca_certs, credentials, ..Default::default() },
+        registry: RegistryConfig { plain_http: cli.plain_http, https: cli.https, ca_certs: cli.ca_certs, credentials, ..Default::default() },
         platform: cli.platform.unwrap_or_else(Platform::host),
         ..Default::default()
     };

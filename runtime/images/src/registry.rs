@@ -17,8 +17,10 @@ use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
-    /// Registry hosts (`host:port`) spoken to over plain HTTP. Loopback hosts always are.
+    /// Registry hosts (`host:port`) spoken to over plain HTTP. Loopback hosts are, unless listed in `https`.
     pub plain_http: Vec<String>,
+    /// Registry hosts (`host:port`) spoken to over HTTPS even on loopback (a local registry with TLS).
+    pub https: Vec<String>,
     /// Extra PEM CA certificates to trust for HTTPS registries.
     pub ca_certs: Vec<PathBuf>,
     pub credentials: CredentialStore,
@@ -32,6 +34,7 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             plain_http: Vec::new(),
+            https: Vec::new(),
             ca_certs: Vec::new(),
             credentials: CredentialStore::default(),
             retries: 4,
@@ -99,6 +102,9 @@ impl RegistryClient {
     }
 
     fn scheme(&self, host: &str) -> &'static str {
+        if self.config.https.iter().any(|h| h == host) {
+            return "https";
+        }
         let bare = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
         let loopback = bare == "localhost" || bare == "[::1]" || bare.starts_with("127.");
         if loopback || self.config.plain_http.iter().any(|h| h == host) {

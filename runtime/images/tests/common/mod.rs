@@ -50,6 +50,24 @@ pub struct Registry {
     pub port: u16,
     pub http: reqwest::Client,
     basic: Option<(String, String)>,
+    /// PEM of the CA that signed the registry's certificate, when it serves HTTPS.
+    pub ca_pem: Option<PathBuf>,
+}
+
+/// A throwaway CA and a certificate for 127.0.0.1/localhost signed by it (PEM: CA cert, leaf cert, leaf key).
+fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "skiff test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    leaf.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
+    (ca_cert.pem(), leaf_cert.pem(), leaf_key.serialize_pem())
 }
 
 impl Registry {
@@ -59,6 +77,15 @@ impl Registry {
 
     /// With `htpasswd`, the registry demands basic auth (user `tester`, password `s3cret`).
     pub async fn start_with(htpasswd: bool) -> Registry {
+        Self::start_opts(htpasswd, false).await
+    }
+
+    /// Serving HTTPS with a certificate from a throwaway CA (see `ca_pem`).
+    pub async fn start_tls() -> Registry {
+        Self::start_opts(false, true).await
+    }
+
+    async fn start_opts(htpasswd: bool, tls: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let auth = if htpasswd {
@@ -67,8 +94,27 @@ impl Registry {
         } else {
             String::new()
         };
+        let (tls_config, ca_pem, http) = if tls {
+            let (ca, cert, key) = test_pki();
+            let ca_path = dir.path().join("ca.pem");
+            std::fs::write(&ca_path, &ca).unwrap();
+            std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+            std::fs::write(dir.path().join("key.pem"), key).unwrap();
+            let config = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("cert.pem").display(),
+                dir.path().join("key.pem").display()
+            );
+            let client = reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+                .build()
+                .unwrap();
+            (config, Some(ca_path), client)
+        } else {
+            (String::new(), None, reqwest::Client::new())
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_config}{auth}",
             dir.path().join("storage").display()
         );
         let config_path = dir.path().join("config.yml");
@@ -82,7 +128,7 @@ impl Registry {
             .spawn()
             .expect("start docker-registry");
         let basic = htpasswd.then(|| ("tester".to_string(), "s3cret".to_string()));
-        let reg = Registry { child, dir, port, http: reqwest::Client::new(), basic };
+        let reg = Registry { child, dir, port, http, basic, ca_pem };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(resp) = reg.req(reqwest::Method::GET, &format!("{}/v2/", reg.base())).send().await {
@@ -97,7 +143,8 @@ impl Registry {
     }
 
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn host(&self) -> String {
