@@ -96,8 +96,17 @@ impl Resolved {
     }
 }
 
-/// The env of container `c` of `pod`.
-pub fn resolve(pod: &Pod, c: &Container, objects: &PodObjects, ctx: &PodContext) -> Result<Resolved, EnvError> {
+/// The env of container `c` of `pod`. `services` are the pod's service variables ([`super::service_env`]): they
+/// can be referenced as `$(VAR)` in values and come last, unless the container defines the same name (as the
+/// kubelet's `makeEnvironmentVariables`).
+pub fn resolve(
+    pod: &Pod,
+    c: &Container,
+    objects: &PodObjects,
+    ctx: &PodContext,
+    services: &[(String, String)],
+) -> Result<Resolved, EnvError> {
+    let service = |name: &str| services.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let mut out = Resolved::default();
     for from in c.env_from.iter().flatten() {
@@ -130,7 +139,7 @@ pub fn resolve(pod: &Pod, c: &Container, objects: &PodObjects, ctx: &PodContext)
         let value = match &e.value_from {
             None => {
                 let v = e.value.clone().unwrap_or_default();
-                expand(&v, |name| out.get(name))
+                expand(&v, |name| out.get(name).or_else(|| service(name)))
             }
             Some(vf) => {
                 if let Some(f) = &vf.field_ref {
@@ -176,6 +185,11 @@ pub fn resolve(pod: &Pod, c: &Container, objects: &PodObjects, ctx: &PodContext)
             }
         };
         out.set(e.name.clone(), value);
+    }
+    for (k, v) in services {
+        if out.get(k).is_none() {
+            out.vars.push((k.clone(), v.clone()));
+        }
     }
     Ok(out)
 }
@@ -252,7 +266,7 @@ mod tests {
     fn run(env: serde_json::Value, env_from: serde_json::Value) -> Result<Resolved, EnvError> {
         let p = pod(env, env_from);
         let c = p.spec.as_ref().unwrap().containers[0].clone();
-        resolve(&p, &c, &objects(), &ctx())
+        resolve(&p, &c, &objects(), &ctx(), &[])
     }
 
     #[test]
@@ -316,5 +330,20 @@ mod tests {
         let c = expand_command_and_args(&p.spec.as_ref().unwrap().containers[0], &r);
         assert_eq!(c.command.unwrap(), ["echo", "a", "$(A)", "$(NOPE)"]);
         assert_eq!(c.args.unwrap(), ["b"]);
+    }
+
+    #[test]
+    fn service_variables_expand_and_yield_to_the_containers_own() {
+        let p = pod(
+            json!([{"name": "DB_SERVICE_PORT", "value": "1"}, {"name": "URL", "value": "http://$(DB_SERVICE_HOST):5432"}]),
+            json!([]),
+        );
+        let c = p.spec.as_ref().unwrap().containers[0].clone();
+        let services = [("DB_SERVICE_HOST".to_string(), "10.96.0.7".to_string()), ("DB_SERVICE_PORT".to_string(), "5432".to_string())];
+        let r = resolve(&p, &c, &objects(), &ctx(), &services).unwrap();
+        assert_eq!(r.get("URL").as_deref(), Some("http://10.96.0.7:5432"));
+        assert_eq!(r.get("DB_SERVICE_PORT").as_deref(), Some("1"), "the container's own value wins");
+        assert_eq!(r.get("DB_SERVICE_HOST").as_deref(), Some("10.96.0.7"));
+        assert_eq!(r.vars.iter().filter(|(k, _)| k == "DB_SERVICE_PORT").count(), 1);
     }
 }

@@ -4,13 +4,14 @@ pub mod actions;
 pub mod downward;
 pub mod env;
 pub mod objects;
+pub mod service_env;
 pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
@@ -33,6 +34,10 @@ pub struct PodEnv {
     /// tmpfs mounts of volumes.
     pub mounter: Arc<dyn crate::volumes::mounter::Mounter>,
     pub events: crate::events::Recorder,
+    /// Every Service of the cluster, for the pods' service environment variables (the kubelet's service
+    /// informer); filled by the reflector that [`run`] drives.
+    pub services: kube::runtime::reflector::Store<Service>,
+    services_writer: std::sync::Mutex<Option<kube::runtime::reflector::store::Writer<Service>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +57,10 @@ impl PodEnv {
         let netlink = crate::sandbox::network::connect()?;
         let bridge_index = crate::sandbox::network::ensure_bridge(&netlink, &config.bridge, cidr).await?;
         let allocatable = downward::NodeAllocatable::from_json(&crate::node::host_facts(&config, 0).allocatable);
+        let (services, services_writer) = kube::runtime::reflector::store();
         Ok(Arc::new(PodEnv {
+            services,
+            services_writer: std::sync::Mutex::new(Some(services_writer)),
             allocatable,
             mounter: Arc::new(crate::volumes::mounter::SysMounter),
             events: crate::events::Recorder::start(client.clone(), config.node_name.clone()),
@@ -70,6 +78,8 @@ impl PodEnv {
 
 /// Watches this node's pods until `stop` flips; containers are left running when it returns.
 pub async fn run(env: Arc<PodEnv>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let writer = env.services_writer.lock().expect("services writer lock").take();
+    let _services = writer.map(|w| AbortOnDrop(tokio::spawn(reflect_services(env.client.clone(), w))));
     let api: Api<Pod> = Api::all(env.client.clone());
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", env.config.node_name));
     let mut stream = watcher(api, wc).boxed();
@@ -131,4 +141,25 @@ fn deliver(env: &Arc<PodEnv>, workers: &mut HashMap<String, tokio::sync::watch::
     let (tx, rx) = tokio::sync::watch::channel(pod);
     tokio::spawn(worker::run(env.clone(), uid.clone(), name, rx));
     workers.insert(uid, tx);
+}
+
+/// Keeps [`PodEnv::services`] in step with the cluster's Services (list, then watch; resumes after errors).
+async fn reflect_services(client: kube::Client, writer: kube::runtime::reflector::store::Writer<Service>) {
+    let api: Api<Service> = Api::all(client);
+    let stream = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()));
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "service watch failed; it resumes");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -108,6 +108,8 @@ impl Drop for Worker {
 
 /// How often a pod's ConfigMaps and Secrets are fetched again (for env of new containers and volume updates).
 const OBJECTS_REFRESH: Duration = Duration::from_secs(10);
+/// How long a container start waits for the first list of Services before it reports a config error (retried).
+const SERVICES_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// Pod uids with state on this node that are not in `known`.
 pub fn orphaned_pods(config: &crate::Config, known: &[String]) -> Vec<String> {
@@ -509,6 +511,20 @@ impl Worker {
         }
     }
 
+    /// The pod's service environment variables; an error (retried) until the Services were listed once, as the
+    /// kubelet's "services have not yet been read at least once, cannot construct envvars".
+    async fn service_env(&self, pod: &Pod) -> Result<Vec<(String, String)>, WorkerError> {
+        let store = &self.env.services;
+        // Static pods may start before there is an API server (as the kubelet: they do not wait).
+        let is_static = pod.metadata.annotations.as_ref().and_then(|a| a.get(crate::static_pods::SOURCE)).is_some_and(|s| s != "api");
+        if !is_static && tokio::time::timeout(SERVICES_SYNC_WAIT, store.wait_until_ready()).await.is_err() {
+            return Err(WorkerError::Config("services have not yet been read at least once, cannot construct envvars".into()));
+        }
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+        Ok(super::service_env::service_env(&store.state(), ns, links))
+    }
+
     async fn start_container(
         &mut self,
         pod: &Pod,
@@ -519,7 +535,8 @@ impl Worker {
         pod_volumes: &BTreeMap<String, volumes::Mounted>,
     ) -> Result<(), WorkerError> {
         let config_err = |e: &dyn std::fmt::Display| WorkerError::Config(e.to_string());
-        let resolved = env::resolve(pod, c, objects, &self.pod_context()).map_err(|e| config_err(&e))?;
+        let services = self.service_env(pod).await?;
+        let resolved = env::resolve(pod, c, objects, &self.pod_context(), &services).map_err(|e| config_err(&e))?;
         let mounts = volumes::mounts::plan(c, pod_volumes, &resolved).map_err(|e| config_err(&e))?;
         let mounts = volumes::mounts::resolve_sub_paths(mounts).map_err(|e| config_err(&e))?;
         if !resolved.skipped.is_empty() {

@@ -57,6 +57,35 @@ done
 one=$(k get pods -l app=web -o 'jsonpath={.items[0].metadata.name}')
 out=$(k exec "$one" -- sh -c "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do timeout 5 wget -qO- http://$cip/; done" 2>&1)
 grep -qx "$one" <<<"$out" && pass "a replica reaches itself through its Service (hairpin)" || fail "hairpin" "$out"
+# Service environment variables: a pod started after the Service gets them, one with enableServiceLinks: false not.
+cat >"$WORK/links.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata: {name: links}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: c, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sh", "-c", "env | grep ^WEB_ | sort"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nolinks}
+spec:
+  restartPolicy: Never
+  enableServiceLinks: false
+  containers:
+  - {name: c, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sh", "-c", "env | grep -c ^WEB_; true"]}
+Y
+k apply -f "$WORK/links.yaml" >/dev/null && pass "create pods with and without service links" || fail "create the service-link pods"
+eventually "both service-link pods succeeded" '^Succeeded Succeeded$' 60 -- \
+  k get pod links nolinks -o 'jsonpath={.items[*].status.phase}'
+out=$(k logs links 2>&1)
+grep -qx "WEB_SERVICE_HOST=$cip" <<<"$out" && grep -qx "WEB_SERVICE_PORT=80" <<<"$out" &&
+  grep -qx "WEB_PORT_80_TCP=tcp://$cip:80" <<<"$out" && grep -qx "WEB_PORT_80_TCP_ADDR=$cip" <<<"$out" &&
+  pass "the pod sees WEB_SERVICE_HOST=$cip and the Docker link variables" || fail "service env vars" "$out"
+out=$(k logs nolinks 2>&1)
+[ "$out" = 0 ] && pass "enableServiceLinks: false gives no service variables" || fail "enableServiceLinks: false" "$out"
+k delete -f "$WORK/links.yaml" --timeout=60s >/dev/null 2>&1 || fail "delete the service-link pods"
 k delete -f "$WORK/svc.yaml" --timeout=60s >/dev/null 2>&1 && pass "delete the Service objects" || fail "delete the Service objects"
 eventually "the replicas are gone" '^0$' 60 -- sh -c "nsenter --net=/run/netns/$LAB kubectl get pods -l app=web --no-headers 2>/dev/null | wc -l"
 fi
