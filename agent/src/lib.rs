@@ -24,6 +24,7 @@
 //! - [`server`]: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, and [`exec`]'s WebSocket exec and attach
 //!   sessions for the API server.
 
+pub mod cgroups;
 pub mod config;
 pub mod container;
 pub mod events;

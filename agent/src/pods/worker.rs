@@ -45,6 +45,8 @@ pub enum WorkerError {
     Config(String),
     #[error("volumes: {0}")]
     Volume(#[from] volumes::VolumeError),
+    #[error("pod cgroup: {0}")]
+    Cgroup(#[from] crate::cgroups::CgroupError),
     #[error("{first}; also: {others}")]
     Many { first: Box<WorkerError>, others: String },
 }
@@ -598,6 +600,9 @@ impl Worker {
             hostname: pod_dir.join("hostname"),
         };
         let qos = status::qos_class(pod).to_lowercase();
+        // The pod's own cgroup and its limits come first, so the containers start inside them.
+        crate::cgroups::apply_pod_resources(&self.env.config.cgroup_root, &qos, &self.uid, &crate::cgroups::pod_resources(pod))
+?;
         let netns = self.netns_path();
         let name = pod.name_any();
         let inputs = spec::SpecInputs {
@@ -767,7 +772,7 @@ impl Worker {
         if let Err(e) = self.env.ipam.release(&self.uid) {
             errors.push(e.into());
         }
-        remove_cgroups(&self.env.config.cgroup_root, &self.uid);
+        crate::cgroups::remove_pod(&self.env.config.cgroup_root, &self.uid);
         let mut dirs = vec![self.env.config.pod_dir(&self.uid), self.pod_state_dir()];
         for e in std::fs::read_dir(&self.env.config.log_dir).into_iter().flatten().flatten() {
             if e.file_name().to_string_lossy().ends_with(&format!("_{}", self.uid)) {
@@ -808,22 +813,3 @@ impl Worker {
     }
 }
 
-/// Removes `<root>/<qos>/pod<uid>` (and anything empty below it) in every cgroup hierarchy.
-pub fn remove_cgroups(root: &str, uid: &str) {
-    for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-        for qos in ["guaranteed", "burstable", "besteffort"] {
-            let pod = h.path().join(root).join(qos).join(format!("pod{uid}"));
-            if !pod.is_dir() {
-                continue;
-            }
-            for child in std::fs::read_dir(&pod).into_iter().flatten().flatten() {
-                if child.path().is_dir() {
-                    let _ = std::fs::remove_dir(child.path());
-                }
-            }
-            if let Err(e) = std::fs::remove_dir(&pod) {
-                tracing::warn!(path = %pod.display(), error = %e, "removing a pod cgroup failed");
-            }
-        }
-    }
-}

@@ -239,6 +239,36 @@ k apply -f "$WORK/initfail-pod.yaml" >/dev/null
 eventually "a failed init container with restartPolicy Never: Init:Error" '^initfail +0/1 +Init:Error ' 40 -- k get pod initfail --no-headers
 eventually "and the pod Failed" '^Failed$' 10 -- k get pod initfail -o 'jsonpath={.status.phase}'
 
+# Pod-level cgroup: a Guaranteed pod's cgroup holds the sums of its containers' limits (the kubelet's pod cgroup).
+cat >"$WORK/limits-pod.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata: {name: limits}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: a, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sleep", "3600"],
+     resources: {limits: {cpu: 200m, memory: 32Mi}}}
+  - {name: b, image: localhost/busybox:1, imagePullPolicy: Never, command: ["sleep", "3600"],
+     resources: {limits: {cpu: 300m, memory: 16Mi}}}
+Y
+k apply -f "$WORK/limits-pod.yaml" >/dev/null
+eventually "the limits pod runs" '^limits +2/2 +Running ' 60 -- k get pod limits --no-headers
+pod_cgroup() { # file -> its value in the pod's cgroup (v2 when the host is pure v2, else v1)
+  local uid d; uid=$(k get pod limits -o 'jsonpath={.metadata.uid}')
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then d=/sys/fs/cgroup/$CGROOT/guaranteed/pod$uid
+  else case $1 in memory.*) d=/sys/fs/cgroup/memory/$CGROOT/guaranteed/pod$uid ;; *) d=/sys/fs/cgroup/cpu/$CGROOT/guaranteed/pod$uid ;; esac; fi
+  cat "$d/$1" 2>&1
+}
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+  eventually "pod cgroup memory.max = 48Mi" '^50331648$' 5 -- pod_cgroup memory.max
+  eventually "pod cgroup cpu.max = 500m" '^50000 100000$' 5 -- pod_cgroup cpu.max
+else
+  eventually "pod cgroup memory limit = 48Mi" '^50331648$' 5 -- pod_cgroup memory.limit_in_bytes
+  eventually "pod cgroup CFS quota = 500m" '^50000$' 5 -- pod_cgroup cpu.cfs_quota_us
+  eventually "pod cgroup cpu.shares from the requests" '^512$' 5 -- pod_cgroup cpu.shares
+fi
+
 k delete pod --all --timeout=60s >/dev/null 2>&1 && pass "delete every pod" || fail "delete every pod"
 # Failed/Succeeded pods leave the API at once; the agent's cleanup of them follows.
 sandboxes_left() { ls "$WORK/run/netns" 2>/dev/null | wc -l; }
