@@ -56,6 +56,10 @@ cleanup() {
         esac
     done
     for d in /sys/fs/cgroup/*/"$CGROUP_PARENT" /sys/fs/cgroup/"$CGROUP_PARENT"; do
+        # In the v1 layout crun still follows the "0::" line of /proc/self/cgroup into the
+        # now plain tmpfs directory /sys/fs/cgroup/unified and leaves a regular cgroup.procs
+        # file there; remove that (only on tmpfs, never in a cgroup file system).
+        if [ "$(stat -f -c %T "$d" 2>/dev/null)" = tmpfs ]; then rm -f "$d"/*/cgroup.procs; fi
         [ -d "$d" ] && rmdir "$d"/* "$d" 2>/dev/null || true
     done
     rm -rf "$WORK"
