@@ -56,8 +56,21 @@ cleanup() {
         esac
     done
     for d in /sys/fs/cgroup/*/"$CGROUP_PARENT" /sys/fs/cgroup/"$CGROUP_PARENT"; do
+        # In the v1 layout crun still follows the "0::" line of /proc/self/cgroup into the
+        # now plain tmpfs directory /sys/fs/cgroup/unified and leaves a regular cgroup.procs
+        # file there; remove that (only on tmpfs, never in a cgroup file system).
+        if [ "$(stat -f -c %T "$d" 2>/dev/null)" = tmpfs ]; then rm -f "$d"/*/cgroup.procs; fi
         [ -d "$d" ] && rmdir "$d"/* "$d" 2>/dev/null || true
     done
+    # In the hybrid layout crun's wrapper does the same in its own mount namespace, where the
+    # tmpfs directory under the unified mount point is visible: clean it up from one like it.
+    if grep -q " /sys/fs/cgroup/unified " /proc/self/mountinfo; then
+        unshare -m --propagation private sh -c 'umount -l /sys/fs/cgroup/unified 2>/dev/null
+            d=/sys/fs/cgroup/unified/$0
+            if [ "$(stat -f -c %T "$d" 2>/dev/null)" = tmpfs ]; then
+                rm -f "$d"/*/cgroup.procs; rmdir "$d"/* "$d" 2>/dev/null
+            fi; true' "$CGROUP_PARENT" || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM

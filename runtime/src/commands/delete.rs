@@ -20,8 +20,8 @@ pub fn delete(global: &GlobalOpts, args: &DeleteArgs) -> Result<i32> {
 /// Deletes a container whose init this process has just reaped (`run`), without what makes
 /// libcontainer's delete slow: it builds a cgroup manager, which reads /proc/self/mountinfo and
 /// /proc/self/cgroup once per known controller (about 4 ms of a 20 ms `run` here). This removes
-/// the leaf and its empty parents in every hierarchy from one read of mountinfo, runs the
-/// poststop hooks and removes the state directory, as libcontainer does for a stopped container.
+/// the leaf in every hierarchy from one read of mountinfo, runs the poststop hooks and removes
+/// the state directory, as libcontainer does for a stopped container.
 /// When a leaf is still busy (processes outside a pid namespace), or with systemd cgroups or
 /// Intel RDT, it falls back to libcontainer's delete, which kills what is left.
 pub(crate) fn delete_reaped(c: &mut Container) -> Result<()> {
@@ -52,8 +52,8 @@ pub(crate) fn delete_reaped(c: &mut Container) -> Result<()> {
         .map_err(|e| Error::io(format!("remove {}", c.root.display()), e))
 }
 
-/// libcontainer's delete (kill if forced, cgroups, poststop hooks, state dir), then the empty
-/// cgroup parents it leaves behind.
+/// libcontainer's delete (kill if forced, cgroups, poststop hooks, state dir), then the leaf in
+/// the hierarchies libcontainer does not know (named ones, the unified one of a hybrid host).
 pub(crate) fn delete_container(c: &mut Container, force: bool) -> Result<()> {
     let id = c.id().to_owned();
     // Read before delete: the saved config disappears with the state directory.

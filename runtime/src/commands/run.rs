@@ -37,7 +37,7 @@ pub fn run(global: &GlobalOpts, args: &RunArgs) -> Result<i32> {
             return Err(e.with_cleanup(cleanup));
         }
     };
-    if let Err(e) = c.start() {
+    if let Err(e) = super::start::start_container(&mut c) {
         let cleanup = super::delete::delete_container(&mut c, true).err();
         return Err(Error::container("start", &args.id, e).with_cleanup(cleanup));
     }

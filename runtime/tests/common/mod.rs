@@ -237,12 +237,20 @@ impl Lab {
         serde_json::from_str(&out.stdout).expect("state JSON")
     }
 
-    /// Fails unless container `id` left no state dir, cgroup dirs (leaf or this lab's parent) or
-    /// mounts of its bundle behind.
+    /// Fails unless container `id` left no state dir, cgroup dirs (a leaf under this lab's parent
+    /// in any hierarchy) or mounts of its bundle behind. The parent itself stays until drop, as
+    /// runc leaves it.
     pub fn assert_gone(&self, id: &str) {
         assert!(!self.root.join(id).exists(), "state dir of {id} remains");
         for dir in cgroup_dirs(&self.cgroup_parent) {
-            assert!(!dir.exists(), "cgroup dir {} remains", dir.display());
+            let leaves: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            assert!(leaves.is_empty(), "cgroup dirs {leaves:?} remain");
         }
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let bundle = self.dir.path().to_string_lossy().into_owned();
