@@ -189,6 +189,8 @@ fn monitor_runs_a_container_and_writes_cri_logs_and_exit_code() {
         state_dir: state_dir.clone(),
         log_max_size: 10 << 20,
         log_max_files: 5,
+        stdin: false,
+        stdin_once: false,
     };
     let monitor_out = tmp.path().join("monitor.log");
     let out = std::fs::File::create(&monitor_out).unwrap();

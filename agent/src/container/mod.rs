@@ -6,6 +6,7 @@ pub mod runtime;
 pub mod security;
 pub mod spec;
 pub mod state;
+pub mod stdin;
 
 /// The runtime's container id for attempt `restart` of container `name` of pod `uid`.
 pub fn container_id(uid: &str, name: &str, restart: u32) -> String {

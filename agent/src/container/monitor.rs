@@ -19,6 +19,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::state::{write_json, Exited, Started, EXIT, STARTED};
+use super::stdin::{Interest, StdinRelay};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct MonitorArgs {
@@ -40,6 +41,12 @@ pub struct MonitorArgs {
     pub log_max_size: u64,
     #[arg(long, default_value_t = 5)]
     pub log_max_files: u32,
+    /// The container has a stdin (`stdin: true`): keep it open and take input from attach sessions.
+    #[arg(long)]
+    pub stdin: bool,
+    /// With --stdin: the end of the first attach session closes it (`stdinOnce: true`).
+    #[arg(long)]
+    pub stdin_once: bool,
 }
 
 impl MonitorArgs {
@@ -59,6 +66,12 @@ impl MonitorArgs {
         }
         v.extend(["--log-max-size".into(), self.log_max_size.to_string().into()]);
         v.extend(["--log-max-files".into(), self.log_max_files.to_string().into()]);
+        if self.stdin {
+            v.push("--stdin".into());
+        }
+        if self.stdin_once {
+            v.push("--stdin-once".into());
+        }
         v
     }
 }
@@ -146,7 +159,14 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
     let (out_r, out_w) = nix::unistd::pipe().context("pipe")?;
     let (err_r, err_w) = nix::unistd::pipe().context("pipe")?;
     let pid_file = args.state_dir.join("pid");
+    let (stdin, mut stdin_relay) = if args.stdin {
+        let (read, relay) = StdinRelay::new(&args.state_dir, args.stdin_once).context("setting up stdin")?;
+        (Stdio::from(read), Some(relay))
+    } else {
+        (Stdio::null(), None)
+    };
     let status = runtime(&args)
+        .stdin(stdin)
         .arg("create")
         .arg(&args.id)
         .arg("-b")
@@ -173,7 +193,8 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
     let started = Started { monitor_pid: std::process::id() as i32, pid, started_at: Utc::now() };
     write_json(&args.state_dir.join(STARTED), &started).context("writing started.json")?;
 
-    let status = relay(pid, [File::from(out_r), File::from(err_r)], &mut log);
+    let status = relay(pid, [File::from(out_r), File::from(err_r)], &mut log, stdin_relay.as_mut());
+    drop(stdin_relay);
     let (exit_code, reason) = match status {
         WaitStatus::Exited(_, 0) => (0, "Completed"),
         WaitStatus::Exited(_, c) => (c, if oom_killed(&args) { "OOMKilled" } else { "Error" }),
@@ -269,7 +290,7 @@ impl LogFile {
 
 /// Copies both pipes into the log until the container init exited and the pipes are drained (or stay silent for a
 /// second after the exit: a daemonized grandchild may hold them open). Reaps every child that exits meanwhile.
-fn relay(pid: i32, mut pipes: [File; 2], log: &mut LogFile) -> WaitStatus {
+fn relay(pid: i32, mut pipes: [File; 2], log: &mut LogFile, mut stdin: Option<&mut StdinRelay>) -> WaitStatus {
     let mut splitters = [LineSplitter::new("stdout"), LineSplitter::new("stderr")];
     let mut open = [true, true];
     let mut exit: Option<(WaitStatus, Instant)> = None;
@@ -294,24 +315,34 @@ fn relay(pid: i32, mut pipes: [File; 2], log: &mut LogFile) -> WaitStatus {
                 return s;
             }
         }
-        let ready: Vec<bool> = {
+        let (ready, stdin_ready): (Vec<bool>, Vec<bool>) = {
             let mut fds: Vec<PollFd> = vec![];
             let idx: Vec<usize> = (0..2).filter(|i| open[*i]).collect();
             for i in &idx {
                 fds.push(PollFd::new(pipes[*i].as_fd(), PollFlags::POLLIN));
             }
+            for interest in stdin.as_ref().map(|s| s.interests()).unwrap_or_default() {
+                fds.push(match interest {
+                    Interest::Read(fd) => PollFd::new(fd, PollFlags::POLLIN),
+                    Interest::Write(fd) => PollFd::new(fd, PollFlags::POLLOUT),
+                });
+            }
             if fds.is_empty() {
                 std::thread::sleep(Duration::from_millis(100));
-                vec![false, false]
+                (vec![false, false], vec![])
             } else {
                 let _ = poll(&mut fds, PollTimeout::from(200u16));
                 let mut r = vec![false, false];
                 for (k, i) in idx.iter().enumerate() {
                     r[*i] = fds[k].revents().is_some_and(|e| !e.is_empty());
                 }
-                r
+                let s = fds[idx.len()..].iter().map(|f| f.revents().is_some_and(|e| !e.is_empty())).collect();
+                (r, s)
             }
         };
+        if let Some(s) = stdin.as_mut() {
+            s.handle(&stdin_ready);
+        }
         for i in 0..2 {
             if !ready[i] {
                 continue;

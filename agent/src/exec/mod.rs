@@ -5,8 +5,9 @@
 //! - exec without a terminal: `skiff-runtime exec <id> -- <command>` as a child with pipes for stdin, stdout and
 //!   stderr; its exit code is the command's (the runtime waits for it and forwards signals).
 //! - exec with a terminal: the [`tty`] helper process (console socket, subreaper, resize).
-//! - attach: the container's output as it is written to its log file, until the container exits (containers run
-//!   without stdin, so attach has output only).
+//! - attach: the container's output as it is written to its log file, until the container exits; for containers
+//!   with `stdin: true`, what the client sends goes to the container's stdin through its monitor
+//!   ([`crate::container::stdin`]).
 
 pub mod channel;
 pub mod tty;
@@ -399,6 +400,13 @@ async fn attach_session(running: &Running, req: &StreamRequest, socket: WebSocke
     let (out_tx, out_rx) = mpsc::channel(64);
     let writer = tokio::spawn(write_loop(sink, out_rx));
     let mut offset = tokio::fs::metadata(&running.log_file).await.map(|m| m.len()).unwrap_or(0);
+    // The container's stdin, through its monitor (containers with `stdin: true` only; others ignore input as the
+    // kubelet does for them).
+    let mut input = if req.stdin {
+        tokio::net::UnixStream::connect(running.state_dir.join(crate::container::stdin::ATTACH_SOCKET)).await.ok()
+    } else {
+        None
+    };
     loop {
         let data = tokio::fs::read(&running.log_file).await.unwrap_or_default();
         let end = data.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0) as u64;
@@ -426,9 +434,19 @@ async fn attach_session(running: &Running, req: &StreamRequest, socket: WebSocke
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            m = stream.next() => if matches!(m, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) { return Ok(()) },
+            m = stream.next() => match m {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                Some(Ok(Message::Binary(data))) => match (channel::decode(&data), input.as_mut()) {
+                    (Incoming::Stdin(d), Some(w)) => if w.write_all(d).await.is_err() { input = None },
+                    // End of input from this session (v5): the monitor decides what that means (stdinOnce).
+                    (Incoming::Close(channel::STDIN), _) => input = None,
+                    _ => {}
+                },
+                Some(Ok(_)) => {}
+            },
         }
     }
+    drop(input);
     finish(&out_tx, &[], Ok(0)).await;
     drop(out_tx);
     let _ = writer.await;

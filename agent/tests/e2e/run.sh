@@ -29,7 +29,8 @@ links=$(ip -n "$LAB" -o link | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -v
 [ "$links" = 0 ] && pass "no veth left" || fail "links left: $links" "$(ip -n "$LAB" -o link)"
 mounts=$(grep -cF " $WORK/node/" /proc/mounts)
 [ "$mounts" = 0 ] && pass "no rootfs mount left" || fail "mounts left: $mounts"
-cgs=$(for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do [ -d "$h$CGROOT" ] && find "$h$CGROOT" -mindepth 1 -type d; done | wc -l)
+# The QoS level (<root>/besteffort, ...) stays, as the kubelet's kubepods/besteffort; pod and container cgroups go.
+cgs=$(for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do [ -d "$h$CGROOT" ] && find "$h$CGROOT" -mindepth 2 -type d; done | wc -l)
 [ "$cgs" = 0 ] && pass "no pod cgroup left" || fail "cgroups left: $cgs"
 monitors=$(ps -eo args= | grep -F "$WORK" | grep -cF " monitor ")
 [ "$monitors" = 0 ] && pass "no monitor process left" || fail "monitors left: $monitors"

@@ -34,6 +34,32 @@ grep -q '27 91' <<<"$out" && pass "exec -t passes the terminal size" || fail "ex
 [ "$rc" = 4 ] && pass "exec -t exits with the command's exit code" || fail "exec -t exit code (got $rc)" "$out"
 out=$(timeout 4 nsenter --net="/run/netns/$LAB" kubectl attach shell 2>&1)
 grep -qE '^tick [0-9]+' <<<"$out" && pass "attach streams the container's output" || fail "attach" "$out"
+# attach -i: a stdin/stdinOnce container reads what the client sends, and sees the end of input when the session ends.
+cat >"$WORK/stdin-pod.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata: {name: reader}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: localhost/busybox:1
+    imagePullPolicy: Never
+    stdin: true
+    stdinOnce: true
+    command: ["sh", "-c", "echo ready; while read l; do echo \"got $l\"; done; echo eof"]
+Y
+k apply -f "$WORK/stdin-pod.yaml" >/dev/null
+eventually "the stdin pod runs (and waits for input)" '^ready$' 60 -- k logs reader
+out=$(printf 'one\ntwo\n' | timeout 30 nsenter --net="/run/netns/$LAB" kubectl attach -i reader -c c 2>&1)
+grep -qx 'got one' <<<"$out" && grep -qx 'got two' <<<"$out" && pass "attach -i feeds the container's stdin" || fail "attach -i" "$out"
+eventually "stdinOnce: end of input after the session, the container finishes" '^Succeeded$' 30 -- k get pod reader -o 'jsonpath={.status.phase}'
+eventually "its log shows the input and the end of it" 'got two eof' 10 -- sh -c "nsenter --net=/run/netns/$LAB kubectl logs reader | tr '\n' ' '"
+out=$(echo world | timeout 60 nsenter --net="/run/netns/$LAB" kubectl run runi -i --rm --restart=Never --image=localhost/busybox:1 \
+  --image-pull-policy=Never --command -- sh -c 'read x; echo "hello $x"' 2>&1)
+grep -q 'hello world' <<<"$out" && pass "kubectl run -i --rm sends stdin and shows the answer" || fail "kubectl run -i" "$out"
+k delete pod reader --timeout=30s >/dev/null 2>&1
 left=$(ls "$WORK/run/exec" 2>/dev/null | wc -l)
 [ "$left" = 0 ] && pass "exec sessions leave nothing in the run dir" || fail "exec leftovers: $left"
 k delete pod shell --timeout=60s >/dev/null 2>&1 && pass "delete the exec pod" || fail "delete the exec pod"
