@@ -437,7 +437,12 @@ async fn attach_session(running: &Running, req: &StreamRequest, socket: WebSocke
             m = stream.next() => match m {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
                 Some(Ok(Message::Binary(data))) => match (channel::decode(&data), input.as_mut()) {
-                    (Incoming::Stdin(d), Some(w)) if w.write_all(d).await.is_err() => input = None,
+                    (Incoming::Stdin(d), Some(w)) => {
+                        let failed = w.write_all(d).await.is_err();
+                        if failed {
+                            input = None;
+                        }
+                    }
                     // End of input from this session (v5): the monitor decides what that means (stdinOnce).
                     (Incoming::Close(channel::STDIN), _) => input = None,
                     _ => {}
