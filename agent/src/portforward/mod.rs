@@ -176,6 +176,8 @@ async fn run(transport: &'static str, (input, output): (Input, Output), target: 
     tracing::info!(parent: &span, "port-forward session");
     match session::serve(input, output, dialer, pod).await {
         Ok(()) => tracing::info!(parent: &span, "port-forward session ended"),
+        // A client killed without a goodbye (kubectl stopped by a signal) is routine.
+        Err(e @ session::SessionError::Read(_)) => tracing::info!(parent: &span, error = %e, "port-forward session ended"),
         Err(e) => tracing::warn!(parent: &span, error = %e, "port-forward session closed"),
     }
 }

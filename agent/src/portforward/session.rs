@@ -80,7 +80,15 @@ enum StreamState {
 #[derive(Default)]
 struct Pending {
     error: Option<u32>,
-    data: Option<(u32, u16, mpsc::Receiver<Vec<u8>>, oneshot::Receiver<()>)>,
+    data: Option<PendingData>,
+}
+
+/// A data stream waiting for its error stream: what its forwarder will read.
+struct PendingData {
+    stream_id: u32,
+    port: u16,
+    inbound: mpsc::Receiver<Vec<u8>>,
+    reset: oneshot::Receiver<()>,
 }
 
 struct Session {
@@ -216,7 +224,7 @@ impl Session {
                 let (reset_tx, reset_rx) = oneshot::channel();
                 // A SYN_STREAM with FIN: the client sends nothing on it.
                 let inbound = (flags & FLAG_FIN == 0).then_some(tx);
-                slot.data = Some((stream_id, request.port, rx, reset_rx));
+                slot.data = Some(PendingData { stream_id, port: request.port, inbound: rx, reset: reset_rx });
                 self.streams.insert(stream_id, StreamState::Data { inbound, reset: Some(reset_tx) });
             }
         }
@@ -224,11 +232,18 @@ impl Session {
         let _ = self.out.send(Frame::SynReply { stream_id, flags: 0, headers: vec![] }).await;
         let complete = matches!(self.pending.get(&request.id), Some(Pending { error: Some(_), data: Some(_) }));
         if complete {
-            let Some(Pending { error: Some(error_id), data: Some((data_id, port, inbound, reset)) }) = self.pending.remove(&request.id) else {
+            let Some(Pending { error: Some(error_id), data: Some(data) }) = self.pending.remove(&request.id) else {
                 return;
             };
-            let fwd = Forward { dialer: self.dialer.clone(), pod: self.pod.clone(), out: self.out.clone(), port, data_id, error_id };
-            self.forwarders.spawn(fwd.run(inbound, reset));
+            let fwd = Forward {
+                dialer: self.dialer.clone(),
+                pod: self.pod.clone(),
+                out: self.out.clone(),
+                port: data.port,
+                data_id: data.stream_id,
+                error_id,
+            };
+            self.forwarders.spawn(fwd.run(data.inbound, data.reset));
         }
     }
 
