@@ -5,8 +5,12 @@
 //!   boundaries mean nothing (kubectl 1.31+ tries this first: PortForwardWebsockets);
 //! - plain HTTP/1.1 `Upgrade: SPDY/3.1` with `X-Stream-Protocol-Version: portforward.k8s.io` (kubectl's fallback).
 //!
+//! and, without SPDY, the WebSocket channel protocol `v4.channel.k8s.io` with the ports in the query
+//! ([`channels`]; the Python client's).
+//!
 //! Connections go to `localhost:<port>` inside the pod's network namespace ([`dial`]).
 
+pub mod channels;
 pub mod dial;
 pub mod session;
 pub mod spdy;
@@ -114,17 +118,37 @@ pub async fn port_forward(config: Config, (ns, name): (String, String), req: Req
 }
 
 async fn tunneled(req: Request, target: Target) -> Response {
+    let query = req.uri().query().unwrap_or_default().to_string();
     let (mut parts, _) = req.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(ws) => ws.protocols([TUNNEL_PROTOCOL]),
+        Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    if ws.selected_protocol().is_none() {
-        // A 400 makes kubectl fall back to plain SPDY.
-        return (StatusCode::BAD_REQUEST, format!("unsupported WebSocket subprotocols; this agent speaks {TUNNEL_PROTOCOL}"))
-            .into_response();
+    let requested: Vec<String> = ws.requested_protocols().filter_map(|p| p.to_str().ok()).map(String::from).collect();
+    if requested.iter().any(|p| p == TUNNEL_PROTOCOL) {
+        let ws = ws.protocols([TUNNEL_PROTOCOL]);
+        return ws.on_upgrade(move |socket| run("websocket", socket_transport(socket), target));
     }
-    ws.on_upgrade(move |socket| run("websocket", socket_transport(socket), target))
+    // The channel protocol: asked for by name, or (as the kubelet allows) by asking for no subprotocol.
+    if requested.is_empty() || requested.iter().any(|p| p == channels::PROTOCOL) {
+        let ports = match channels::parse_ports(&query) {
+            Ok(p) => p,
+            Err(msg) => return (StatusCode::BAD_REQUEST, msg).into_response(),
+        };
+        let ws = ws.protocols([channels::PROTOCOL]);
+        return ws.on_upgrade(move |socket| async move {
+            let Target { pod, network } = target;
+            tracing::info!(pod = %pod.name, transport = "channels", ?ports, "port-forward session");
+            channels::serve(socket, ports, Arc::new(network), pod.clone()).await;
+            tracing::info!(pod = %pod.name, transport = "channels", "port-forward session ended");
+        });
+    }
+    // A 400 makes kubectl fall back to plain SPDY.
+    (
+        StatusCode::BAD_REQUEST,
+        format!("unsupported WebSocket subprotocols {requested:?}; this agent speaks {TUNNEL_PROTOCOL} and {}", channels::PROTOCOL),
+    )
+        .into_response()
 }
 
 fn plain_spdy(mut req: Request, target: Target) -> Response {

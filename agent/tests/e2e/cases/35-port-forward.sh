@@ -103,6 +103,40 @@ out=$(get http://127.0.0.1:18082/)
 [ "$out" = "hello from pf" ] && pass "port-forward to a Service reaches its pod" || fail "port-forward svc" "$out$(cat "$WORK/pf-svc.err")"
 pf_stop "$svc_pid"
 
+# The WebSocket channel protocol (v4.channel.k8s.io, ports in the query), as the Python client speaks it: one
+# connection to 80 and one to 81, where nothing listens.
+if lab python3 -c 'import kubernetes' 2>/dev/null; then
+  out=$(lab timeout 60 python3 - 2>&1 <<'PY'
+import time
+from kubernetes import client, config
+from kubernetes.stream import portforward
+config.load_kube_config()
+pf = portforward(client.CoreV1Api().connect_get_namespaced_pod_portforward, "pf", "default", ports="80,81")
+s = pf.socket(80)
+s.setblocking(True)
+s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+print("body:", data.split(b"\r\n\r\n", 1)[-1].decode().strip())
+for _ in range(100):
+    if pf.error(81):
+        break
+    time.sleep(0.1)
+print("error81:", pf.error(81))
+PY
+)
+  grep -q '^body: hello from pf$' <<<"$out" && pass "port-forward over the WebSocket channel protocol (Python client)" ||
+    fail "channel protocol page" "$out"
+  grep -q '^error81: error forwarding port 81 to pod default/pf.*refused' <<<"$out" &&
+    pass "the channel protocol reports a closed port on its error channel" || fail "channel protocol error" "$out"
+else
+  echo "skipping the WebSocket channel protocol check: no Python kubernetes client"
+fi
+
 # Nothing listens on 81: the connection fails, kubectl prints the agent's error and gives up the session (as it does
 # with a kubelet), and the agent carries on.
 pf_start closed pod/pf 18083:81
