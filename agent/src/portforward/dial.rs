@@ -82,6 +82,61 @@ mod tests {
         assert_eq!(c.local_addr().unwrap(), from);
     }
 
+    /// Removes the test's namespace even when an assertion fails.
+    struct NetnsGuard(std::path::PathBuf);
+
+    impl Drop for NetnsGuard {
+        fn drop(&mut self) {
+            if let Err(e) = crate::sandbox::netns::remove(&self.0) {
+                eprintln!("removing {}: {e}", self.0.display());
+            }
+        }
+    }
+
+    /// Accepts one connection and writes `word` to it.
+    fn answer_once(l: std::net::TcpListener, word: &'static [u8]) {
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let _ = std::io::Write::write_all(&mut s, word);
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn dials_inside_the_pods_namespace_not_the_agents() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: network namespaces need root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pod-ns");
+        crate::sandbox::netns::create(&path).unwrap();
+        let _guard = NetnsGuard(path.clone());
+        // In the pod's namespace: loopback up and a server on an ephemeral port (the socket keeps its namespace
+        // when the thread that made it ends).
+        let inside = crate::sandbox::netns::run_in(&path, || {
+            let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
+            assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
+            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap()
+        })
+        .unwrap();
+        let port = inside.local_addr().unwrap().port();
+        answer_once(inside, b"pod");
+        // The same port in the agent's namespace answers otherwise, if it is free here.
+        if let Ok(host) = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            answer_once(host, b"host");
+        }
+        let net = PodNetwork { netns: Some(Arc::new(File::open(&path).unwrap())) };
+        let mut c = net.dial(port).await.unwrap();
+        let mut got = vec![];
+        tokio::io::AsyncReadExt::read_to_end(&mut c, &mut got).await.unwrap();
+        assert_eq!(got, b"pod");
+        // A port that only the agent's namespace listens on is refused inside.
+        let host_only = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let e = net.dial(host_only.local_addr().unwrap().port()).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+    }
+
     #[tokio::test]
     async fn nothing_listening_is_refused_on_both_families() {
         // Bind then drop: a port nothing listens on.

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +31,8 @@ const CHUNK: usize = 32 * 1024;
 const INBOUND_QUEUE: usize = 32;
 /// Frames queued towards the client before forwarders wait.
 const OUTBOUND_QUEUE: usize = 64;
+/// How long the first stream of a request waits for the second (the kubelet's streamCreationTimeout).
+const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The pod, as error messages name it.
 #[derive(Clone, Debug)]
@@ -77,8 +80,8 @@ enum StreamState {
 }
 
 /// The streams of one request id, until both are there.
-#[derive(Default)]
 struct Pending {
+    since: tokio::time::Instant,
     error: Option<u32>,
     data: Option<PendingData>,
 }
@@ -98,12 +101,23 @@ struct Session {
     streams: HashMap<u32, StreamState>,
     pending: HashMap<String, Pending>,
     last_stream_id: u32,
-    forwarders: JoinSet<()>,
+    /// Forwarders, each ending with its (data, error) stream ids.
+    forwarders: JoinSet<(u32, u32)>,
+    stream_timeout: Duration,
 }
 
 /// Serves one connection: `input` yields the client's bytes in whatever pieces the transport has; frames to the
 /// client go to `sink`. Returns when the client hangs up or sends GOAWAY, or with the error that ended it.
 pub async fn serve<I, S>(input: I, sink: S, dialer: Arc<dyn Dialer>, pod: PodRef) -> Result<(), SessionError>
+where
+    I: Stream<Item = io::Result<Vec<u8>>> + Unpin,
+    S: Sink<Vec<u8>, Error = io::Error> + Unpin + Send + 'static,
+{
+    serve_with(input, sink, dialer, pod, STREAM_CREATION_TIMEOUT).await
+}
+
+/// [`serve`] with another stream creation timeout (tests).
+async fn serve_with<I, S>(input: I, sink: S, dialer: Arc<dyn Dialer>, pod: PodRef, stream_timeout: Duration) -> Result<(), SessionError>
 where
     I: Stream<Item = io::Result<Vec<u8>>> + Unpin,
     S: Sink<Vec<u8>, Error = io::Error> + Unpin + Send + 'static,
@@ -122,6 +136,7 @@ where
         pending: HashMap::new(),
         last_stream_id: 0,
         forwarders: JoinSet::new(),
+        stream_timeout,
     };
     let result = session.read_loop(input).await;
     if let Err(SessionError::Frame(_)) = &result {
@@ -141,11 +156,22 @@ impl Session {
     {
         let mut dec = Decoder::new();
         let mut buf: Vec<u8> = Vec::new();
+        let mut sweep = tokio::time::interval(self.stream_timeout / 6);
         loop {
             let chunk = tokio::select! {
                 c = input.next() => c,
-                // Reap finished forwarders as they end, so a long session does not pile them up.
-                Some(_) = self.forwarders.join_next(), if !self.forwarders.is_empty() => continue,
+                // Forget the streams of finished forwarders, so a long session does not pile them up.
+                Some(done) = self.forwarders.join_next(), if !self.forwarders.is_empty() => {
+                    if let Ok((data_id, error_id)) = done {
+                        self.streams.remove(&data_id);
+                        self.streams.remove(&error_id);
+                    }
+                    continue;
+                }
+                _ = sweep.tick() => {
+                    self.expire_pending().await;
+                    continue;
+                }
             };
             match chunk {
                 None => return Ok(()),
@@ -206,7 +232,11 @@ impl Session {
             Ok(r) => r,
             Err(why) => return self.refuse(stream_id, spdy::REFUSED_STREAM, why).await,
         };
-        let slot = self.pending.entry(request.id.clone()).or_default();
+        let slot = self.pending.entry(request.id.clone()).or_insert_with(|| Pending {
+            since: tokio::time::Instant::now(),
+            error: None,
+            data: None,
+        });
         let taken = match request.kind {
             Kind::Error => slot.error.is_some(),
             Kind::Data => slot.data.is_some(),
@@ -230,9 +260,9 @@ impl Session {
         }
         // spdystream drops data that comes before the reply: reply first.
         let _ = self.out.send(Frame::SynReply { stream_id, flags: 0, headers: vec![] }).await;
-        let complete = matches!(self.pending.get(&request.id), Some(Pending { error: Some(_), data: Some(_) }));
+        let complete = matches!(self.pending.get(&request.id), Some(Pending { error: Some(_), data: Some(_), .. }));
         if complete {
-            let Some(Pending { error: Some(error_id), data: Some(data) }) = self.pending.remove(&request.id) else {
+            let Some(Pending { error: Some(error_id), data: Some(data), .. }) = self.pending.remove(&request.id) else {
                 return;
             };
             let fwd = Forward {
@@ -243,7 +273,30 @@ impl Session {
                 data_id: data.stream_id,
                 error_id,
             };
-            self.forwarders.spawn(fwd.run(data.inbound, data.reset));
+            self.forwarders.spawn(async move {
+                fwd.run(data.inbound, data.reset).await;
+                (data.stream_id, error_id)
+            });
+        }
+    }
+
+    /// Requests whose second stream never came: the error stream says so and ends, the data stream is reset.
+    async fn expire_pending(&mut self) {
+        let expired: Vec<String> =
+            self.pending.iter().filter(|(_, p)| p.since.elapsed() >= self.stream_timeout).map(|(id, _)| id.clone()).collect();
+        for id in expired {
+            let Some(p) = self.pending.remove(&id) else { continue };
+            tracing::warn!(pod = %self.pod.name, request = %id, "port-forward: timed out waiting for the request's other stream");
+            if let Some(error_id) = p.error {
+                let msg = format!("timed out waiting for the streams of request {id}");
+                let _ = self.out.send(Frame::Data { stream_id: error_id, flags: 0, data: msg.into_bytes() }).await;
+                let _ = self.out.send(Frame::Data { stream_id: error_id, flags: FLAG_FIN, data: vec![] }).await;
+                self.streams.remove(&error_id);
+            }
+            if let Some(d) = p.data {
+                let _ = self.out.send(Frame::RstStream { stream_id: d.stream_id, status: spdy::CANCEL }).await;
+                self.streams.remove(&d.stream_id);
+            }
         }
     }
 
@@ -468,10 +521,14 @@ mod tests {
     }
 
     fn start(ports: HashMap<u16, SocketAddr>) -> (Client, tokio::task::JoinHandle<Result<(), SessionError>>) {
+        start_with(ports, STREAM_CREATION_TIMEOUT)
+    }
+
+    fn start_with(ports: HashMap<u16, SocketAddr>, timeout: Duration) -> (Client, tokio::task::JoinHandle<Result<(), SessionError>>) {
         let (ours, theirs) = tokio::io::duplex(1 << 20);
         let (r, w) = tokio::io::split(theirs);
         let pod = PodRef { name: "default/web".into(), uid: "u-1".into() };
-        let task = tokio::spawn(serve(super::super::read_chunks(r), super::super::write_bytes(w), Arc::new(Loopback(ports)), pod));
+        let task = tokio::spawn(serve_with(super::super::read_chunks(r), super::super::write_bytes(w), Arc::new(Loopback(ports)), pod, timeout));
         (Client { enc: Encoder::new(), dec: Decoder::new(), io: ours, buf: vec![] }, task)
     }
 
@@ -629,6 +686,53 @@ mod tests {
         c.send(Frame::RstStream { stream_id: 3, status: spdy::CANCEL }).await;
         assert_eq!(c.next().await, Some(Frame::Data { stream_id: 1, flags: FLAG_FIN, data: vec![] }));
         tokio::time::timeout(std::time::Duration::from_secs(10), closed_rx).await.expect("the pod connection is closed").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_missing_its_data_stream_times_out_on_its_error_stream() {
+        let timeout = Duration::from_millis(300);
+        let (mut c, _task) = start_with(HashMap::new(), timeout);
+        c.open(1, "error", 80, 0).await;
+        assert!(matches!(c.next().await, Some(Frame::SynReply { stream_id: 1, .. })));
+        let before = tokio::time::Instant::now();
+        let r = collect_until_closed(&mut c, &[1]).await;
+        assert!(before.elapsed() >= timeout - timeout / 6, "{:?}", before.elapsed());
+        assert_eq!(r.data.get(&1).map(Vec::as_slice), Some(&b"timed out waiting for the streams of request 0"[..]));
+        // A data stream alone is reset.
+        c.open(3, "data", 80, 1).await;
+        assert!(matches!(c.next().await, Some(Frame::SynReply { stream_id: 3, .. })));
+        assert_eq!(c.next().await, Some(Frame::RstStream { stream_id: 3, status: spdy::CANCEL }));
+    }
+
+    #[tokio::test]
+    async fn finished_requests_are_forgotten() {
+        let (out, mut rx) = mpsc::channel(64);
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let mut session = Session {
+            dialer: Arc::new(Loopback(HashMap::new())),
+            pod: PodRef { name: "default/web".into(), uid: "u-1".into() },
+            out,
+            streams: HashMap::new(),
+            pending: HashMap::new(),
+            last_stream_id: 0,
+            forwarders: JoinSet::new(),
+            stream_timeout: STREAM_CREATION_TIMEOUT,
+        };
+        let mut enc = Encoder::new();
+        let mut bytes = vec![];
+        for i in 0..3u32 {
+            for (id, kind) in [(4 * i + 1, "error"), (4 * i + 3, "data")] {
+                let headers = h(&[("streamtype", kind), ("port", "81"), ("requestid", &i.to_string())]);
+                enc.encode(&Frame::SynStream { stream_id: id, associated_to: 0, priority: 0, flags: 0, headers }, &mut bytes).unwrap();
+            }
+        }
+        // The client stays connected (its input never ends) while the three requests fail and end.
+        let input = futures::stream::iter(vec![Ok(bytes)]).chain(futures::stream::pending());
+        let _ = tokio::time::timeout(Duration::from_millis(500), session.read_loop(input)).await;
+        assert_eq!(session.streams.len(), 0, "streams of finished requests are kept");
+        assert!(session.pending.is_empty() && session.forwarders.is_empty());
+        drop(session);
+        drain.await.unwrap();
     }
 
     #[tokio::test]
