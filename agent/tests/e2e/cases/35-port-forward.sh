@@ -67,18 +67,18 @@ eventually "port-forward pod is ready" '^pf +1/1 +Running' 60 -- k get pod pf --
 want_big=$(k exec pf -- busybox md5sum /www/big 2>&1 | awk '{print $1}')
 
 # kubectl's default: SPDY tunneled in WebSocket.
-pf_start ws pod/pf 18080:80 18090:9000
+pf_start ws pod/pf 28080:80 28090:9000
 ws_pid=$PF_PID
-out=$(get http://127.0.0.1:18080/)
+out=$(get http://127.0.0.1:28080/)
 [ "$out" = "hello from pf" ] && pass "port-forward (WebSocket) fetches a page from the pod" || fail "port-forward page" "$out$(cat "$WORK/pf-ws.err")"
-got=$(get http://127.0.0.1:18080/big | md5sum | awk '{print $1}')
+got=$(get http://127.0.0.1:28080/big | md5sum | awk '{print $1}')
 [ -n "$want_big" ] && [ "$got" = "$want_big" ] && pass "a 4 MiB download arrives intact" || fail "big download ($got, want $want_big)"
 head -c 3000000 /dev/urandom >"$WORK/up.bin"
 want_up=$(md5sum <"$WORK/up.bin" | awk '{print $1}')
-got=$(upload_md5 18090 "$WORK/up.bin" 2>&1)
+got=$(upload_md5 28090 "$WORK/up.bin" 2>&1)
 [ "$got" = "$want_up" ] && pass "a 3 MB upload arrives intact (the pod half-closed and answered)" || fail "big upload ($got, want $want_up)"
 pids=()
-for i in $(seq 1 30); do get -o "$WORK/pf-c$i" http://127.0.0.1:18080/ & pids+=($!); done
+for i in $(seq 1 30); do get -o "$WORK/pf-c$i" http://127.0.0.1:28080/ & pids+=($!); done
 for p in "${pids[@]}"; do wait "$p"; done
 ok=$(for i in $(seq 1 30); do cat "$WORK/pf-c$i" 2>/dev/null; echo; done | grep -c '^hello from pf$')
 [ "$ok" = 30 ] && pass "30 concurrent forwarded connections all answered" || fail "concurrent connections: $ok/30"
@@ -87,21 +87,43 @@ grep 'port-forward session' "$WORK/agent.log" | grep -q websocket && pass "kubec
 pf_stop "$ws_pid"
 
 # kubectl's fallback: plain SPDY/3.1.
-pf_start spdy KUBECTL_PORT_FORWARD_WEBSOCKETS=false pod/pf 18081:80
+pf_start spdy KUBECTL_PORT_FORWARD_WEBSOCKETS=false pod/pf 28081:80
 spdy_pid=$PF_PID
-out=$(get http://127.0.0.1:18081/)
+out=$(get http://127.0.0.1:28081/)
 [ "$out" = "hello from pf" ] && pass "port-forward (plain SPDY) fetches a page" || fail "plain SPDY page" "$out$(cat "$WORK/pf-spdy.err")"
-got=$(get http://127.0.0.1:18081/big | md5sum | awk '{print $1}')
+got=$(get http://127.0.0.1:28081/big | md5sum | awk '{print $1}')
 [ "$got" = "$want_big" ] && pass "a 4 MiB download over plain SPDY arrives intact" || fail "plain SPDY big download ($got)"
 grep 'port-forward session' "$WORK/agent.log" | grep -q spdy && pass "kubectl used plain SPDY" || fail "no plain SPDY session in the agent log"
 pf_stop "$spdy_pid"
 
 # A Service: kubectl picks a pod behind it and maps the Service port to the (named) target port.
-pf_start svc svc/pf 18082:8080
+pf_start svc svc/pf 28082:8080
 svc_pid=$PF_PID
-out=$(get http://127.0.0.1:18082/)
+out=$(get http://127.0.0.1:28082/)
 [ "$out" = "hello from pf" ] && pass "port-forward to a Service reaches its pod" || fail "port-forward svc" "$out$(cat "$WORK/pf-svc.err")"
 pf_stop "$svc_pid"
+
+# A hostNetwork pod: no namespace of its own, so the agent connects in its own (the container's, checked).
+cat >"$WORK/pf-host.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata: {name: pf-host}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: web
+    image: localhost/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /www; echo from pf-host >/www/index.html; exec httpd -f -p 127.0.0.1:28600 -h /www"]
+Y
+k apply -f "$WORK/pf-host.yaml" >/dev/null && pass "create a hostNetwork pod to forward to" || fail "create the hostNetwork pod"
+eventually "hostNetwork pod Running" '^pf-host +1/1 +Running' 60 -- k get pod pf-host --no-headers
+pf_start host pod/pf-host 28085:28600
+out=$(get http://127.0.0.1:28085/)
+[ "$out" = "from pf-host" ] && pass "port-forward to a hostNetwork pod" || fail "port-forward hostNetwork" "$out$(cat "$WORK/pf-host.err")"
+pf_stop "$PF_PID"
+k delete -f "$WORK/pf-host.yaml" --timeout=60s >/dev/null 2>&1 && pass "delete the hostNetwork pod" || fail "delete the hostNetwork pod"
 
 # The WebSocket channel protocol (v4.channel.k8s.io, ports in the query), as the Python client speaks it: one
 # connection to 80 and one to 81, where nothing listens.
@@ -139,9 +161,9 @@ fi
 
 # Nothing listens on 81: the connection fails, kubectl prints the agent's error and gives up the session (as it does
 # with a kubelet), and the agent carries on.
-pf_start closed pod/pf 18083:81
+pf_start closed pod/pf 28083:81
 closed_pid=$PF_PID
-out=$(get http://127.0.0.1:18083/ 2>&1); rc=$?
+out=$(get http://127.0.0.1:28083/ 2>&1); rc=$?
 [ "$rc" != 0 ] || [ -z "$out" ] && pass "a connection to a port nothing listens on fails" || fail "closed port answered" "$out"
 eventually "kubectl prints the error" 'error forwarding port 81 to pod default/pf.*refused' 20 -- cat "$WORK/pf-closed.err"
 for _ in $(seq 1 20); do kill -0 "$closed_pid" 2>/dev/null || break; sleep 0.5; done
@@ -157,8 +179,8 @@ out=$(lab timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$agent_port"'
 grep -q '^HTTP/1.1 101' <<<"$out" && pass "the agent upgrades a raw SPDY request" || fail "raw SPDY upgrade" "$out"
 eventually "the agent logs the malformed frame" 'port-forward session closed.*version 2' 20 -- cat "$WORK/agent.log"
 kill -0 "$AGENT_PID" 2>/dev/null && pass "the agent is still up" || fail "the agent died"
-pf_start after pod/pf 18084:80
-out=$(get http://127.0.0.1:18084/)
+pf_start after pod/pf 28084:80
+out=$(get http://127.0.0.1:28084/)
 [ "$out" = "hello from pf" ] && pass "port-forward works after the malformed session" || fail "port-forward after malformed" "$out"
 pf_stop "$PF_PID"
 
