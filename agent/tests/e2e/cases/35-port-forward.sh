@@ -75,8 +75,12 @@ got=$(get http://127.0.0.1:28080/big | md5sum | awk '{print $1}')
 [ -n "$want_big" ] && [ "$got" = "$want_big" ] && pass "a 4 MiB download arrives intact" || fail "big download ($got, want $want_big)"
 head -c 3000000 /dev/urandom >"$WORK/up.bin"
 want_up=$(md5sum <"$WORK/up.bin" | awk '{print $1}')
-got=$(upload_md5 28090 "$WORK/up.bin" 2>&1)
-[ "$got" = "$want_up" ] && pass "a 3 MB upload arrives intact (the pod half-closed and answered)" || fail "big upload ($got, want $want_up)"
+if command -v python3 >/dev/null; then
+  got=$(upload_md5 28090 "$WORK/up.bin" 2>&1)
+  [ "$got" = "$want_up" ] && pass "a 3 MB upload arrives intact (the pod half-closed and answered)" || fail "big upload ($got, want $want_up)"
+else
+  echo "skipping the upload check: no python3"
+fi
 pids=()
 for i in $(seq 1 30); do get -o "$WORK/pf-c$i" http://127.0.0.1:28080/ & pids+=($!); done
 for p in "${pids[@]}"; do wait "$p"; done
