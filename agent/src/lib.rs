@@ -21,8 +21,9 @@
 //!   containers' bind mounts of them. Env vars from the downward API, ConfigMaps and Secrets are in
 //!   [`pods::env`].
 //! - [`status`]: PodStatus from the observed state, written through `pods/status` only when it changed.
-//! - [`server`]: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, and [`exec`]'s WebSocket exec and attach
-//!   sessions for the API server.
+//! - [`server`]: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, [`exec`]'s WebSocket exec and attach
+//!   sessions, and [`portforward`]'s SPDY/3.1 sessions (plain or tunneled in WebSocket) for the API server;
+//!   forwarded connections are dialed inside the pod's network namespace.
 
 pub mod cgroups;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod exec;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod portforward;
 pub mod probes;
 pub mod sandbox;
 pub mod static_pods;

@@ -1,5 +1,6 @@
-//! The agent's HTTP server for the API server: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, and the
-//! WebSocket `/exec/...` and `/attach/...` sessions ([`crate::exec`]).
+//! The agent's HTTP server for the API server: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, the
+//! WebSocket `/exec/...` and `/attach/...` sessions ([`crate::exec`]), and `/portForward/{ns}/{pod}`
+//! ([`crate::portforward`]).
 
 use std::future::Future;
 use std::os::unix::fs::MetadataExt;
@@ -26,6 +27,7 @@ pub async fn serve(listener: tokio::net::TcpListener, config: Config, shutdown: 
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", any(exec))
         .route("/attach/{ns}/{pod}/{container}", any(attach))
+        .route("/portForward/{ns}/{pod}", any(port_forward))
         .with_state(config);
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "agent server failed");
@@ -48,6 +50,10 @@ async fn attach(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     crate::exec::attach(config, target, q.unwrap_or_default(), ws).await
+}
+
+async fn port_forward(State(config): State<Config>, Path(target): Path<(String, String)>, req: axum::extract::Request) -> Response {
+    crate::portforward::port_forward(config, target, req).await
 }
 
 #[derive(Deserialize, Default)]
