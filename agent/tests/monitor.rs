@@ -191,6 +191,7 @@ fn monitor_runs_a_container_and_writes_cri_logs_and_exit_code() {
         log_max_files: 5,
         stdin: false,
         stdin_once: false,
+        tty: false,
     };
     let monitor_out = tmp.path().join("monitor.log");
     let out = std::fs::File::create(&monitor_out).unwrap();

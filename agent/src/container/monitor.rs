@@ -47,6 +47,9 @@ pub struct MonitorArgs {
     /// With --stdin: the end of the first attach session closes it (`stdinOnce: true`).
     #[arg(long)]
     pub stdin_once: bool,
+    /// The container runs on a terminal (`tty: true`); the monitor holds its master.
+    #[arg(long)]
+    pub tty: bool,
 }
 
 impl MonitorArgs {
@@ -71,6 +74,9 @@ impl MonitorArgs {
         }
         if self.stdin_once {
             v.push("--stdin-once".into());
+        }
+        if self.tty {
+            v.push("--tty".into());
         }
         v
     }
@@ -108,6 +114,13 @@ impl LineSplitter {
             let rest = self.buf.split_off(MAX_LINE);
             out.extend(cri_line(self.stream, true, &self.buf));
             self.buf = rest;
+        }
+    }
+    /// Logs what is buffered as a partial line now (the next data continues it).
+    pub fn flush_partial(&mut self, out: &mut Vec<u8>) {
+        if !self.buf.is_empty() {
+            out.extend(cri_line(self.stream, true, &self.buf));
+            self.buf.clear();
         }
     }
     pub fn finish(&mut self, out: &mut Vec<u8>) {
@@ -156,30 +169,67 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
     }
     let mut log = LogFile::open(&args.log_file, args.log_max_size, args.log_max_files).context("opening the log file")?;
 
-    let (out_r, out_w) = nix::unistd::pipe().context("pipe")?;
-    let (err_r, err_w) = nix::unistd::pipe().context("pipe")?;
     let pid_file = args.state_dir.join("pid");
-    let (stdin, mut stdin_relay) = if args.stdin {
-        let (read, relay) = StdinRelay::new(&args.state_dir, args.stdin_once).context("setting up stdin")?;
-        (Stdio::from(read), Some(relay))
+    let (streams, mut stdin_relay) = if args.tty {
+        let sock = args.state_dir.join("console.sock");
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock).context("binding the console socket")?;
+        let mut child = runtime(&args)
+            .arg("create")
+            .arg(&args.id)
+            .arg("-b")
+            .arg(&args.bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg("--console-socket")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("running skiff-runtime create")?;
+        let master = crate::exec::tty::receive_master(&listener, &mut child);
+        let status = child.wait().context("waiting for skiff-runtime create")?;
+        let _ = std::fs::remove_file(&sock);
+        if !status.success() {
+            return fail(&args.state_dir, "CreateContainerError", last_error(&args.state_dir, "skiff-runtime create failed"));
+        }
+        let master = match master {
+            Ok(m) => m,
+            Err(e) => return fail(&args.state_dir, "CreateContainerError", e),
+        };
+        let relay = if args.stdin {
+            let input = master.try_clone().context("duplicating the terminal")?;
+            Some(StdinRelay::for_terminal(&args.state_dir, input, args.stdin_once).context("setting up stdin")?)
+        } else {
+            None
+        };
+        (vec![(File::from(master), "stdout")], relay)
     } else {
-        (Stdio::null(), None)
+        let (out_r, out_w) = nix::unistd::pipe().context("pipe")?;
+        let (err_r, err_w) = nix::unistd::pipe().context("pipe")?;
+        let (stdin, relay) = if args.stdin {
+            let (read, relay) = StdinRelay::new(&args.state_dir, args.stdin_once).context("setting up stdin")?;
+            (Stdio::from(read), Some(relay))
+        } else {
+            (Stdio::null(), None)
+        };
+        let status = runtime(&args)
+            .stdin(stdin)
+            .arg("create")
+            .arg(&args.id)
+            .arg("-b")
+            .arg(&args.bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .stdout(Stdio::from(out_w))
+            .stderr(Stdio::from(err_w))
+            .status()
+            .context("running skiff-runtime create")?;
+        if !status.success() {
+            return fail(&args.state_dir, "CreateContainerError", last_error(&args.state_dir, "skiff-runtime create failed"));
+        }
+        (vec![(File::from(out_r), "stdout"), (File::from(err_r), "stderr")], relay)
     };
-    let status = runtime(&args)
-        .stdin(stdin)
-        .arg("create")
-        .arg(&args.id)
-        .arg("-b")
-        .arg(&args.bundle)
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
-        .status()
-        .context("running skiff-runtime create")?;
-    if !status.success() {
-        return fail(&args.state_dir, "CreateContainerError", last_error(&args.state_dir, "skiff-runtime create failed"));
-    }
     let pid: i32 = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
     if pid <= 0 {
         return fail(&args.state_dir, "CreateContainerError", "no pid file after create".into());
@@ -193,7 +243,7 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
     let started = Started { monitor_pid: std::process::id() as i32, pid, started_at: Utc::now() };
     write_json(&args.state_dir.join(STARTED), &started).context("writing started.json")?;
 
-    let status = relay(pid, [File::from(out_r), File::from(err_r)], &mut log, stdin_relay.as_mut());
+    let status = relay(pid, streams, &mut log, stdin_relay.as_mut(), args.tty);
     drop(stdin_relay);
     let (exit_code, reason) = match status {
         WaitStatus::Exited(_, 0) => (0, "Completed"),
@@ -288,11 +338,19 @@ impl LogFile {
     }
 }
 
-/// Copies both pipes into the log until the container init exited and the pipes are drained (or stay silent for a
-/// second after the exit: a daemonized grandchild may hold them open). Reaps every child that exits meanwhile.
-fn relay(pid: i32, mut pipes: [File; 2], log: &mut LogFile, mut stdin: Option<&mut StdinRelay>) -> WaitStatus {
-    let mut splitters = [LineSplitter::new("stdout"), LineSplitter::new("stderr")];
-    let mut open = [true, true];
+/// Copies the container's output streams into the log until the container init exited and the streams are drained
+/// (or stay silent for a second after the exit: a daemonized grandchild may hold them open). Reaps every child that
+/// exits meanwhile. With a terminal (`partial_now`), output without a newline yet (a shell prompt) is logged at once
+/// as a partial line, so that attached sessions see it.
+fn relay(
+    pid: i32,
+    mut streams: Vec<(File, &'static str)>,
+    log: &mut LogFile,
+    mut stdin: Option<&mut StdinRelay>,
+    partial_now: bool,
+) -> WaitStatus {
+    let mut splitters: Vec<LineSplitter> = streams.iter().map(|(_, name)| LineSplitter::new(name)).collect();
+    let mut open: Vec<bool> = streams.iter().map(|_| true).collect();
     let mut exit: Option<(WaitStatus, Instant)> = None;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -317,9 +375,9 @@ fn relay(pid: i32, mut pipes: [File; 2], log: &mut LogFile, mut stdin: Option<&m
         }
         let (ready, stdin_ready): (Vec<bool>, Vec<bool>) = {
             let mut fds: Vec<PollFd> = vec![];
-            let idx: Vec<usize> = (0..2).filter(|i| open[*i]).collect();
+            let idx: Vec<usize> = (0..streams.len()).filter(|i| open[*i]).collect();
             for i in &idx {
-                fds.push(PollFd::new(pipes[*i].as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(streams[*i].0.as_fd(), PollFlags::POLLIN));
             }
             for interest in stdin.as_ref().map(|s| s.interests()).unwrap_or_default() {
                 fds.push(match interest {
@@ -327,12 +385,12 @@ fn relay(pid: i32, mut pipes: [File; 2], log: &mut LogFile, mut stdin: Option<&m
                     Interest::Write(fd) => PollFd::new(fd, PollFlags::POLLOUT),
                 });
             }
+            let mut r = vec![false; streams.len()];
             if fds.is_empty() {
                 std::thread::sleep(Duration::from_millis(100));
-                (vec![false, false], vec![])
+                (r, vec![])
             } else {
                 let _ = poll(&mut fds, PollTimeout::from(200u16));
-                let mut r = vec![false, false];
                 for (k, i) in idx.iter().enumerate() {
                     r[*i] = fds[k].revents().is_some_and(|e| !e.is_empty());
                 }
@@ -343,11 +401,14 @@ fn relay(pid: i32, mut pipes: [File; 2], log: &mut LogFile, mut stdin: Option<&m
         if let Some(s) = stdin.as_mut() {
             s.handle(&stdin_ready);
         }
-        for i in 0..2 {
+        for i in 0..streams.len() {
             if !ready[i] {
                 continue;
             }
-            match pipes[i].read(&mut buf) {
+            match streams[i].0.read(&mut buf) {
+                // A terminal shared with the input side is non-blocking.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {}
+                // EIO from a terminal: every slave end is closed.
                 Ok(0) | Err(_) => {
                     open[i] = false;
                     let mut out = vec![];
@@ -357,6 +418,9 @@ fn relay(pid: i32, mut pipes: [File; 2], log: &mut LogFile, mut stdin: Option<&m
                 Ok(n) => {
                     let mut out = vec![];
                     splitters[i].push(&buf[..n], &mut out);
+                    if partial_now {
+                        splitters[i].flush_partial(&mut out);
+                    }
                     let _ = log.write_all(&out);
                 }
             }

@@ -177,7 +177,8 @@ pub fn render(c: &Container, image: &RunConfig, inputs: &SpecInputs) -> Value {
     let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            // tty: true runs on a terminal whose master the monitor takes over the console socket.
+            "terminal": c.tty == Some(true),
             "user": user,
             "args": process_args(c, image),
             "env": process_env(image, inputs.hostname, &inputs.config.env),

@@ -1,8 +1,10 @@
-//! The container's stdin for `stdin: true` containers, kept by the monitor (as conmon / containerd-shim keep it):
-//! the container reads the read end of a pipe whose write end the monitor holds, so it sees no end of input while
-//! nobody is attached. `kubectl attach -i` sessions reach it through a unix socket in the attempt's state dir
-//! (`attach.sock`): the agent connects and writes what the client types; the monitor copies it into the pipe. With
-//! `stdinOnce`, the end of the first session closes the pipe (the container sees EOF) and no session can write again.
+//! The container's input for `stdin: true` containers, kept by the monitor (as conmon / containerd-shim keep it):
+//! without a terminal, the container reads the read end of a pipe whose write end the monitor holds, so it sees no
+//! end of input while nobody is attached; with `tty: true`, input goes to the terminal's master. `kubectl attach -i`
+//! sessions reach it through a unix socket in the attempt's state dir (`attach.sock`): the agent connects and sends
+//! [`Frame`]s (input, terminal size, end of input); the monitor copies the input into the pipe or terminal. With
+//! `stdinOnce`, the end of the first session closes the pipe (the container sees EOF) and no session can write
+//! again (a terminal stays: the container reads the end of input when the user types it).
 //!
 //! Driven from the monitor's single-threaded poll loop: everything here is non-blocking.
 
@@ -13,6 +15,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use rustix::termios::{tcsetwinsize, Winsize};
+
+pub use crate::exec::tty::Frame;
 
 /// The socket attach sessions connect to, in the attempt's state dir.
 pub const ATTACH_SOCKET: &str = "attach.sock";
@@ -20,11 +25,19 @@ pub const ATTACH_SOCKET: &str = "attach.sock";
 /// Buffered but not yet written to the pipe; sessions are not read while this much waits (back-pressure).
 const MAX_PENDING: usize = 256 * 1024;
 
+struct Session {
+    stream: UnixStream,
+    /// Bytes of a frame not yet whole.
+    partial: Vec<u8>,
+}
+
 pub struct StdinRelay {
     socket_path: PathBuf,
     listener: Option<UnixListener>,
-    sessions: Vec<UnixStream>,
+    sessions: Vec<Session>,
+    /// The pipe's write end, or the terminal's master.
     pipe: Option<File>,
+    tty: bool,
     pending: Vec<u8>,
     once: bool,
     /// stdinOnce: the first session ended; close the pipe once `pending` is written.
@@ -37,7 +50,7 @@ pub enum Interest<'a> {
     Write(BorrowedFd<'a>),
 }
 
-fn set_nonblocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
     let raw = fd.as_raw_fd();
     let flags = OFlag::from_bits_truncate(fcntl(raw, FcntlArg::F_GETFL)?);
     fcntl(raw, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
@@ -48,21 +61,30 @@ impl StdinRelay {
     /// The pipe's read end (the container's stdin) and the relay holding its write end and listening in `state_dir`.
     pub fn new(state_dir: &Path, once: bool) -> std::io::Result<(OwnedFd, StdinRelay)> {
         let (read, write) = nix::unistd::pipe()?;
-        set_nonblocking(write.as_fd())?;
+        Ok((read, Self::with_sink(state_dir, write, once, false)?))
+    }
+
+    /// Input for a terminal: `master` is (a duplicate of) the pty master; it is made non-blocking.
+    pub fn for_terminal(state_dir: &Path, master: OwnedFd, once: bool) -> std::io::Result<StdinRelay> {
+        Self::with_sink(state_dir, master, once, true)
+    }
+
+    fn with_sink(state_dir: &Path, sink: OwnedFd, once: bool, tty: bool) -> std::io::Result<StdinRelay> {
+        set_nonblocking(sink.as_fd())?;
         let socket_path = state_dir.join(ATTACH_SOCKET);
         let _ = std::fs::remove_file(&socket_path);
         let listener = UnixListener::bind(&socket_path)?;
         listener.set_nonblocking(true)?;
-        let relay = StdinRelay {
+        Ok(StdinRelay {
             socket_path,
             listener: Some(listener),
             sessions: Vec::new(),
-            pipe: Some(File::from(write)),
+            pipe: Some(File::from(sink)),
+            tty,
             pending: Vec::new(),
             once,
             closing: false,
-        };
-        Ok((read, relay))
+        })
     }
 
     /// The descriptors to poll, in the order [`StdinRelay::handle`] expects their readiness.
@@ -73,7 +95,7 @@ impl StdinRelay {
         }
         if self.pending.len() < MAX_PENDING {
             for s in &self.sessions {
-                out.push(Interest::Read(s.as_fd()));
+                out.push(Interest::Read(s.stream.as_fd()));
             }
         }
         if let (Some(p), false) = (&self.pipe, self.pending.is_empty()) {
@@ -104,20 +126,36 @@ impl StdinRelay {
             if !ready {
                 continue;
             }
-            match self.sessions[k].read(&mut buf) {
+            let session = &mut self.sessions[k];
+            match session.stream.read(&mut buf) {
                 Ok(0) => ended.push(k),
                 Ok(n) => {
-                    if self.pipe.is_some() {
-                        self.pending.extend_from_slice(&buf[..n]);
+                    session.partial.extend_from_slice(&buf[..n]);
+                    for frame in Frame::decode_all(&mut session.partial) {
+                        match frame {
+                            Frame::Input(d) if self.pipe.is_some() => self.pending.extend_from_slice(&d),
+                            Frame::Input(_) => {}
+                            Frame::Resize { cols, rows } => {
+                                if let (true, Some(p)) = (self.tty, self.pipe.as_ref()) {
+                                    let _ = tcsetwinsize(p, Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 });
+                                }
+                            }
+                            Frame::EndOfInput => {
+                                if !ended.contains(&k) {
+                                    ended.push(k);
+                                }
+                            }
+                        }
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => ended.push(k),
             }
         }
+        ended.sort_unstable();
         for k in ended.into_iter().rev() {
             self.sessions.remove(k);
-            if self.once {
+            if self.once && !self.tty {
                 // The first session is over: no more input, ever (the kubelet's stdinOnce).
                 self.closing = true;
                 self.listener = None;
@@ -135,7 +173,7 @@ impl StdinRelay {
             match l.accept() {
                 Ok((s, _)) => {
                     if s.set_nonblocking(true).is_ok() {
-                        self.sessions.push(s);
+                        self.sessions.push(Session { stream: s, partial: Vec::new() });
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -227,7 +265,7 @@ mod tests {
         set_nonblocking(read.as_fd()).unwrap();
         let mut r = File::from(read);
         let mut a = UnixStream::connect(dir.path().join(ATTACH_SOCKET)).unwrap();
-        a.write_all(b"hello\n").unwrap();
+        a.write_all(&Frame::Input(b"hello\n".to_vec()).encode()).unwrap();
         let mut got = vec![];
         drive(&mut relay, |_| {
             got.extend(read_available(&mut r));
@@ -239,7 +277,7 @@ mod tests {
         let mut buf = [0u8; 8];
         assert_eq!(r.read(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
         let mut b = UnixStream::connect(dir.path().join(ATTACH_SOCKET)).unwrap();
-        b.write_all(b"again").unwrap();
+        b.write_all(&Frame::Input(b"again".to_vec()).encode()).unwrap();
         let mut got = vec![];
         drive(&mut relay, |_| {
             got.extend(read_available(&mut r));
@@ -253,8 +291,9 @@ mod tests {
         let (read, mut relay) = StdinRelay::new(dir.path(), true).unwrap();
         let mut r = File::from(read);
         let mut a = UnixStream::connect(dir.path().join(ATTACH_SOCKET)).unwrap();
-        a.write_all(b"last words").unwrap();
-        drop(a);
+        a.write_all(&Frame::Input(b"last ".to_vec()).encode()).unwrap();
+        a.write_all(&Frame::Input(b"words".to_vec()).encode()).unwrap();
+        a.write_all(&Frame::EndOfInput.encode()).unwrap();
         drive(&mut relay, |rl| rl.pipe.is_none());
         let mut all = vec![];
         r.read_to_end(&mut all).unwrap(); // EOF: the write end is closed
@@ -278,7 +317,9 @@ mod tests {
         let path = dir.path().join(ATTACH_SOCKET);
         let writer = std::thread::spawn(move || {
             let mut a = UnixStream::connect(path).unwrap();
-            a.write_all(&data).unwrap();
+            for chunk in data.chunks(10_000) {
+                a.write_all(&Frame::Input(chunk.to_vec()).encode()).unwrap();
+            }
         });
         drive(&mut relay, |rl| rl.pipe.is_none());
         writer.join().unwrap();

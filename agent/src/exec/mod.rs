@@ -28,6 +28,7 @@ use crate::container::container_id;
 use crate::container::state::{self, EXIT};
 use crate::Config;
 use channel::Incoming;
+use tty::Frame;
 
 /// The query of an exec or attach request.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -433,20 +434,25 @@ async fn attach_session(running: &Running, req: &StreamRequest, socket: WebSocke
             break;
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            // A terminal session is interactive: look at the output more often.
+            _ = tokio::time::sleep(Duration::from_millis(if req.tty { 40 } else { 200 })) => {}
             m = stream.next() => match m {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
-                Some(Ok(Message::Binary(data))) => match (channel::decode(&data), input.as_mut()) {
-                    (Incoming::Stdin(d), Some(w)) => {
-                        let failed = w.write_all(d).await.is_err();
-                        if failed {
+                Some(Ok(Message::Binary(data))) => {
+                    let frame = match channel::decode(&data) {
+                        Incoming::Stdin(d) => Some(Frame::Input(d.to_vec())),
+                        Incoming::Resize(size) => Some(Frame::Resize { cols: size.width, rows: size.height }),
+                        // End of input from this session (v5): the monitor decides what that means (stdinOnce).
+                        Incoming::Close(channel::STDIN) => Some(Frame::EndOfInput),
+                        _ => None,
+                    };
+                    if let (Some(f), Some(w)) = (frame, input.as_mut()) {
+                        let end = f == Frame::EndOfInput;
+                        if w.write_all(&f.encode()).await.is_err() || end {
                             input = None;
                         }
                     }
-                    // End of input from this session (v5): the monitor decides what that means (stdinOnce).
-                    (Incoming::Close(channel::STDIN), _) => input = None,
-                    _ => {}
-                },
+                }
                 Some(Ok(_)) => {}
             },
         }

@@ -119,7 +119,7 @@ fn report(result: Result<i32, String>) -> ! {
 }
 
 /// Receives the pty master from the runtime over the console socket.
-fn receive_master(listener: &UnixListener, runtime: &mut std::process::Child) -> Result<OwnedFd, String> {
+pub(crate) fn receive_master(listener: &UnixListener, runtime: &mut std::process::Child) -> Result<OwnedFd, String> {
     listener.set_nonblocking(true).map_err(|e| format!("console socket: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let stream = loop {

@@ -630,6 +630,7 @@ impl Worker {
             log_max_files: self.env.config.log_max_files,
             stdin: c.stdin == Some(true),
             stdin_once: c.stdin == Some(true) && c.stdin_once == Some(true),
+            tty: c.tty == Some(true),
         };
         let exe = std::env::current_exe().map_err(io("locating", Path::new("/proc/self/exe")))?;
         let out_path = state_dir.join("monitor.log");

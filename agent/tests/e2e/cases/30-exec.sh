@@ -60,6 +60,13 @@ out=$(echo world | timeout 60 nsenter --net="/run/netns/$LAB" kubectl run runi -
   --image-pull-policy=Never --command -- sh -c 'read x; echo "hello $x"' 2>&1)
 grep -q 'hello world' <<<"$out" && pass "kubectl run -i --rm sends stdin and shows the answer" || fail "kubectl run -i" "$out"
 k delete pod reader --timeout=30s >/dev/null 2>&1
+# kubectl run -it: a container on a terminal (tty: true, stdin: true); kubectl (in script(1) for a terminal of its
+# own) types into the container's shell and sees its prompt and answers; --rm deletes the pod after exit.
+out=$( (sleep 6; printf 'tty; echo tty-$((6*7))\n'; sleep 3; printf 'exit 0\n'; sleep 8) |
+  lab script -qec "kubectl --request-timeout=60s run shelltty -it --rm --restart=Never --image=localhost/busybox:1 --image-pull-policy=Never -- sh" /dev/null 2>&1)
+grep -q 'tty-42' <<<"$out" && pass "kubectl run -it: the shell answers on its terminal" || fail "kubectl run -it" "$out"
+grep -q '/dev/pts/' <<<"$out" && pass "kubectl run -it: the container's stdin is a terminal" || fail "run -it terminal" "$out"
+eventually "kubectl run -it --rm: the pod is gone" '^0$' 30 -- sh -c "nsenter --net=/run/netns/$LAB kubectl get pod shelltty --no-headers 2>/dev/null | wc -l"
 left=$(ls "$WORK/run/exec" 2>/dev/null | wc -l)
 [ "$left" = 0 ] && pass "exec sessions leave nothing in the run dir" || fail "exec leftovers: $left"
 k delete pod shell --timeout=60s >/dev/null 2>&1 && pass "delete the exec pod" || fail "delete the exec pod"
