@@ -154,9 +154,10 @@ pub fn apply_pod_resources(root: &str, qos: &str, uid: &str, r: &PodResources) -
             continue;
         }
         if h.v2 {
-            // Only where the parent hands the controllers down; else the files do not exist.
-            let enabled = std::fs::read_to_string(h.mount.join("cgroup.subtree_control")).unwrap_or_default();
-            if !enabled.split_whitespace().any(|c| c == "cpu" || c == "memory") {
+            // Only where the hierarchy has the controllers (a hybrid host's v2 tree has none): then they are
+            // handed down from the root to the pod's parent, as libcontainer does for the container's own cgroup.
+            let available = std::fs::read_to_string(h.mount.join("cgroup.controllers")).unwrap_or_default();
+            if !available.split_whitespace().any(|c| c == "cpu" || c == "memory") {
                 continue;
             }
             enable_v2_controllers(&h.mount, &dir)?;
@@ -173,17 +174,20 @@ pub fn apply_pod_resources(root: &str, qos: &str, uid: &str, r: &PodResources) -
     Ok(())
 }
 
-/// On v2, turns cpu and memory on in `cgroup.subtree_control` from the mount down to `dir`'s parent.
+/// On v2, turns cpu and memory on in `cgroup.subtree_control` from the mount (included) down to `dir`'s parent.
 fn enable_v2_controllers(mount: &Path, dir: &Path) -> Result<(), CgroupError> {
     let Ok(rel) = dir.strip_prefix(mount) else { return Ok(()) };
-    let mut cur = mount.to_path_buf();
     let parts: Vec<_> = rel.components().collect();
-    for part in &parts[..parts.len().saturating_sub(1)] {
-        cur.push(part);
-        std::fs::create_dir_all(&cur).map_err(|source| CgroupError { what: "creating", path: cur.clone(), source })?;
+    let mut cur = mount.to_path_buf();
+    for k in 0..parts.len() {
+        if k > 0 {
+            cur.push(parts[k - 1]);
+            std::fs::create_dir_all(&cur).map_err(|source| CgroupError { what: "creating", path: cur.clone(), source })?;
+        }
         let available = std::fs::read_to_string(cur.join("cgroup.controllers")).unwrap_or_default();
+        let enabled = std::fs::read_to_string(cur.join("cgroup.subtree_control")).unwrap_or_default();
         for c in ["cpu", "memory"] {
-            if available.split_whitespace().any(|a| a == c) {
+            if available.split_whitespace().any(|a| a == c) && !enabled.split_whitespace().any(|e| e == c) {
                 let path = cur.join("cgroup.subtree_control");
                 std::fs::write(&path, format!("+{c}")).map_err(|source| CgroupError { what: "writing", path, source })?;
             }
