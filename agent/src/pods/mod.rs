@@ -38,6 +38,10 @@ pub struct PodEnv {
     /// informer); filled by the reflector that [`run`] drives.
     pub services: kube::runtime::reflector::Store<Service>,
     services_writer: std::sync::Mutex<Option<kube::runtime::reflector::store::Writer<Service>>>,
+    /// True once the Services were listed (kube-runtime's `Store::wait_until_ready` wakes only one of several
+    /// waiters, and every starting container waits for this).
+    pub services_synced: tokio::sync::watch::Receiver<bool>,
+    services_synced_tx: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,9 +62,12 @@ impl PodEnv {
         let bridge_index = crate::sandbox::network::ensure_bridge(&netlink, &config.bridge, cidr).await?;
         let allocatable = downward::NodeAllocatable::from_json(&crate::node::host_facts(&config, 0).allocatable);
         let (services, services_writer) = kube::runtime::reflector::store();
+        let (services_synced_tx, services_synced) = tokio::sync::watch::channel(false);
         Ok(Arc::new(PodEnv {
             services,
             services_writer: std::sync::Mutex::new(Some(services_writer)),
+            services_synced,
+            services_synced_tx,
             allocatable,
             mounter: Arc::new(crate::volumes::mounter::SysMounter),
             events: crate::events::Recorder::start(client.clone(), config.node_name.clone()),
@@ -79,7 +86,8 @@ impl PodEnv {
 /// Watches this node's pods until `stop` flips; containers are left running when it returns.
 pub async fn run(env: Arc<PodEnv>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let writer = env.services_writer.lock().expect("services writer lock").take();
-    let _services = writer.map(|w| AbortOnDrop(tokio::spawn(reflect_services(env.client.clone(), w))));
+    let _services = writer
+        .map(|w| AbortOnDrop(tokio::spawn(reflect_services(env.client.clone(), w, env.services_synced_tx.clone()))));
     let api: Api<Pod> = Api::all(env.client.clone());
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", env.config.node_name));
     let mut stream = watcher(api, wc).boxed();
@@ -144,14 +152,24 @@ fn deliver(env: &Arc<PodEnv>, workers: &mut HashMap<String, tokio::sync::watch::
 }
 
 /// Keeps [`PodEnv::services`] in step with the cluster's Services (list, then watch; resumes after errors).
-async fn reflect_services(client: kube::Client, writer: kube::runtime::reflector::store::Writer<Service>) {
+async fn reflect_services(
+    client: kube::Client,
+    writer: kube::runtime::reflector::store::Writer<Service>,
+    synced: tokio::sync::watch::Sender<bool>,
+) {
     let api: Api<Service> = Api::all(client);
     let stream = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()));
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.next().await {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "service watch failed; it resumes");
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        match event {
+            Ok(watcher::Event::InitDone) => {
+                synced.send_replace(true);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "service watch failed; it resumes");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
         }
     }
 }

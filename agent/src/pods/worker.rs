@@ -519,7 +519,8 @@ impl Worker {
         let store = &self.env.services;
         // Static pods may start before there is an API server (as the kubelet: they do not wait).
         let is_static = pod.metadata.annotations.as_ref().and_then(|a| a.get(crate::static_pods::SOURCE)).is_some_and(|s| s != "api");
-        if !is_static && tokio::time::timeout(SERVICES_SYNC_WAIT, store.wait_until_ready()).await.is_err() {
+        let mut synced = self.env.services_synced.clone();
+        if !is_static && tokio::time::timeout(SERVICES_SYNC_WAIT, synced.wait_for(|s| *s)).await.is_err() {
             return Err(WorkerError::Config("services have not yet been read at least once, cannot construct envvars".into()));
         }
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
