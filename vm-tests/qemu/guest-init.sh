@@ -16,8 +16,9 @@ mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 mount --make-rshared /
-ln -sf /proc/self/fd /dev/fd; ln -sf /proc/self/fd/0 /dev/stdin; ln -sf /proc/self/fd/1 /dev/stdout; ln -sf /proc/self/fd/2 /dev/stderr
-for m in overlay veth bridge br_netfilter nf_tables nft_compat nf_conntrack nf_nat xt_MASQUERADE xt_conntrack \
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+# No udev: the NIC's and the RNG's drivers are loaded by hand (the initramfs loaded the block device's).
+for m in virtio_net virtio_rng overlay veth bridge br_netfilter nf_tables nft_compat nf_conntrack nf_nat xt_MASQUERADE xt_conntrack \
   xt_comment xt_mark xt_addrtype xt_nat xt_statistic ip_tables iptable_nat iptable_filter; do
   modprobe "$m" 2>/dev/null || echo "modprobe $m failed"
 done

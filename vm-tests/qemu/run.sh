@@ -60,6 +60,7 @@ mkdir -p "$HOME" "$WORK/common"
 
 host_ip() { echo "$SUBNET.$((10 + $1))"; }
 host_name() { echo "host-$1"; }
+agent_run_dir() { echo /run/skiff/agent; }   # guest-lib.sh's start_agent
 lab() { nsenter --net="/run/netns/$LAB" "$@"; }
 k() { lab kubectl --request-timeout=20s "$@"; }
 
@@ -152,7 +153,7 @@ start_vm() {
     "${QEMU_ACCEL[@]}" -smp 1 -m "$MEM" -nodefaults -display none -no-reboot \
     -serial "file:$WORK/h$n/console.log" -monitor none \
     -kernel "$IMG/vmlinuz" -initrd "$IMG/initrd.img" \
-    -append "root=/dev/vda rw console=ttyS0 quiet panic=1 init=/sbin/skiff-init skiff.n=$n skiff.ip=$(host_ip "$n")" \
+    -append "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet panic=1 init=/sbin/skiff-init skiff.n=$n skiff.ip=$(host_ip "$n")" \
     -drive "file=$IMG/root.img,format=raw,if=virtio,snapshot=on" \
     -netdev "tap,id=net0,ifname=tap$n,script=no,downscript=no" \
     -device "virtio-net-pci,netdev=net0,mac=52:54:00:77:00:$(printf %02x "$n")" \
