@@ -35,6 +35,9 @@ OUT=$CACHE/$HASH
 if [ -s "$OUT/root.img" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.img" ]; then echo "$OUT"; exit 0; fi
 
 mkdir -p "$CACHE"
+# One build at a time (a second run waits, then finds the image built).
+exec 8>"$CACHE/.lock"; flock 8
+if [ -s "$OUT/root.img" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.img" ]; then echo "$OUT"; exit 0; fi
 TMP=$(mktemp -d "$CACHE/build.XXXXXX")
 trap 'umount -R "$TMP/rootfs" 2>/dev/null || true; rm -rf "$TMP"' EXIT
 T0=$(date +%s)
