@@ -58,7 +58,7 @@ while :; do
   for f in "$OUT"/cmd/*.sh; do
     id=${f%.sh}
     mv "$f" "$id.run" || continue
-    ( bash -c '. /skiff/common/guest-lib.sh; . "$1"' sh "$id.run" >"$id.out" 2>&1; echo $? >"$id.rc.tmp"; mv "$id.rc.tmp" "$id.rc"; rm -f "$id.run" ) &
+    ( bash -c '. /skiff/common/guest-lib.sh; . "$1"' sh "$id.run" >"$id.out" 2>&1; echo $? >"$id.rc.tmp"; rm -f "$id.run"; mv "$id.rc.tmp" "$id.rc" ) &
   done
   read -r -t 0.2 -u 9 _
 done

@@ -66,11 +66,10 @@ k() { lab kubectl --request-timeout=20s "$@"; }
 
 # on_host N CMD...: run CMD in guest N (as root, with guest-lib.sh's functions) through the command channel: a
 # script dropped into the VM's writable share, which the guest's init runs; prints its output, returns its status.
-SEQ=0
 on_host() {
   local n=$1; shift
-  SEQ=$((SEQ + 1))
-  local id="$WORK/h$n/cmd/c$SEQ" rc
+  # Unique also across the subshells ($(...), background jobs) that call on_host.
+  local id="$WORK/h$n/cmd/c$BASHPID-$RANDOM-$(date +%s%N)" rc
   mkdir -p "$WORK/h$n/cmd"
   printf '%q ' "$@" >"$id.tmp" && echo >>"$id.tmp" && mv "$id.tmp" "$id.sh"
   for _ in $(seq 1 1200); do [ -s "$id.rc" ] && break; sleep 0.1; done
