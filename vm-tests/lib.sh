@@ -2,6 +2,7 @@
 #   k ARGS            kubectl against the cluster, from outside the hosts
 #   on_host N CMD...  run CMD on host N (its network)
 #   host_ip N, host_name N, HOSTS (count)
+#   agent_run_dir N   the agent's --run-dir on host N, as on_host N sees it
 #   stop_agent N / start_agent N, stop_proxy N / start_proxy N, stop_cp / start_cp, cut_link N / heal_link N
 # and sources the scenarios (vm-tests/scenarios/*.sh, in name order).
 PASSED=0; FAILED=0; KNOWN=0

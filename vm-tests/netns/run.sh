@@ -43,6 +43,7 @@ host_ns() { echo "$ID-h$1"; }
 host_ip() { echo "$SUBNET.$((10 + $1))"; }
 host_name() { echo "host-$1"; }
 cgroot() { echo "$ID-h$1"; }
+agent_run_dir() { echo "$WORK/h$1/run"; }
 lab() { nsenter --net="/run/netns/$LAB" "$@"; }
 on_host() { local n=$1; shift; nsenter --net="/run/netns/$(host_ns "$n")" "$@"; }
 k() { lab kubectl --request-timeout=20s "$@"; }

@@ -3,10 +3,10 @@
 states() { k get pods -o 'jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount}{"\n"}{end}' 2>/dev/null | sort; }
 n=$HOSTS
 before=$(states)
-pid_before=$(cat "$WORK/h$n/run/pods/$(k get pod "client-$n" -o 'jsonpath={.metadata.uid}')/c/0/pid" 2>/dev/null)
+pid_before=$(on_host "$n" cat "$(agent_run_dir "$n")/pods/$(k get pod "client-$n" -o 'jsonpath={.metadata.uid}')/c/0/pid" 2>/dev/null)
 t=$(now)
 stop_agent "$n"
-kill -0 "$pid_before" 2>/dev/null && pass "containers on $(host_name "$n") keep running while its agent is down" ||
+on_host "$n" kill -0 "$pid_before" 2>/dev/null && pass "containers on $(host_name "$n") keep running while its agent is down" ||
   fail "container died with the agent (pid '$pid_before')"
 start_agent "$n"
 sleep 2
@@ -15,7 +15,7 @@ timing "agent restart to Ready" "$t"
 sleep 3
 after=$(states)
 [ "$before" = "$after" ] && pass "no container restarted or replaced by the agent restart" || fail "agent restart" "$(diff <(echo "$before") <(echo "$after"))"
-kill -0 "$pid_before" 2>/dev/null && pass "same container process after the agent restart" || fail "container process replaced"
+on_host "$n" kill -0 "$pid_before" 2>/dev/null && pass "same container process after the agent restart" || fail "container process replaced"
 out=$(k exec "client-$n" -- echo still here 2>&1)
 [ "$out" = "still here" ] && pass "exec after the agent restart" || fail "exec after the agent restart" "$out"
 

@@ -35,9 +35,11 @@ timing "heal → Ready" "$t"
 eventually "the evicted replica is gone from the API" '^0$' 120 -- sh -c "nsenter --net=/run/netns/$LAB kubectl get pod --no-headers $on_victim 2>/dev/null | wc -l"
 timing "heal → evicted pods cleaned up" "$t"
 
+# sandboxes N: how many pod network namespaces the agent of host N still holds.
+sandboxes() { on_host "$1" ls "$(agent_run_dir "$1")/netns" 2>/dev/null | wc -l; }
 # Leave nothing: delete everything and check every host is empty.
 k delete -f "$WORK/cluster.yaml" --wait=false >/dev/null 2>&1
 eventually "no pod left in the API" '^No resources found' 120 -- k get pods -A
 for m in $(seq 1 "$HOSTS"); do
-  eventually "no pod sandbox left on host $m" '^0$' 40 -- sh -c "ls '$WORK/h$m/run/netns' 2>/dev/null | wc -l"
+  eventually "no pod sandbox left on host $m" '^0$' 40 -- sandboxes "$m"
 done
