@@ -143,6 +143,13 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // One set of informers for the process: the controllers, the node lifecycle and the scheduler read the same
+    // pod and node caches (started by whichever needs them first; kept across a loss of leadership).
+    let informers = {
+        let url: axum::http::Uri = self_url.parse()?;
+        let client = kube::Client::try_from(kube::Config::new(url)).context("building the informers' API client")?;
+        controllers::Informers::new(client, stopped(stop_rx.clone()))
+    };
     // Leader election: of several control planes, one runs the controllers and one the scheduler.
     let identity = format!("{}_{}", hostname(), uuid::Uuid::new_v4());
     let controllers = if args.disable_controllers {
@@ -164,8 +171,9 @@ async fn main() -> anyhow::Result<()> {
         let config =
             ControllersConfig { cluster_cidr, node_cidr_mask: args.node_cidr_mask_size, lifecycle, ..ControllersConfig::default() };
         let elect = LeaderConfig::new("kube-controller-manager", &identity);
-        Some(tokio::spawn(leader::run_elected(client.clone(), elect, stop_rx.clone(), move |stop| {
-            controllers::run(client.clone(), config.clone(), stopped(stop))
+        let informers = informers.clone();
+        Some(tokio::spawn(leader::run_elected(client, elect, stop_rx.clone(), move |stop| {
+            controllers::run_with(informers.clone(), config.clone(), stopped(stop))
         })))
     };
     let scheduler = if args.disable_scheduler {
@@ -174,8 +182,9 @@ async fn main() -> anyhow::Result<()> {
         let url: axum::http::Uri = self_url.parse()?;
         let client = kube::Client::try_from(kube::Config::new(url)).context("building the scheduler's API client")?;
         let elect = LeaderConfig::new("kube-scheduler", &identity);
-        Some(tokio::spawn(leader::run_elected(client.clone(), elect, stop_rx.clone(), move |stop| {
-            scheduler::run(client.clone(), SchedulerConfig::default(), stopped(stop))
+        let informers = informers.clone();
+        Some(tokio::spawn(leader::run_elected(client, elect, stop_rx.clone(), move |stop| {
+            scheduler::run_with(informers.clone(), SchedulerConfig::default(), stopped(stop))
         })))
     };
     let cloud = match &args.cloud_inventory {

@@ -45,11 +45,12 @@ impl<K> Informable for K where K: kube::Resource<DynamicType = ()> + Clone + std
 pub struct SharedInformer<K: Informable> {
     store: Store<K>,
     subscribers: Arc<Mutex<Vec<UnboundedSender<Change<K>>>>>,
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<K: Informable> Clone for SharedInformer<K> {
     fn clone(&self) -> Self {
-        SharedInformer { store: self.store.clone(), subscribers: self.subscribers.clone() }
+        SharedInformer { store: self.store.clone(), subscribers: self.subscribers.clone(), ready: self.ready.clone() }
     }
 }
 
@@ -63,7 +64,8 @@ impl<K: Informable> SharedInformer<K> {
     pub fn start(api: Api<K>, shutdown: impl Future<Output = ()> + Send + 'static) -> Self {
         let (store, mut writer) = reflector::store();
         let subscribers: Arc<Mutex<Vec<UnboundedSender<Change<K>>>>> = Arc::default();
-        let informer = SharedInformer { store: store.clone(), subscribers: subscribers.clone() };
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let informer = SharedInformer { store: store.clone(), subscribers: subscribers.clone(), ready };
         tokio::spawn(async move {
             let stream = watcher(api, watcher::Config::default()).default_backoff();
             futures::pin_mut!(stream);
@@ -101,6 +103,9 @@ impl<K: Informable> SharedInformer<K> {
                     }
                 };
                 writer.apply_watcher_event(&event);
+                if matches!(event, watcher::Event::InitDone) {
+                    ready_tx.send_replace(true);
+                }
                 if changes.is_empty() {
                     continue;
                 }
@@ -111,9 +116,19 @@ impl<K: Informable> SharedInformer<K> {
         informer
     }
 
-    /// The cache (ready once the first list is complete).
+    /// The cache (complete once [`Self::ready`] has resolved).
     pub fn store(&self) -> Store<K> {
         self.store.clone()
+    }
+
+    /// Resolves once the first list is in the cache. Wait here, not in `Store::wait_until_ready`: that one wakes
+    /// only the last of several waiters (kube-runtime 0.98's `DelayedInit` keeps one waker), and a shared store
+    /// has many; once this has resolved, `Store::wait_until_ready` (which `kube_runtime::Controller` calls)
+    /// returns at once.
+    pub async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        // Err: the informer stopped (shutdown) before its first list; nothing will come.
+        let _ = ready.wait_for(|r| *r).await;
     }
 
     /// Changes from now on. Dropping the receiver unsubscribes.

@@ -29,8 +29,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 
 pub use informers::Informers;
 use kube::{Api, Client};
@@ -69,18 +67,6 @@ impl Default for ControllersConfig {
     }
 }
 
-/// An informer: list + watch into a reflector cache (relisting on 410, with backoff), and the stream of changed
-/// objects (deleted ones included) that triggers the controllers owning them. The cache is updated before an
-/// object comes out of the stream, so a reconcile it triggers reads a cache that already has the change.
-pub fn informer<K>(api: Api<K>) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send)
-where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).touched_objects();
-    (store, stream)
-}
-
 /// Run every controller until `shutdown` resolves, with informers of their own.
 pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
@@ -98,13 +84,15 @@ pub async fn run_with(informers: Informers, config: ControllersConfig, shutdown:
     let (pod_events, pod_events_for_endpoints, pod_events_for_jobs, pod_events_for_ds) =
         (pod_informer.touched(), pod_informer.touched(), pod_informer.touched(), pod_informer.touched());
     let (pods_for_endpoints, pods_for_jobs, pods_for_ds) = (pods.clone(), pods.clone(), pods.clone());
+    let node_informer = informers.get::<k8s_openapi::api::core::v1::Node>();
+    let (nodes_for_ds, node_events_for_ds) = (node_informer.store(), node_informer.touched());
+    let rs_informer = informers.get::<ReplicaSet>();
+    let (replicasets, rs_events) = (rs_informer.store(), rs_informer.touched());
     // No controller acts on an empty cache: after a restart, a ReplicaSet reconciled before the pods are listed
     // would look short of pods and create surplus ones.
-    let _ = pods.wait_until_ready().await;
-    let (nodes_for_ds, node_events_for_ds) = informer(Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()));
-    let (replicasets, rs_events) = informer(Api::<ReplicaSet>::all(client.clone()));
+    tokio::join!(pod_informer.ready(), node_informer.ready(), rs_informer.ready());
     let rs = replicaset::run(
-        Api::all(client.clone()),
+        rs_informer.clone(),
         Arc::new(replicaset::Context::new(client.clone(), pods.clone(), config.clone())),
         pod_events,
         shutdown.clone(),
@@ -116,7 +104,7 @@ pub async fn run_with(informers: Informers, config: ControllersConfig, shutdown:
         shutdown.clone(),
     );
     let ipam = node_ipam::run(
-        Api::all(client.clone()),
+        node_informer.clone(),
         Arc::new(node_ipam::Context::new(client.clone(), config.cluster_cidr, config.node_cidr_mask, config.clone())),
         shutdown.clone(),
     );
@@ -139,7 +127,7 @@ pub async fn run_with(informers: Informers, config: ControllersConfig, shutdown:
         node_events_for_ds,
         shutdown.clone(),
     );
-    let lifecycle = node_lifecycle::run(client.clone(), config.lifecycle.clone(), shutdown.clone());
+    let lifecycle = node_lifecycle::run(informers.clone(), config.lifecycle.clone(), shutdown.clone());
     let gc = gc::run(informers.clone(), gc::GcConfig::default(), shutdown.clone());
     tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle, gc);
 }

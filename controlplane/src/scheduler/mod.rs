@@ -23,7 +23,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::controllers::informer;
+use crate::controllers::Informers;
 use plugins::{filter_view, score_view, unschedulable_message, NodeUsage, NodeView, PodView, Unfit};
 
 #[derive(Clone, Debug)]
@@ -367,30 +367,42 @@ impl Scheduler {
     }
 }
 
-/// Run the scheduler until `shutdown` resolves.
+/// Run the scheduler until `shutdown` resolves, with informers of its own.
 pub async fn run(client: Client, config: SchedulerConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let (pods, pod_events) = informer(Api::<Pod>::all(client.clone()));
-    let (nodes, node_events) = informer(Api::<Node>::all(client.clone()));
-    let sched = Arc::new(Scheduler { client, config, pods, nodes, state: Default::default() });
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    run_with(Informers::new(client, shutdown.clone()), config, shutdown).await
+}
+
+/// Run the scheduler until `shutdown` resolves, on the process's shared pod and node informers (those of the
+/// controller manager, when it runs in the same process).
+pub async fn run_with(informers: Informers, config: SchedulerConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let (pod_informer, node_informer) = (informers.get::<Pod>(), informers.get::<Node>());
+    let (mut pod_changes, mut node_changes) = (pod_informer.subscribe(), node_informer.subscribe());
+    let sched = Arc::new(Scheduler {
+        client: informers.client().clone(),
+        config,
+        pods: pod_informer.store(),
+        nodes: node_informer.store(),
+        state: Default::default(),
+    });
     let wake = Arc::new(Notify::new());
     let (w1, w2) = (wake.clone(), wake.clone());
     let s2 = sched.clone();
     let drivers = [
-        tokio::spawn(pod_events.for_each(move |_| {
-            w1.notify_one();
-            async {}
-        })),
-        tokio::spawn(node_events.for_each(move |_| {
-            // A node changed: pods waiting for one may fit now.
-            let (w, s) = (w2.clone(), s2.clone());
-            async move {
-                s.state.lock().await.backoff.clear();
-                w.notify_one();
+        tokio::spawn(async move {
+            while pod_changes.recv().await.is_some() {
+                w1.notify_one();
             }
-        })),
+        }),
+        tokio::spawn(async move {
+            while node_changes.recv().await.is_some() {
+                // A node changed: pods waiting for one may fit now.
+                s2.state.lock().await.backoff.clear();
+                w2.notify_one();
+            }
+        }),
     ];
-    let _ = sched.pods.wait_until_ready().await;
-    let _ = sched.nodes.wait_until_ready().await;
+    tokio::join!(pod_informer.ready(), node_informer.ready());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -3,8 +3,8 @@
 //!
 //! The API server's part of a delete is to remove the object at once (background propagation), or to set its
 //! deletionTimestamp with the `foregroundDeletion` or `orphan` finalizer. This collector keeps a [`graph`] of
-//! every object's ownerReferences, fed by informers over the served resources (the process's shared pod and node
-//! informers, and a watch of each other resource whose objects it reduces to their owners at once, keeping no
+//! every object's ownerReferences, fed by informers over the served resources (the process's shared pod, node and
+//! ReplicaSet informers, and a watch of each other resource whose objects it reduces to their owners at once, keeping no
 //! copy), and looks at an object whenever a change could concern it:
 //! - an object whose owners are all gone (or being deleted in the foreground) is deleted; references to gone owners
 //!   are dropped from an object that still has a live owner;
@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Node as K8sNode, Pod};
 use kube::api::{DeleteParams, DynamicObject, PostParams, Preconditions, PropagationPolicy};
 use kube::core::ApiResource;
@@ -153,11 +154,8 @@ impl GarbageCollector {
     async fn follow_shared<K: Informable>(self: Arc<Self>, informers: Informers, resource: usize) {
         let informer = informers.get::<K>();
         let mut changes = informer.subscribe();
-        let store = informer.store();
-        if store.wait_until_ready().await.is_err() {
-            return;
-        }
-        for o in store.state() {
+        informer.ready().await;
+        for o in informer.store().state() {
             self.upsert(resource, o.meta());
         }
         self.synced.fetch_add(1, Ordering::SeqCst);
@@ -199,7 +197,7 @@ impl GarbageCollector {
                         self.remove(gone);
                     }
                     if std::mem::take(&mut first) {
-                        self.synced.fetch_add(1, Ordering::SeqCst);
+                                        self.synced.fetch_add(1, Ordering::SeqCst);
                     }
                 }
             }
@@ -414,14 +412,15 @@ fn drop_finalizer(obj: &mut DynamicObject, finalizer: &str) -> bool {
 /// Run the garbage collector until `shutdown` resolves.
 pub async fn run(informers: Informers, config: GcConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
     let gc = GarbageCollector::new(informers.client().clone(), config);
-    let pods = resource_index("pods", "");
-    let nodes = resource_index("nodes", "");
+    // The types the controllers and the scheduler cache anyway come from the shared informers.
+    let (pods, nodes, replicasets) = (resource_index("pods", ""), resource_index("nodes", ""), resource_index("replicasets", "apps"));
     let mut feeds = vec![
         tokio::spawn(gc.clone().follow_shared::<Pod>(informers.clone(), pods)),
         tokio::spawn(gc.clone().follow_shared::<K8sNode>(informers.clone(), nodes)),
+        tokio::spawn(gc.clone().follow_shared::<ReplicaSet>(informers.clone(), replicasets)),
     ];
     for (i, info) in RESOURCES.iter().enumerate() {
-        if i != pods && i != nodes && !IGNORED.contains(&info.plural) {
+        if ![pods, nodes, replicasets].contains(&i) && !IGNORED.contains(&info.plural) {
             feeds.push(tokio::spawn(gc.clone().follow_dynamic(i)));
         }
     }
