@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
@@ -24,6 +24,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::controllers::Informers;
+use topology::NamespaceLabels;
 use plugins::{filter_view, score_view, unschedulable_message, NodeUsage, NodeView, PodView, Unfit};
 
 #[derive(Clone, Debug)]
@@ -89,13 +90,13 @@ pub fn feasible_nodes_to_find(nodes: usize) -> usize {
 ///
 /// Like upstream, each pod's search starts where the previous one stopped and ends once enough feasible nodes
 /// were found, so large clusters are not scanned whole for every pod.
-pub fn place(pending: &[&Pod], nodes: &[&Node], usage: &mut HashMap<String, NodeUsage>) -> Vec<Decision> {
+pub fn place(pending: &[&Pod], nodes: &[&Node], usage: &mut HashMap<String, NodeUsage>, namespaces: &NamespaceLabels) -> Vec<Decision> {
     let views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n)).collect();
-    place_views(pending, &views, usage)
+    place_views(pending, &views, usage, namespaces)
 }
 
 /// [`place`] with the node views already built (a scheduling pass builds them once).
-pub fn place_views(pending: &[&Pod], nodes: &[NodeView], usage: &mut HashMap<String, NodeUsage>) -> Vec<Decision> {
+pub fn place_views(pending: &[&Pod], nodes: &[NodeView], usage: &mut HashMap<String, NodeUsage>, namespaces: &NamespaceLabels) -> Vec<Decision> {
     let empty = NodeUsage::default();
     let want = feasible_nodes_to_find(nodes.len());
     let mut start = 0usize;
@@ -103,7 +104,7 @@ pub fn place_views(pending: &[&Pod], nodes: &[NodeView], usage: &mut HashMap<Str
         .iter()
         .map(|p| {
             let pv = PodView::new(p);
-            let topo = topology::Topology::for_pod(&pv, nodes, usage);
+            let topo = topology::Topology::for_pod(&pv, nodes, usage, namespaces);
             let pod_uid = p.metadata.uid.as_deref().unwrap_or_default();
             let mut best: Option<(i64, u64, usize)> = None;
             let mut reasons: Vec<Vec<Unfit>> = Vec::new();
@@ -164,6 +165,8 @@ pub struct Scheduler {
     config: SchedulerConfig,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    /// Their labels, for the namespaceSelector of affinity terms.
+    namespaces: Store<Namespace>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -213,7 +216,9 @@ impl Scheduler {
             priority(b).cmp(&priority(a)).then_with(|| a.metadata.creation_timestamp.as_ref().map(|t| t.0).cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0)))
         });
         let views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n)).collect();
-        let decisions = place_views(&pending, &views, &mut usage);
+        let namespaces: NamespaceLabels =
+            self.namespaces.state().iter().map(|n| (n.name_any(), n.metadata.labels.clone().unwrap_or_default())).collect();
+        let decisions = place_views(&pending, &views, &mut usage, &namespaces);
         let mut binds = Vec::new();
         let mut preemptions = Vec::new();
         for (p, d) in pending.iter().zip(decisions) {
@@ -376,13 +381,14 @@ pub async fn run(client: Client, config: SchedulerConfig, shutdown: impl Future<
 /// Run the scheduler until `shutdown` resolves, on the process's shared pod and node informers (those of the
 /// controller manager, when it runs in the same process).
 pub async fn run_with(informers: Informers, config: SchedulerConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let (pod_informer, node_informer) = (informers.get::<Pod>(), informers.get::<Node>());
+    let (pod_informer, node_informer, ns_informer) = (informers.get::<Pod>(), informers.get::<Node>(), informers.get::<Namespace>());
     let (mut pod_changes, mut node_changes) = (pod_informer.subscribe(), node_informer.subscribe());
     let sched = Arc::new(Scheduler {
         client: informers.client().clone(),
         config,
         pods: pod_informer.store(),
         nodes: node_informer.store(),
+        namespaces: ns_informer.store(),
         state: Default::default(),
     });
     let wake = Arc::new(Notify::new());
@@ -402,7 +408,7 @@ pub async fn run_with(informers: Informers, config: SchedulerConfig, shutdown: i
             }
         }),
     ];
-    tokio::join!(pod_informer.ready(), node_informer.ready());
+    tokio::join!(pod_informer.ready(), node_informer.ready(), ns_informer.ready());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -439,7 +445,7 @@ mod tests {
         let pods = [pod("p1", "1500m"), pod("p2", "1500m"), pod("p3", "1500m")];
         let node_refs: Vec<&Node> = nodes.iter().collect();
         let pod_refs: Vec<&Pod> = pods.iter().collect();
-        let d = place(&pod_refs, &node_refs, &mut HashMap::new());
+        let d = place(&pod_refs, &node_refs, &mut HashMap::new(), &NamespaceLabels::new());
         let bound: Vec<&Decision> = d.iter().filter(|d| matches!(d, Decision::Bind(_))).collect();
         assert_eq!(bound.len(), 2);
         assert_ne!(d[0], d[1], "two big pods go to different nodes");
@@ -458,7 +464,7 @@ mod tests {
     fn spreads_small_pods() {
         let nodes = [node("a", "4"), node("b", "4")];
         let pods: Vec<Pod> = (0..10).map(|i| pod(&format!("p{i}"), "100m")).collect();
-        let d = place(&pods.iter().collect::<Vec<_>>(), &nodes.iter().collect::<Vec<_>>(), &mut HashMap::new());
+        let d = place(&pods.iter().collect::<Vec<_>>(), &nodes.iter().collect::<Vec<_>>(), &mut HashMap::new(), &NamespaceLabels::new());
         let on_a = d.iter().filter(|d| **d == Decision::Bind("a".into())).count();
         assert!((4..=6).contains(&on_a), "{d:?}");
     }
