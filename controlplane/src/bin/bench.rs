@@ -535,7 +535,7 @@ fn bench_scheduler(node_counts: &[usize], pods: usize) {
         let start = Instant::now();
         for p in &pod_objs {
             let t = Instant::now();
-            let d = place_views(&[p], &views, &mut usage, &Default::default());
+            let d = place_views(&[p], &views, &mut usage, &Default::default(), &mut Default::default());
             lat.push(t.elapsed());
             if matches!(d[0], Decision::Bind(_)) {
                 placed += 1;
