@@ -71,6 +71,10 @@ struct Args {
     /// Run the cloud controller manager with this bare-host inventory (machines and a LoadBalancer address pool).
     #[arg(long)]
     cloud_inventory: Option<PathBuf>,
+    /// Serve no API: run only the controllers, scheduler and cloud controllers (those not disabled) against the API
+    /// server at this URL (http://HOST:PORT), as a separate kube-controller-manager or kube-scheduler would.
+    #[arg(long)]
+    api_server: Option<String>,
 }
 
 /// Resolves when `stop` reads true (or its sender is gone).
@@ -93,56 +97,9 @@ fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
     Ok((lo, hi))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    let args = Args::parse();
-    let config = Config {
-        service_cidr: apiserver::parse_cidr(&args.service_cidr).map_err(anyhow::Error::msg).context("--service-cidr")?,
-        node_ports: parse_ports(&args.node_port_range)?,
-        compaction_interval: Duration::from_secs(args.compaction_interval_secs.max(1)),
-        bookmark_interval: Duration::from_secs(args.bookmark_interval_secs.max(1)),
-        default_toleration_seconds: args.default_toleration_seconds.max(0),
-        ..Config::default()
-    };
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let (store, sqlite): (Arc<dyn Store>, Option<Arc<SqliteStore>>) = if args.etcd_servers.is_empty() {
-        let durability = if args.durability == "normal" { Durability::Normal } else { Durability::Full };
-        let store = SqliteStore::open(SqliteConfig { durability, ..SqliteConfig::new(args.data_dir.join("store.db")) })
-            .context("opening the store")?;
-        let store = Arc::new(store);
-        (store.clone(), Some(store))
-    } else {
-        let config = EtcdConfig { endpoints: args.etcd_servers.clone(), prefix: args.etcd_prefix.clone() };
-        let store = EtcdStore::connect(config).await.context("connecting to etcd")?;
-        tracing::info!(endpoints = %args.etcd_servers.join(","), prefix = %args.etcd_prefix, "store: etcd");
-        (Arc::new(store), None)
-    };
-    let server = ApiServer::new(store, config);
-    server.start().await.map_err(|e| anyhow::anyhow!("starting the API server: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let local = listener.local_addr()?;
-    let host = match &args.advertise {
-        Some(a) => a.clone(),
-        None if local.ip().is_unspecified() => format!("127.0.0.1:{}", local.port()),
-        None => local.to_string(),
-    };
-    // The in-process clients (controllers, scheduler, cloud) call this server where it listens; 0.0.0.0 means loopback.
-    let self_url = if local.ip().is_unspecified() { format!("http://127.0.0.1:{}", local.port()) } else { format!("http://{local}") };
-    let kc = args.data_dir.join("kubeconfig");
-    kubeconfig::write(&kc, &format!("http://{host}")).with_context(|| format!("writing {}", kc.display()))?;
-    tracing::info!(listen = %local, kubeconfig = %kc.display(), "skiff control plane serving");
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
-        }
-        tracing::info!("shutting down");
-    };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+/// Start the parts that run behind leader election (controllers, scheduler, cloud controllers; each unless disabled)
+/// against the API server at `self_url`, until `stop_rx` reads true.
+fn spawn_elected(args: &Args, self_url: &str, stop_rx: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<[Option<tokio::task::JoinHandle<()>>; 3]> {
     // One set of informers for the process: the controllers, the node lifecycle and the scheduler read the same
     // pod and node caches (started by whichever needs them first; kept across a loss of leadership).
     let informers = {
@@ -201,6 +158,83 @@ async fn main() -> anyhow::Result<()> {
             })))
         }
     };
+    Ok([controllers, scheduler, cloud])
+}
+
+/// `--api-server`: no API server here, only the elected parts, until SIGINT or SIGTERM.
+async fn run_against(args: &Args, url: &str) -> anyhow::Result<()> {
+    let _: axum::http::Uri = url.parse().with_context(|| format!("--api-server {url:?} is not a URL"))?;
+    tracing::info!(api_server = url, "running controllers against a separate API server");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = spawn_elected(args, url, stop_rx)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    // Hand the Leases back before exiting, so that another instance takes over at once.
+    for task in tasks.into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(12), task).await;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    if let Some(url) = &args.api_server {
+        return run_against(&args, url).await;
+    }
+    let config = Config {
+        service_cidr: apiserver::parse_cidr(&args.service_cidr).map_err(anyhow::Error::msg).context("--service-cidr")?,
+        node_ports: parse_ports(&args.node_port_range)?,
+        compaction_interval: Duration::from_secs(args.compaction_interval_secs.max(1)),
+        bookmark_interval: Duration::from_secs(args.bookmark_interval_secs.max(1)),
+        default_toleration_seconds: args.default_toleration_seconds.max(0),
+        ..Config::default()
+    };
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let (store, sqlite): (Arc<dyn Store>, Option<Arc<SqliteStore>>) = if args.etcd_servers.is_empty() {
+        let durability = if args.durability == "normal" { Durability::Normal } else { Durability::Full };
+        let store = SqliteStore::open(SqliteConfig { durability, ..SqliteConfig::new(args.data_dir.join("store.db")) })
+            .context("opening the store")?;
+        let store = Arc::new(store);
+        (store.clone(), Some(store))
+    } else {
+        let config = EtcdConfig { endpoints: args.etcd_servers.clone(), prefix: args.etcd_prefix.clone() };
+        let store = EtcdStore::connect(config).await.context("connecting to etcd")?;
+        tracing::info!(endpoints = %args.etcd_servers.join(","), prefix = %args.etcd_prefix, "store: etcd");
+        (Arc::new(store), None)
+    };
+    let server = ApiServer::new(store, config);
+    server.start().await.map_err(|e| anyhow::anyhow!("starting the API server: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let host = match &args.advertise {
+        Some(a) => a.clone(),
+        None if local.ip().is_unspecified() => format!("127.0.0.1:{}", local.port()),
+        None => local.to_string(),
+    };
+    // The in-process clients (controllers, scheduler, cloud) call this server where it listens; 0.0.0.0 means loopback.
+    let self_url = if local.ip().is_unspecified() { format!("http://127.0.0.1:{}", local.port()) } else { format!("http://{local}") };
+    let kc = args.data_dir.join("kubeconfig");
+    kubeconfig::write(&kc, &format!("http://{host}")).with_context(|| format!("writing {}", kc.display()))?;
+    tracing::info!(listen = %local, kubeconfig = %kc.display(), "skiff control plane serving");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+        }
+        tracing::info!("shutting down");
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let [controllers, scheduler, cloud] = spawn_elected(&args, &self_url, stop_rx)?;
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stopping_tx = stopping.clone();
     let serve = apiserver::serve(listener, server, async move {
