@@ -71,6 +71,10 @@ struct Args {
     /// Run the cloud controller manager with this bare-host inventory (machines and a LoadBalancer address pool).
     #[arg(long)]
     cloud_inventory: Option<PathBuf>,
+    /// Serve no API: run only the controllers, scheduler and cloud controllers (those not disabled) against the API
+    /// server at this URL (http://HOST:PORT), as a separate kube-controller-manager or kube-scheduler would.
+    #[arg(long)]
+    api_server: Option<String>,
 }
 
 /// Resolves when `stop` reads true (or its sender is gone).
@@ -93,12 +97,99 @@ fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
     Ok((lo, hi))
 }
 
+/// Start the parts that run behind leader election (controllers, scheduler, cloud controllers; each unless disabled)
+/// against the API server at `self_url`, until `stop_rx` reads true.
+fn spawn_elected(args: &Args, self_url: &str, stop_rx: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<[Option<tokio::task::JoinHandle<()>>; 3]> {
+    // One set of informers for the process: the controllers, the node lifecycle and the scheduler read the same
+    // pod and node caches (started by whichever needs them first; kept across a loss of leadership).
+    let informers = {
+        let url: axum::http::Uri = self_url.parse()?;
+        let client = kube::Client::try_from(kube::Config::new(url)).context("building the informers' API client")?;
+        controllers::Informers::new(client, stopped(stop_rx.clone()))
+    };
+    // Leader election: of several control planes, one runs the controllers and one the scheduler.
+    let identity = format!("{}_{}", hostname(), uuid::Uuid::new_v4());
+    let controllers = if args.disable_controllers {
+        None
+    } else {
+        // The controllers talk to this API server over HTTP, as they would to any other.
+        let url: axum::http::Uri = self_url.parse()?;
+        let client = kube::Client::try_from(kube::Config::new(url)).context("building the controllers' API client")?;
+        let cluster_cidr = apiserver::parse_cidr(&args.cluster_cidr).map_err(anyhow::Error::msg).context("--cluster-cidr")?;
+        anyhow::ensure!(
+            args.node_cidr_mask_size >= cluster_cidr.1 && args.node_cidr_mask_size <= 30,
+            "--node-cidr-mask-size must be between the cluster CIDR's prefix ({}) and 30",
+            cluster_cidr.1
+        );
+        let lifecycle = controllers::node_lifecycle::LifecycleConfig {
+            grace: Duration::from_secs(args.node_monitor_grace_period_secs.max(1)),
+            ..Default::default()
+        };
+        let config =
+            ControllersConfig { cluster_cidr, node_cidr_mask: args.node_cidr_mask_size, lifecycle, ..ControllersConfig::default() };
+        let elect = LeaderConfig::new("kube-controller-manager", &identity);
+        let informers = informers.clone();
+        Some(tokio::spawn(leader::run_elected(client, elect, stop_rx.clone(), move |stop| {
+            controllers::run_with(informers.clone(), config.clone(), stopped(stop))
+        })))
+    };
+    let scheduler = if args.disable_scheduler {
+        None
+    } else {
+        let url: axum::http::Uri = self_url.parse()?;
+        let client = kube::Client::try_from(kube::Config::new(url)).context("building the scheduler's API client")?;
+        let elect = LeaderConfig::new("kube-scheduler", &identity);
+        let informers = informers.clone();
+        Some(tokio::spawn(leader::run_elected(client, elect, stop_rx.clone(), move |stop| {
+            scheduler::run_with(informers.clone(), SchedulerConfig::default(), stopped(stop))
+        })))
+    };
+    let cloud = match &args.cloud_inventory {
+        None => None,
+        Some(path) => {
+            let provider: Arc<dyn skiff_controlplane::cloud::CloudProvider> = Arc::new(
+                skiff_controlplane::cloud::inventory::Inventory::open(path.clone()).map_err(anyhow::Error::msg).context("--cloud-inventory")?,
+            );
+            let url: axum::http::Uri = self_url.parse()?;
+            let client = kube::Client::try_from(kube::Config::new(url)).context("building the cloud controllers' API client")?;
+            let elect = LeaderConfig::new("cloud-controller-manager", &identity);
+            Some(tokio::spawn(leader::run_elected(client.clone(), elect, stop_rx.clone(), move |stop| {
+                skiff_controlplane::cloud::run(client.clone(), provider.clone(), Duration::from_secs(60), stopped(stop))
+            })))
+        }
+    };
+    Ok([controllers, scheduler, cloud])
+}
+
+/// `--api-server`: no API server here, only the elected parts, until SIGINT or SIGTERM.
+async fn run_against(args: &Args, url: &str) -> anyhow::Result<()> {
+    let _: axum::http::Uri = url.parse().with_context(|| format!("--api-server {url:?} is not a URL"))?;
+    tracing::info!(api_server = url, "running controllers against a separate API server");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = spawn_elected(args, url, stop_rx)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    // Hand the Leases back before exiting, so that another instance takes over at once.
+    for task in tasks.into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(12), task).await;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
+    if let Some(url) = &args.api_server {
+        return run_against(&args, url).await;
+    }
     let config = Config {
         service_cidr: apiserver::parse_cidr(&args.service_cidr).map_err(anyhow::Error::msg).context("--service-cidr")?,
         node_ports: parse_ports(&args.node_port_range)?,
@@ -143,55 +234,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Leader election: of several control planes, one runs the controllers and one the scheduler.
-    let identity = format!("{}_{}", hostname(), uuid::Uuid::new_v4());
-    let controllers = if args.disable_controllers {
-        None
-    } else {
-        // The controllers talk to this API server over HTTP, as they would to any other.
-        let url: axum::http::Uri = self_url.parse()?;
-        let client = kube::Client::try_from(kube::Config::new(url)).context("building the controllers' API client")?;
-        let cluster_cidr = apiserver::parse_cidr(&args.cluster_cidr).map_err(anyhow::Error::msg).context("--cluster-cidr")?;
-        anyhow::ensure!(
-            args.node_cidr_mask_size >= cluster_cidr.1 && args.node_cidr_mask_size <= 30,
-            "--node-cidr-mask-size must be between the cluster CIDR's prefix ({}) and 30",
-            cluster_cidr.1
-        );
-        let lifecycle = controllers::node_lifecycle::LifecycleConfig {
-            grace: Duration::from_secs(args.node_monitor_grace_period_secs.max(1)),
-            ..Default::default()
-        };
-        let config =
-            ControllersConfig { cluster_cidr, node_cidr_mask: args.node_cidr_mask_size, lifecycle, ..ControllersConfig::default() };
-        let elect = LeaderConfig::new("kube-controller-manager", &identity);
-        Some(tokio::spawn(leader::run_elected(client.clone(), elect, stop_rx.clone(), move |stop| {
-            controllers::run(client.clone(), config.clone(), stopped(stop))
-        })))
-    };
-    let scheduler = if args.disable_scheduler {
-        None
-    } else {
-        let url: axum::http::Uri = self_url.parse()?;
-        let client = kube::Client::try_from(kube::Config::new(url)).context("building the scheduler's API client")?;
-        let elect = LeaderConfig::new("kube-scheduler", &identity);
-        Some(tokio::spawn(leader::run_elected(client.clone(), elect, stop_rx.clone(), move |stop| {
-            scheduler::run(client.clone(), SchedulerConfig::default(), stopped(stop))
-        })))
-    };
-    let cloud = match &args.cloud_inventory {
-        None => None,
-        Some(path) => {
-            let provider: Arc<dyn skiff_controlplane::cloud::CloudProvider> = Arc::new(
-                skiff_controlplane::cloud::inventory::Inventory::open(path.clone()).map_err(anyhow::Error::msg).context("--cloud-inventory")?,
-            );
-            let url: axum::http::Uri = self_url.parse()?;
-            let client = kube::Client::try_from(kube::Config::new(url)).context("building the cloud controllers' API client")?;
-            let elect = LeaderConfig::new("cloud-controller-manager", &identity);
-            Some(tokio::spawn(leader::run_elected(client.clone(), elect, stop_rx.clone(), move |stop| {
-                skiff_controlplane::cloud::run(client.clone(), provider.clone(), Duration::from_secs(60), stopped(stop))
-            })))
-        }
-    };
+    let [controllers, scheduler, cloud] = spawn_elected(&args, &self_url, stop_rx)?;
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stopping_tx = stopping.clone();
     let serve = apiserver::serve(listener, server, async move {

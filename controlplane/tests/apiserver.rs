@@ -371,29 +371,33 @@ async fn finalizers_and_graceful_pod_deletion() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn owner_cascade_and_namespace_deletion() {
+async fn propagation_policy_and_namespace_deletion() {
     let s = TestServer::start().await;
+    // The API server's part of propagationPolicy (the garbage collector in the controller manager does the rest):
+    // Background removes the owner at once and leaves the dependents to the collector...
     let (_, owner) = s.post(CMS, cm("owner")).await;
-    let owner_ref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}]);
-    for name in ["dep1", "dep2"] {
-        let mut d = cm(name);
-        d["metadata"]["ownerReferences"] = owner_ref.clone();
-        s.post(CMS, d).await;
-    }
-    s.delete(&format!("{CMS}/owner"), Some(json!({"propagationPolicy": "Background"}))).await;
-    s.eventually_gone(&format!("{CMS}/dep1")).await;
-    s.eventually_gone(&format!("{CMS}/dep2")).await;
-
-    // Orphan keeps the dependent and drops the reference.
-    let (_, owner) = s.post(CMS, cm("owner2")).await;
-    let mut d = cm("kept");
-    d["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner2", "uid": owner["metadata"]["uid"]}]);
+    let mut d = cm("dep");
+    d["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}]);
     s.post(CMS, d).await;
-    s.delete(&format!("{CMS}/owner2"), Some(json!({"propagationPolicy": "Orphan"}))).await;
-    s.eventually_gone(&format!("{CMS}/owner2")).await;
-    let (code, kept) = s.get(&format!("{CMS}/kept")).await;
+    let (code, _) = s.delete(&format!("{CMS}/owner"), Some(json!({"propagationPolicy": "Background"}))).await;
     assert_eq!(code, StatusCode::OK);
-    assert!(kept["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty), "{kept}");
+    assert_eq!(s.get(&format!("{CMS}/owner")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.get(&format!("{CMS}/dep")).await.0, StatusCode::OK, "no collector runs in this test");
+    // ...Foreground and Orphan mark the owner with their finalizer and keep it.
+    for (name, policy, finalizer) in [("fg", "Foreground", "foregroundDeletion"), ("or", "Orphan", "orphan")] {
+        s.post(CMS, cm(name)).await;
+        let (code, obj) = s.delete(&format!("{CMS}/{name}"), Some(json!({"propagationPolicy": policy}))).await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{obj}");
+        let (code, obj) = s.get(&format!("{CMS}/{name}")).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(obj["metadata"]["deletionTimestamp"].is_string(), "{obj}");
+        assert_eq!(obj["metadata"]["finalizers"], json!([finalizer]), "{obj}");
+        // Removing the finalizer (the collector's job) lets it go.
+        s.merge(&format!("{CMS}/{name}"), json!({"metadata": {"finalizers": null}})).await;
+        s.eventually_gone(&format!("{CMS}/{name}")).await;
+    }
+    let (code, st) = s.delete(&format!("{CMS}/dep"), Some(json!({"propagationPolicy": "Sideways"}))).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{st}");
 
     // Namespace deletion removes its contents first; creating inside a terminating namespace is forbidden.
     s.post("/api/v1/namespaces", json!({"metadata": {"name": "team"}})).await;

@@ -537,3 +537,107 @@ async fn cloud_controllers_use_the_inventory() {
     services.create(&PostParams::default(), &lb("c")).await.unwrap();
     eventually("c reuses it", || async { ingress("c").await.as_deref() == Some("10.0.0.200") }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_and_scheduler_share_one_watch_per_type() {
+    use k8s_openapi::api::core::v1::Node;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(SqliteConfig::new(dir.path().join("s.db"))).unwrap());
+    let server = ApiServer::new(store, Config::default());
+    server.start().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    tokio::spawn(serve(listener, server, stopped(rx.clone())));
+    let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    // As the binary runs them: one informer factory for the process.
+    let informers = controllers::Informers::new(client.clone(), stopped(rx.clone()));
+    tokio::spawn(controllers::run_with(informers.clone(), ControllersConfig::default(), stopped(rx.clone())));
+    tokio::spawn(scheduler::run_with(informers, SchedulerConfig::default(), stopped(rx.clone())));
+    let node: Node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "10"}, "conditions": [{"type": "Ready", "status": "True"}]}})).unwrap();
+    Api::<Node>::all(client.clone()).create(&PostParams::default(), &node).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let rs: ReplicaSet = serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "rs"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "rs"}},
+                 "template": {"metadata": {"labels": {"app": "rs"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}))
+    .unwrap();
+    Api::<ReplicaSet>::namespaced(client.clone(), "default").create(&PostParams::default(), &rs).await.unwrap();
+    eventually("the ReplicaSet's pods are bound and the node has a pod CIDR", || async {
+        let bound = active_pods(&pods).await.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("n1")).count();
+        let cidr = Api::<Node>::all(client.clone()).get("n1").await.ok().and_then(|n| n.spec).and_then(|s| s.pod_cidr);
+        bound == 2 && cidr.is_some()
+    })
+    .await;
+    // Every consumer of pods, nodes and ReplicaSets (the ReplicaSet, Deployment, DaemonSet, Job, endpoints, node
+    // IPAM and node lifecycle controllers, the garbage collector and the scheduler) reads one watch of each.
+    let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    let watches = |resource: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("apiserver_request_total{") && l.contains("verb=\"WATCH\"") && l.contains(&format!("resource=\"{resource}\"")))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
+            .sum()
+    };
+    assert_eq!((watches("pods"), watches("nodes"), watches("replicasets")), (1, 1, 1), "{metrics}");
+    let _ = tx.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemptor_keeps_the_room_its_victims_leave() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::DeleteParams;
+    let c = Cluster::start().await;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let n: Node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "status": {"allocatable": {"cpu": "2", "memory": "8Gi", "pods": "10"}, "conditions": [{"type": "Ready", "status": "True"}]}})).unwrap();
+    nodes.create(&PostParams::default(), &n).await.unwrap();
+    let pod = |name: &str, cpu: &str, priority: i32| -> Pod {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"priority": priority, "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}]}})).unwrap()
+    };
+    let node_of = |p: Pod| p.spec.and_then(|s| s.node_name);
+    for name in ["low-1", "low-2"] {
+        pods.create(&PostParams::default(), &pod(name, "1", 0)).await.unwrap();
+    }
+    eventually("the low pods are bound", || async {
+        let mut bound = 0;
+        for name in ["low-1", "low-2"] {
+            bound += pods.get(name).await.ok().and_then(node_of).is_some() as usize;
+        }
+        bound == 2
+    })
+    .await;
+    pods.create(&PostParams::default(), &pod("high", "2", 100)).await.unwrap();
+    eventually("the high pod preempts both and is nominated", || async {
+        let high = pods.get("high").await.ok().and_then(|p| p.status).and_then(|s| s.nominated_node_name);
+        let mut terminating = 0;
+        for name in ["low-1", "low-2"] {
+            terminating += pods.get(name).await.is_ok_and(|p| p.metadata.deletion_timestamp.is_some()) as usize;
+        }
+        high.as_deref() == Some("n1") && terminating == 2
+    })
+    .await;
+    // While the victims terminate, a low-priority pod arrives that would fit in the room they leave.
+    pods.create(&PostParams::default(), &pod("late", "1", 0)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The node agent finishes the victims one by one (upstream's kubelet deletes a pod with grace 0 once its
+    // containers stop). After the first, the late pod would fit and the preemptor not yet.
+    let finish = |name: &'static str| {
+        let pods = pods.clone();
+        async move { pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap() }
+    };
+    finish("low-1").await;
+    // A node change ends every pod's backoff: the late pod is tried at once.
+    nodes.patch("n1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"touched": "1"}}}))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(pods.get("late").await.ok().and_then(node_of), None, "the late pod took part of the preemptor's room");
+    finish("low-2").await;
+    eventually("the preemptor gets the room", || async { pods.get("high").await.ok().and_then(node_of).as_deref() == Some("n1") }).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(pods.get("late").await.ok().and_then(node_of), None, "the late pod did not take the preemptor's room");
+}

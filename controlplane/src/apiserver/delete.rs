@@ -1,13 +1,16 @@
 //! delete, deletecollection, eviction; finalizers and deletionTimestamp; the cleanup of deleted namespaces;
-//! the owner cascade of propagationPolicy; periodic store compaction.
+//! periodic store compaction.
 //!
 //! An object is removed from the store at once unless it has finalizers or is a pod bound to a node (its agent
 //! stops the containers, then deletes the pod with grace 0). Otherwise it gets a deletionTimestamp and stays
 //! until the last finalizer is removed. Namespaces always have the `kubernetes` finalizer: a background task
-//! deletes their contents, then removes it. The cascade to dependents (ownerReferences) runs here until the
-//! controller manager's garbage collector takes it over.
+//! deletes their contents, then removes it.
+//!
+//! propagationPolicy is carried out as upstream's API server does: Background removes the object at once (the
+//! controller manager's garbage collector then deletes the dependents whose owners are gone); Foreground and
+//! Orphan add the `foregroundDeletion` or `orphan` finalizer, which the garbage collector removes once the
+//! dependents are gone or no longer reference the object.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +27,8 @@ use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::api::strategy;
 use crate::store::StoreError;
 
-/// Boxed because deleting an object can delete its dependents (recursion through `cascade`).
+/// Boxed because deleting a namespace spawns its cleanup, which deletes objects: a cycle through which the
+/// compiler cannot see that the future is `Send` otherwise.
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +131,7 @@ pub async fn finalize(s: &Arc<ApiServer>, t: &Target, obj: &Value, rev: i64) -> 
     let key = t.info.key(t.namespace.as_deref(), name);
     match s.store.delete(&key, Some(rev)).await {
         Ok(_) => {
-            after_delete(s, t, obj, Propagation::Background);
+            after_delete(s, t, obj);
             Ok(())
         }
         // Someone changed it meanwhile; whoever did will see the state and act.
@@ -136,67 +140,9 @@ pub async fn finalize(s: &Arc<ApiServer>, t: &Target, obj: &Value, rev: i64) -> 
     }
 }
 
-fn after_delete(s: &Arc<ApiServer>, t: &Target, obj: &Value, propagation: Propagation) {
+fn after_delete(s: &Arc<ApiServer>, t: &Target, obj: &Value) {
     if t.info.kind == "Service" {
         s.alloc.release_service(obj);
-    }
-    if propagation == Propagation::Background {
-        if let Some(uid) = obj.pointer("/metadata/uid").and_then(Value::as_str) {
-            s.gc.enqueue(uid.to_string(), t.namespace.clone());
-        }
-    }
-}
-
-/// Background cascade: deleted owners are queued, and one worker looks for their dependents in batches, so that
-/// deleting many objects at once costs a few scans rather than one per object.
-pub struct Collector {
-    tx: tokio::sync::mpsc::UnboundedSender<DeletedOwner>,
-    rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<DeletedOwner>>>,
-}
-
-/// (uid, namespace) of a deleted object whose dependents are to be found.
-type DeletedOwner = (String, Option<String>);
-
-impl Collector {
-    pub fn new() -> Self {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        Collector { tx, rx: std::sync::Mutex::new(Some(rx)) }
-    }
-
-    fn enqueue(&self, uid: String, namespace: Option<String>) {
-        // Fails only after shutdown; dependents left then are the garbage collector's (controller manager) to find.
-        let _ = self.tx.send((uid, namespace));
-    }
-
-    /// Start the worker (once).
-    pub fn spawn(s: &Arc<ApiServer>) {
-        let Some(mut rx) = s.gc.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
-        let s = s.clone();
-        let mut closing = s.closing();
-        tokio::spawn(async move {
-            loop {
-                let first = tokio::select! {
-                    item = rx.recv() => match item { Some(i) => i, None => return },
-                    _ = closing.changed() => return,
-                };
-                // Let a burst of deletions gather.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let mut batch: HashMap<Option<String>, HashSet<String>> = HashMap::new();
-                batch.entry(first.1).or_default().insert(first.0);
-                while let Ok((uid, ns)) = rx.try_recv() {
-                    batch.entry(ns).or_default().insert(uid);
-                }
-                for (ns, uids) in batch {
-                    cascade(&s, &uids, ns.as_deref(), Propagation::Background).await;
-                }
-            }
-        });
-    }
-}
-
-impl Default for Collector {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -242,7 +188,7 @@ pub fn delete_object<'a>(
                 let key = t.info.key(t.namespace.as_deref(), name);
                 match s.store.delete(&key, Some(kv.mod_revision)).await {
                     Ok(_) => {
-                        after_delete(s, t, &obj, opts.propagation);
+                        after_delete(s, t, &obj);
                         return Ok((obj, true));
                     }
                     Err(StoreError::Conflict { .. }) => continue,
@@ -278,14 +224,6 @@ pub fn delete_object<'a>(
                     if namespace {
                         let (s, ns) = (s.clone(), name.to_string());
                         tokio::spawn(async move { clean_namespace(&s, &ns).await });
-                    }
-                    if let (Some(p), Some(uid)) = (cascade_fin, new.pointer("/metadata/uid").and_then(Value::as_str)) {
-                        let (s, t, uid, name) = (s.clone(), t.clone(), uid.to_string(), name.to_string());
-                        let propagation = if p == "orphan" { Propagation::Orphan } else { Propagation::Foreground };
-                        tokio::spawn(async move {
-                            cascade(&s, &HashSet::from([uid]), t.namespace.as_deref(), propagation).await;
-                            remove_finalizer(&s, &t, &name, p).await;
-                        });
                     }
                     return Ok((new, false));
                 }
@@ -323,59 +261,6 @@ async fn remove_finalizer(s: &Arc<ApiServer>, t: &Target, name: &str, finalizer:
                 tracing::warn!(error = %e, name, finalizer, "could not remove finalizer");
                 return;
             }
-        }
-    }
-}
-
-/// Dependents of the owners with `uids`: delete them (Background, Foreground: and wait until gone) or drop their
-/// references to them (Orphan). A dependent that also has other owners only loses the references.
-async fn cascade(s: &Arc<ApiServer>, uids: &HashSet<String>, namespace: Option<&str>, propagation: Propagation) {
-    for _round in 0..600 {
-        let mut remaining = 0;
-        for info in resources::RESOURCES.iter() {
-            let t = Target { info, namespace: if info.namespaced { namespace.map(String::from) } else { None }, name: None, sub: None };
-            if namespace.is_some() && !info.namespaced {
-                continue;
-            }
-            let filter = Filter { labels: LabelSelector::default(), fields: FieldSelector::default() };
-            let Ok(page) = list_objects(s, &t, &filter, None, None).await else { continue };
-            for obj in page.items {
-                let refs = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
-                let owned = |r: &Value| r["uid"].as_str().is_some_and(|u| uids.contains(u));
-                if !refs.iter().any(owned) {
-                    continue;
-                }
-                let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-                let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
-                let dt = Target { info, namespace: ns, name: Some(name.clone()), sub: None };
-                if propagation == Propagation::Orphan || !refs.iter().all(owned) {
-                    drop_owner_refs(s, &dt, &name, uids).await;
-                    continue;
-                }
-                remaining += 1;
-                if !is_deleting(&obj) {
-                    let _ = delete_object(s, &dt, &name, &DeleteOptions::default()).await;
-                }
-            }
-        }
-        if remaining == 0 || propagation != Propagation::Foreground {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-async fn drop_owner_refs(s: &Arc<ApiServer>, t: &Target, name: &str, uids: &HashSet<String>) {
-    for _ in 0..16 {
-        let Ok((obj, kv)) = load(s, t, name).await else { return };
-        let mut new = obj.clone();
-        if let Some(refs) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
-            refs.retain(|r| !r["uid"].as_str().is_some_and(|u| uids.contains(u)));
-        }
-        let key = t.info.key(t.namespace.as_deref(), name);
-        match s.store.update(&key, codec::to_stored(&new), kv.mod_revision).await {
-            Err(StoreError::Conflict { .. }) => continue,
-            _ => return,
         }
     }
 }

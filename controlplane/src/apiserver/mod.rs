@@ -2,7 +2,7 @@
 //!
 //! Modules: [`discovery`] (version, discovery documents), [`codec`] (bodies in, JSON/Table out), [`read`] (get,
 //! list), [`watch`], [`write`] (create, update, patch and the write subresources), [`delete`] (delete,
-//! deletecollection, namespace cleanup and owner cascade), [`alloc`] (ClusterIP and NodePort allocation),
+//! deletecollection, namespace cleanup; propagationPolicy as finalizers for the garbage collector), [`alloc`] (ClusterIP and NodePort allocation),
 //! [`proxy`] (pods/log and pods/exec to the node agent), [`metrics`], [`kubeconfig`].
 //!
 //! Every request goes through [`ApiServer::handle`]: the path is parsed into a [`Target`] (resource, namespace,
@@ -90,8 +90,6 @@ pub struct ApiServer {
     closing: tokio::sync::watch::Sender<bool>,
     /// Recently decoded store events, shared by the watch streams.
     pub events: Arc<watch::EventCache>,
-    /// The background owner cascade.
-    pub gc: delete::Collector,
 }
 
 /// What a resource path names.
@@ -201,7 +199,6 @@ impl ApiServer {
             http: reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default(),
             closing,
             events: Arc::new(watch::EventCache::new()),
-            gc: delete::Collector::new(),
         })
     }
 
@@ -215,7 +212,6 @@ impl ApiServer {
         write::ensure_system_namespaces(self).await?;
         self.alloc.repair(self.store.as_ref()).await.map_err(ApiError::internal)?;
         delete::resume_namespace_cleanup(self).await;
-        delete::Collector::spawn(self);
         Ok(())
     }
 

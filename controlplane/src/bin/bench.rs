@@ -67,6 +67,10 @@ enum Cmd {
         nodes: Vec<usize>,
         #[arg(long, default_value_t = 10000)]
         pods: usize,
+        /// Pending pods: "full" exercises every plugin (node affinity, tolerations, host ports, pod affinity and
+        /// anti-affinity, required and preferred, topology spread); "basic" is requests and nodeSelectors only.
+        #[arg(long, default_value = "full", value_parser = ["full", "basic"])]
+        mix: String,
     },
     /// Server RSS holding N pods.
     Memory {
@@ -498,11 +502,54 @@ async fn bench_memory(pods: usize, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench_scheduler(node_counts: &[usize], pods: usize) {
+/// The `i`th pending pod of the full mix: every plugin has pods that exercise it (in twentieths of the pods).
+fn full_mix_pod(i: usize, v: &mut serde_json::Value) {
+    use serde_json::json;
+    let term = |key: &str, app: &str| json!({"topologyKey": key, "labelSelector": {"matchLabels": {"app": app}}});
+    let spec = &mut v["spec"];
+    match i % 20 {
+        // TaintToleration: may use the tainted nodes.
+        1 => spec["tolerations"] = json!([{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}]),
+        // PodTopologySpread, hard, over zones.
+        2 => {
+            v["metadata"]["labels"] = json!({"app": "spread"});
+            v["spec"]["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app": "spread"}}}]);
+        }
+        // InterPodAffinity: required anti-affinity, one per node (and every other pod checked against it).
+        3 => {
+            v["metadata"]["labels"] = json!({"app": "solo"});
+            v["spec"]["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("kubernetes.io/hostname", "solo")]}});
+        }
+        // Preferred pod affinity to the cache pods' zone.
+        5 => spec["affinity"] = json!({"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 50, "podAffinityTerm": term("zone", "cache")}]}}),
+        6 => v["metadata"]["labels"] = json!({"app": "cache"}),
+        // NodePorts.
+        7 => spec["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 8080}]),
+        // Preferred anti-affinity between web pods.
+        9 => {
+            v["metadata"]["labels"] = json!({"app": "web"});
+            v["spec"]["affinity"] = json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term("kubernetes.io/hostname", "web")}]}});
+        }
+        // NodeAffinity, required.
+        10 => spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z0", "z2"]}]}]}}}),
+        // Required pod affinity: in a zone with a cache pod.
+        11 => spec["affinity"] = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("zone", "cache")]}}),
+        _ => {}
+    }
+}
+
+fn bench_scheduler(node_counts: &[usize], pods: usize, full: bool) {
     use k8s_openapi::api::core::v1::{Node, Pod};
     use skiff_controlplane::scheduler::plugins::NodeView;
     use skiff_controlplane::scheduler::{place_views, Decision};
-    println!("\n### Scheduler: placement decisions for {pods} pending pods (filters + scores, no API calls; 10% of nodes tainted, 25% of pods with a nodeSelector)\n");
+    let mix = if full {
+        "full plugin set: per twentieth of the pods, tolerations, hard topology spread over zones, required anti-affinity per host, preferred and required pod affinity, host ports, preferred anti-affinity, required node affinity"
+    } else {
+        "requests and nodeSelectors only"
+    };
+    println!("\n### Scheduler: placement decisions for {pods} pending pods (filters + scores, no API calls; 10% of nodes tainted, 25% of pods with a nodeSelector; {mix})\n");
     println!("| nodes | pods placed | pods/s | p50 µs | p99 µs |");
     println!("|---|---|---|---|---|");
     for &n in node_counts {
@@ -525,6 +572,9 @@ fn bench_scheduler(node_counts: &[usize], pods: usize) {
                 if i % 4 == 0 {
                     v["spec"]["nodeSelector"] = serde_json::json!({"zone": "z1"});
                 }
+                if full {
+                    full_mix_pod(i, &mut v);
+                }
                 serde_json::from_value(v).expect("pod")
             })
             .collect();
@@ -535,7 +585,7 @@ fn bench_scheduler(node_counts: &[usize], pods: usize) {
         let start = Instant::now();
         for p in &pod_objs {
             let t = Instant::now();
-            let d = place_views(&[p], &views, &mut usage);
+            let d = place_views(&[p], &views, &mut usage, &Default::default(), &mut Default::default());
             lat.push(t.elapsed());
             if matches!(d[0], Decision::Bind(_)) {
                 placed += 1;
@@ -555,8 +605,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Api { seconds, clients, etcd, dir } => bench_api(seconds, &clients, etcd.as_deref(), &dir).await,
         Cmd::Watch { watchers, events, dir } => bench_watch(watchers, events, &dir).await,
         Cmd::Memory { pods, dir } => bench_memory(pods, &dir).await,
-        Cmd::Scheduler { nodes, pods } => {
-            bench_scheduler(&nodes, pods);
+        Cmd::Scheduler { nodes, pods, mix } => {
+            bench_scheduler(&nodes, pods, mix == "full");
             Ok(())
         }
     }

@@ -4,7 +4,11 @@
 //! 2. a Deployment of R replicas → R pods created by the ReplicaSet controller and all bound;
 //! 3. the control plane's RSS idle, and after holding those pods.
 //!
-//! Usage: skiff-cluster-bench [--nodes 100] [--pods 1000] [--replicas 1000]
+//! With `--split`, the controllers run in a process of their own (`skiff-controlplane --api-server URL
+//! --disable-scheduler`, as a separate kube-controller-manager) beside the API server and scheduler
+//! (`--disable-controllers`), and the RSS of each is reported.
+//!
+//! Usage: skiff-cluster-bench [--nodes 100] [--pods 1000] [--replicas 1000] [--split]
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
@@ -29,17 +33,24 @@ struct Args {
     pods: usize,
     #[arg(long, default_value_t = 1000)]
     replicas: usize,
+    /// Run the controllers in a separate process.
+    #[arg(long)]
+    split: bool,
 }
 
 struct Server {
     child: Child,
+    /// The controller manager's own process (`--split`).
+    controllers: Option<Child>,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.controllers.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -51,18 +62,31 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-async fn start() -> anyhow::Result<(Server, Client)> {
+async fn start(split: bool) -> anyhow::Result<(Server, Client)> {
     let bin = std::env::current_exe()?.parent().context("no folder")?.join("skiff-controlplane");
     let dir = tempfile::Builder::new().prefix("skiff-cluster-bench").tempdir_in("/var/tmp")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(&bin)
-        .args(["--data-dir", &dir.path().to_string_lossy(), "--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let server = Server { child, _dir: dir };
+    let spawn = |args: &[&str]| {
+        Command::new(&bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))
+    };
+    let data = dir.path().to_string_lossy().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server_args = vec!["--data-dir", &data, "--listen", &listen];
+    if split {
+        server_args.push("--disable-controllers");
+    }
+    let child = spawn(&server_args)?;
+    let mut server = Server { child, controllers: None, _dir: dir };
+    if split {
+        let url = format!("http://{listen}");
+        server.controllers = Some(spawn(&["--api-server", &url, "--disable-scheduler"])?);
+    }
     let kubeconfig = server._dir.path().join("kubeconfig");
     for _ in 0..200 {
         if kubeconfig.exists() {
@@ -141,8 +165,9 @@ fn pod(name: &str) -> anyhow::Result<Pod> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let (server, client) = start().await?;
+    let (server, client) = start(a.split).await?;
     let pid = server.child.id();
+    let cm_pid = server.controllers.as_ref().map(Child::id);
     register_nodes(&client, a.nodes).await?;
     let leases = keep_leases(client.clone(), a.nodes);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -150,7 +175,13 @@ async fn main() -> anyhow::Result<()> {
     println!("| measure | value |");
     println!("|---|---|");
     println!("| nodes | {} |", a.nodes);
-    println!("| control plane RSS, idle with {} nodes | {idle:.0} MiB |", a.nodes);
+    match cm_pid {
+        None => println!("| control plane RSS, idle with {} nodes | {idle:.0} MiB |", a.nodes),
+        Some(cm) => {
+            println!("| API server + scheduler RSS, idle with {} nodes | {idle:.0} MiB |", a.nodes);
+            println!("| controller manager RSS, idle with {} nodes | {:.0} MiB |", a.nodes, rss_mib(cm));
+        }
+    }
 
     // 1. Bare pods created at once (32 clients), until all are bound.
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -196,7 +227,14 @@ async fn main() -> anyhow::Result<()> {
     let total = done.duration_since(t0);
     println!("| Deployment of {} replicas: apply → all pods created and bound | {:.2} s ({:.0} pods/s) |", a.replicas, total.as_secs_f64(), a.replicas as f64 / total.as_secs_f64());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    println!("| control plane RSS holding {} pods | {:.0} MiB |", a.pods + a.replicas, rss_mib(pid));
+    let held = a.pods + a.replicas;
+    match cm_pid {
+        None => println!("| control plane RSS holding {held} pods | {:.0} MiB |", rss_mib(pid)),
+        Some(cm) => {
+            println!("| API server + scheduler RSS holding {held} pods | {:.0} MiB |", rss_mib(pid));
+            println!("| controller manager RSS holding {held} pods | {:.0} MiB |", rss_mib(cm));
+        }
+    }
     leases.abort();
     drop(server);
     Ok(())

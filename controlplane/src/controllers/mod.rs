@@ -6,14 +6,17 @@
 //! reconcile first decides with a pure planner (unit-tested) and then acts. Errors requeue with backoff; a
 //! successful reconcile requeues after the resync period.
 //!
-//! Modules: [`replicaset`], [`deployment`], [`daemonset`], [`job`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod
-//! CIDR per node), [`expectations`] (no
+//! Modules: [`informers`] (the per-process shared informers), [`replicaset`], [`deployment`], [`daemonset`],
+//! [`job`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod CIDR per node), [`node_lifecycle`],
+//! [`gc`] (the garbage collector over ownerReferences), [`leader`] (leader election), [`expectations`] (no
 //! duplicate pods while the cache catches up).
 
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
+pub mod gc;
+pub mod informers;
 pub mod job;
 pub mod leader;
 pub mod node_ipam;
@@ -26,9 +29,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::{self, Store};
-use futures::StreamExt;
-use kube::runtime::{watcher, WatchStreamExt};
+
+pub use informers::Informers;
 use kube::{Api, Client};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,76 +67,32 @@ impl Default for ControllersConfig {
     }
 }
 
-/// An informer: list + watch into a reflector cache (relisting on 410, with backoff), and the stream of changed
-/// objects (deleted ones included) that triggers the controllers owning them. The cache is updated before an
-/// object comes out of the stream, so a reconcile it triggers reads a cache that already has the change.
-pub fn informer<K>(api: Api<K>) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send)
-where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).touched_objects();
-    (store, stream)
-}
-
-/// One informer shared by `consumers` controllers: a single list + watch and reflector cache (every consumer reads
-/// the same [`Store`]), and a stream of changed objects for each consumer, fed by one task (upstream's shared
-/// informer factory). Watch errors are logged here; the watcher retries with backoff.
-pub fn shared_informer<K>(api: Api<K>, consumers: usize) -> (Store<K>, Vec<impl futures::Stream<Item = Result<K, watcher::Error>> + Send>)
-where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let (store, stream) = informer(api);
-    let mut senders = Vec::with_capacity(consumers);
-    let mut streams = Vec::with_capacity(consumers);
-    for _ in 0..consumers {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<K>();
-        senders.push(tx);
-        streams.push(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|k| (Ok(k), rx)) }));
-    }
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        loop {
-            // Ends (closing its watch) as soon as every consumer is gone, not at the next event: an idle watch held
-            // by a stopped controller would keep the API server's graceful shutdown waiting.
-            let item = {
-                let all_closed = futures::future::join_all(senders.iter().map(|tx| tx.closed()));
-                tokio::select! {
-                    _ = all_closed => None,
-                    item = stream.next() => item,
-                }
-            };
-            match item {
-                None => return,
-                Some(Ok(obj)) => {
-                    senders.retain(|tx| tx.send(obj.clone()).is_ok());
-                    if senders.is_empty() {
-                        return;
-                    }
-                }
-                Some(Err(e)) => tracing::debug!(error = %e, kind = %K::kind(&()), "shared informer watch error; retrying"),
-            }
-        }
-    });
-    (store, streams)
-}
-
-/// Run every controller until `shutdown` resolves.
+/// Run every controller until `shutdown` resolves, with informers of their own.
 pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let informers = Informers::new(client, shutdown.clone());
+    run_with(informers, config, shutdown).await
+}
+
+/// Run every controller until `shutdown` resolves, on the process's shared informers.
+pub async fn run_with(informers: Informers, config: ControllersConfig, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = informers.client().clone();
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     // One pod cache for the controllers; each controller woken by pod changes gets its own stream of them.
-    let (pods, pod_streams) = shared_informer(Api::<Pod>::all(client.clone()), 4);
-    let mut pod_streams = pod_streams.into_iter();
-    let mut next_stream = || pod_streams.next().expect("four pod streams");
-    let (pod_events, pod_events_for_endpoints, pod_events_for_jobs, pod_events_for_ds) = (next_stream(), next_stream(), next_stream(), next_stream());
+    let pod_informer = informers.get::<Pod>();
+    let pods = pod_informer.store();
+    let (pod_events, pod_events_for_endpoints, pod_events_for_jobs, pod_events_for_ds) =
+        (pod_informer.touched(), pod_informer.touched(), pod_informer.touched(), pod_informer.touched());
     let (pods_for_endpoints, pods_for_jobs, pods_for_ds) = (pods.clone(), pods.clone(), pods.clone());
+    let node_informer = informers.get::<k8s_openapi::api::core::v1::Node>();
+    let (nodes_for_ds, node_events_for_ds) = (node_informer.store(), node_informer.touched());
+    let rs_informer = informers.get::<ReplicaSet>();
+    let (replicasets, rs_events) = (rs_informer.store(), rs_informer.touched());
     // No controller acts on an empty cache: after a restart, a ReplicaSet reconciled before the pods are listed
     // would look short of pods and create surplus ones.
-    let _ = pods.wait_until_ready().await;
-    let (nodes_for_ds, node_events_for_ds) = informer(Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()));
-    let (replicasets, rs_events) = informer(Api::<ReplicaSet>::all(client.clone()));
+    tokio::join!(pod_informer.ready(), node_informer.ready(), rs_informer.ready());
     let rs = replicaset::run(
-        Api::all(client.clone()),
+        rs_informer.clone(),
         Arc::new(replicaset::Context::new(client.clone(), pods.clone(), config.clone())),
         pod_events,
         shutdown.clone(),
@@ -146,7 +104,7 @@ pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Futur
         shutdown.clone(),
     );
     let ipam = node_ipam::run(
-        Api::all(client.clone()),
+        node_informer.clone(),
         Arc::new(node_ipam::Context::new(client.clone(), config.cluster_cidr, config.node_cidr_mask, config.clone())),
         shutdown.clone(),
     );
@@ -169,8 +127,9 @@ pub async fn run(client: Client, config: ControllersConfig, shutdown: impl Futur
         node_events_for_ds,
         shutdown.clone(),
     );
-    let lifecycle = node_lifecycle::run(client.clone(), config.lifecycle.clone(), shutdown.clone());
-    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle);
+    let lifecycle = node_lifecycle::run(informers.clone(), config.lifecycle.clone(), shutdown.clone());
+    let gc = gc::run(informers.clone(), gc::GcConfig::default(), shutdown.clone());
+    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle, gc);
 }
 
 /// `namespace/name` of an object, for messages.

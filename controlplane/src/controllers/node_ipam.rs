@@ -15,6 +15,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
+use super::informers::SharedInformer;
 use super::{error_policy, ControllerError, ControllersConfig};
 
 pub struct Context {
@@ -86,11 +87,11 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Con
 }
 
 pub fn run(
-    nodes: Api<Node>,
+    nodes: SharedInformer<Node>,
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
-    let controller = Controller::new(nodes, kube::runtime::watcher::Config::default());
+    let controller = Controller::for_stream(nodes.touched(), nodes.store());
     *ctx.nodes.lock().unwrap_or_else(|e| e.into_inner()) = Some(controller.store());
     controller.graceful_shutdown_on(shutdown).run(reconcile, error_policy, ctx).for_each(|_| async {})
 }

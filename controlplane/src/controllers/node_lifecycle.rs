@@ -20,7 +20,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use super::informer;
+use super::Informers;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -218,29 +218,19 @@ async fn pass(client: &Client, nodes: &Store<Node>, leases: &Store<Lease>, pods:
     }
 }
 
-/// Check every node each period until `shutdown` resolves.
-pub async fn run(client: Client, config: LifecycleConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
-    use futures::StreamExt;
-    let (nodes, node_events) = informer(Api::<Node>::all(client.clone()));
-    let (leases, lease_events) = informer(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
-    let (pods, pod_events) = informer(Api::<Pod>::all(client.clone()));
-    let drivers = [
-        tokio::spawn(node_events.for_each(|_| async {})),
-        tokio::spawn(lease_events.for_each(|_| async {})),
-        tokio::spawn(pod_events.for_each(|_| async {})),
-    ];
-    let _ = nodes.wait_until_ready().await;
-    let _ = leases.wait_until_ready().await;
-    let _ = pods.wait_until_ready().await;
+/// Check every node each period until `shutdown` resolves, reading the process's shared node, Lease and pod
+/// informers.
+pub async fn run(informers: Informers, config: LifecycleConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let client = informers.client().clone();
+    let (node_informer, lease_informer, pod_informer) = (informers.get::<Node>(), informers.get::<Lease>(), informers.get::<Pod>());
+    tokio::join!(node_informer.ready(), lease_informer.ready(), pod_informer.ready());
+    let (nodes, leases, pods) = (node_informer.store(), lease_informer.store(), pod_informer.store());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(config.period) => pass(&client, &nodes, &leases, &pods, &config).await,
         }
-    }
-    for d in drivers {
-        d.abort();
     }
 }
 

@@ -15,6 +15,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use super::expectations::Expectations;
+use super::informers::SharedInformer;
 use super::{controlled_by, delete_owned_pods, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
 
 pub struct Context {
@@ -134,12 +135,12 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action,
 }
 
 pub fn run(
-    replicasets: Api<ReplicaSet>,
+    replicasets: SharedInformer<ReplicaSet>,
     ctx: Arc<Context>,
     pod_events: impl futures::Stream<Item = Result<Pod, kube::runtime::watcher::Error>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
-    Controller::new(replicasets, kube::runtime::watcher::Config::default())
+    Controller::for_stream(replicasets.touched(), replicasets.store())
         .owns_stream(pod_events)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

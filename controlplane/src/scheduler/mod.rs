@@ -4,8 +4,10 @@
 //! pods this scheduler has just bound but the cache does not show yet: the "assumed" pods), places the pending
 //! pods in priority order with the [`plugins`] filters and scores, then binds them through `pods/binding`
 //! concurrently. A pod that fits nowhere gets `PodScheduled=False` with upstream's message and a
-//! `FailedScheduling` event, and is retried with backoff, or at once when a node changes.
+//! `FailedScheduling` event, and is retried with backoff, or at once when a node changes. A pod that preempted
+//! others keeps the room they leave ([`nominator`]) until it is bound.
 
+pub mod nominator;
 pub mod plugins;
 pub mod preemption;
 pub mod topology;
@@ -16,14 +18,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::controllers::informer;
+use crate::controllers::Informers;
+use nominator::Nominations;
+use topology::NamespaceLabels;
 use plugins::{filter_view, score_view, unschedulable_message, NodeUsage, NodeView, PodView, Unfit};
 
 #[derive(Clone, Debug)]
@@ -34,6 +38,8 @@ pub struct SchedulerConfig {
     pub backoff_max: Duration,
     /// Bindings in flight at once.
     pub parallel_binds: usize,
+    /// How long a preemptor's nomination (the room its victims leave) is kept for it without it being bound.
+    pub nomination_timeout: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -43,6 +49,7 @@ impl Default for SchedulerConfig {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(10),
             parallel_binds: 16,
+            nomination_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -59,8 +66,11 @@ struct State {
     backoff: HashMap<String, Backoff>,
     /// The unschedulable message last reported per pod uid (reported again only when it changes).
     reported: HashMap<String, String>,
-    /// Pods that preempted others: uid → when (no new preemption for them while their victims go).
-    nominated: HashMap<String, Instant>,
+    /// Pods that preempted others: uid → (the node they are nominated to, since when). No new preemption for
+    /// them while their victims go, and the room stays theirs (see [`nominator`]).
+    nominated: HashMap<String, (String, Instant)>,
+    /// Pods whose expired nomination was cleared, while their status may still show it.
+    nomination_cleared: std::collections::HashSet<String>,
 }
 
 /// One pass's decision for a pending pod.
@@ -89,13 +99,20 @@ pub fn feasible_nodes_to_find(nodes: usize) -> usize {
 ///
 /// Like upstream, each pod's search starts where the previous one stopped and ends once enough feasible nodes
 /// were found, so large clusters are not scanned whole for every pod.
-pub fn place(pending: &[&Pod], nodes: &[&Node], usage: &mut HashMap<String, NodeUsage>) -> Vec<Decision> {
+pub fn place(pending: &[&Pod], nodes: &[&Node], usage: &mut HashMap<String, NodeUsage>, namespaces: &NamespaceLabels) -> Vec<Decision> {
     let views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n)).collect();
-    place_views(pending, &views, usage)
+    place_views(pending, &views, usage, namespaces, &mut Nominations::default())
 }
 
-/// [`place`] with the node views already built (a scheduling pass builds them once).
-pub fn place_views(pending: &[&Pod], nodes: &[NodeView], usage: &mut HashMap<String, NodeUsage>) -> Vec<Decision> {
+/// [`place`] with the node views already built (a scheduling pass builds them once), and the nominated pods,
+/// whose room on their node is kept for them: a pod placed ends its nomination.
+pub fn place_views(
+    pending: &[&Pod],
+    nodes: &[NodeView],
+    usage: &mut HashMap<String, NodeUsage>,
+    namespaces: &NamespaceLabels,
+    nominations: &mut Nominations,
+) -> Vec<Decision> {
     let empty = NodeUsage::default();
     let want = feasible_nodes_to_find(nodes.len());
     let mut start = 0usize;
@@ -103,48 +120,65 @@ pub fn place_views(pending: &[&Pod], nodes: &[NodeView], usage: &mut HashMap<Str
         .iter()
         .map(|p| {
             let pv = PodView::new(p);
-            let topo = topology::Topology::for_pod(&pv, nodes, usage);
+            let topo = topology::Topology::for_pod(&pv, nodes, usage, namespaces);
             let pod_uid = p.metadata.uid.as_deref().unwrap_or_default();
-            let mut best: Option<(i64, u64, usize)> = None;
-            let mut reasons: Vec<Vec<Unfit>> = Vec::new();
-            let mut feasible = 0;
-            let mut examined = 0;
-            for i in 0..nodes.len() {
-                let idx = (start + i) % nodes.len();
-                let n = &nodes[idx];
-                examined += 1;
-                let name = n.name;
-                let u = usage.get(name).unwrap_or(&empty);
-                let unfit = filter_view(&pv, n, u);
+            let prio = priority(p);
+            let fits = |n: &NodeView| -> Result<(), Vec<Unfit>> {
+                let u = nominations.usage_for(n.name, usage.get(n.name).unwrap_or(&empty), pod_uid, prio);
+                let unfit = filter_view(&pv, n, &u);
                 if !unfit.is_empty() {
-                    reasons.push(unfit);
-                    continue;
+                    return Err(unfit);
                 }
-                if let Some(u) = topo.as_ref().and_then(|t| t.filter(n)) {
-                    reasons.push(vec![u]);
-                    continue;
+                match topo.as_ref().and_then(|t| t.filter(n)) {
+                    Some(u) => Err(vec![u]),
+                    None => Ok(()),
                 }
-                feasible += 1;
-                let s = score_view(&pv, n, u) + topo.as_ref().map(|t| t.score(n)).unwrap_or(0);
-                // Ties go to a node picked by a hash of pod and node, so equal nodes share the load.
-                let tie = fnv2(pod_uid, name);
-                if best.is_none_or(|(bs, bt, _)| (s, tie) > (bs, bt)) {
-                    best = Some((s, tie, idx));
+            };
+            // A nominated pod goes to its node if it fits there now (upstream's PreferNominatedNode).
+            let preferred = nominations.node_of(pod_uid).and_then(|nn| nodes.iter().find(|n| n.name == nn)).filter(|n| fits(n).is_ok());
+            let chosen = match preferred {
+                Some(n) => Ok(n.name.to_string()),
+                None => {
+                    let mut best: Option<(i64, u64, usize)> = None;
+                    let mut reasons: Vec<Vec<Unfit>> = Vec::new();
+                    let mut feasible = 0;
+                    let mut examined = 0;
+                    for i in 0..nodes.len() {
+                        let idx = (start + i) % nodes.len();
+                        let n = &nodes[idx];
+                        examined += 1;
+                        if let Err(unfit) = fits(n) {
+                            reasons.push(unfit);
+                            continue;
+                        }
+                        feasible += 1;
+                        let u = nominations.usage_for(n.name, usage.get(n.name).unwrap_or(&empty), pod_uid, prio);
+                        let s = score_view(&pv, n, &u) + topo.as_ref().map(|t| t.score(n)).unwrap_or(0);
+                        // Ties go to a node picked by a hash of pod and node, so equal nodes share the load.
+                        let tie = fnv2(pod_uid, n.name);
+                        if best.is_none_or(|(bs, bt, _)| (s, tie) > (bs, bt)) {
+                            best = Some((s, tie, idx));
+                        }
+                        if feasible >= want {
+                            break;
+                        }
+                    }
+                    if !nodes.is_empty() {
+                        start = (start + examined) % nodes.len();
+                    }
+                    match best {
+                        Some((_, _, idx)) => Ok(nodes[idx].name.to_string()),
+                        None => Err(unschedulable_message(nodes.len(), &reasons)),
+                    }
                 }
-                if feasible >= want {
-                    break;
-                }
-            }
-            if !nodes.is_empty() {
-                start = (start + examined) % nodes.len();
-            }
-            match best {
-                Some((_, _, idx)) => {
-                    let name = nodes[idx].name.to_string();
+            };
+            match chosen {
+                Ok(name) => {
                     usage.entry(name.clone()).or_default().add_pod(p);
+                    nominations.remove(pod_uid);
                     Decision::Bind(name)
                 }
-                None => Decision::Unschedulable(unschedulable_message(nodes.len(), &reasons)),
+                Err(msg) => Decision::Unschedulable(msg),
             }
         })
         .collect()
@@ -164,6 +198,8 @@ pub struct Scheduler {
     config: SchedulerConfig,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    /// Their labels, for the namespaceSelector of affinity terms.
+    namespaces: Store<Namespace>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -182,6 +218,7 @@ impl Scheduler {
             if let Some(node) = node {
                 st.assumed.remove(&uid);
                 st.reported.remove(&uid);
+                st.nominated.remove(&uid);
                 if is_active(p) {
                     usage.entry(node).or_default().add_pod(p);
                 }
@@ -190,11 +227,37 @@ impl Scheduler {
         st.assumed.retain(|uid, _| present.contains(uid));
         st.backoff.retain(|uid, _| present.contains(uid));
         st.reported.retain(|uid, _| present.contains(uid));
-        st.nominated.retain(|uid, at| present.contains(uid) && at.elapsed() < Duration::from_secs(60));
+        st.nominated.retain(|uid, _| present.contains(uid));
+        st.nomination_cleared.retain(|uid| present.contains(uid));
         for (node, p) in st.assumed.values() {
             usage.entry(node.clone()).or_default().add_pod(p);
         }
         let now = Instant::now();
+        // Pods waiting for their victims to go keep the room they made: from this scheduler's memory, or from
+        // their status after a restart. A nomination that has not led to a binding in time is dropped (and
+        // cleared from the status), so that the pod may preempt afresh and its room is not held forever.
+        let mut nominations = Nominations::default();
+        let mut expired: Vec<Pod> = Vec::new();
+        for p in pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_none_or(str::is_empty)) {
+            let uid = p.uid().unwrap_or_default();
+            let in_status = p.status.as_ref().and_then(|s| s.nominated_node_name.clone()).filter(|n| !n.is_empty());
+            if in_status.is_none() {
+                st.nomination_cleared.remove(&uid);
+            }
+            let remembered = st.nominated.get(&uid).map(|(n, _)| n.clone());
+            let Some(node) = remembered.or(in_status.filter(|_| !st.nomination_cleared.contains(&uid))) else { continue };
+            if p.metadata.deletion_timestamp.is_some() || !is_active(p) {
+                continue;
+            }
+            let since = st.nominated.entry(uid.clone()).or_insert_with(|| (node.clone(), now)).1;
+            if now.duration_since(since) >= self.config.nomination_timeout {
+                st.nominated.remove(&uid);
+                st.nomination_cleared.insert(uid);
+                expired.push(p.as_ref().clone());
+                continue;
+            }
+            nominations.add(&node, p);
+        }
         let mut pending: Vec<&Pod> = pods
             .iter()
             .map(|p| p.as_ref())
@@ -206,14 +269,17 @@ impl Scheduler {
                     && p.metadata.deletion_timestamp.is_none()
                     && is_active(p)
                     && !st.assumed.contains_key(&uid)
-                    && st.backoff.get(&uid).is_none_or(|b| b.until <= now)
+                    // A nominated pod is tried every pass: it binds as soon as its victims are gone.
+                    && (st.backoff.get(&uid).is_none_or(|b| b.until <= now) || nominations.node_of(&uid).is_some())
             })
             .collect();
         pending.sort_by(|a, b| {
             priority(b).cmp(&priority(a)).then_with(|| a.metadata.creation_timestamp.as_ref().map(|t| t.0).cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0)))
         });
         let views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n)).collect();
-        let decisions = place_views(&pending, &views, &mut usage);
+        let namespaces: NamespaceLabels =
+            self.namespaces.state().iter().map(|n| (n.name_any(), n.metadata.labels.clone().unwrap_or_default())).collect();
+        let decisions = place_views(&pending, &views, &mut usage, &namespaces, &mut nominations);
         let mut binds = Vec::new();
         let mut preemptions = Vec::new();
         for (p, d) in pending.iter().zip(decisions) {
@@ -225,12 +291,14 @@ impl Scheduler {
                 }
                 Decision::Unschedulable(msg) => {
                     if !st.nominated.contains_key(&uid) {
-                        if let Some(pre) = preemption::preempt(p, &views, &usage) {
-                            // The victims' resources count as taken until they are gone; later pods of this pass
-                            // must not take the room the preemptor is waiting for.
-                            let entry = usage.entry(pre.node.clone()).or_default();
-                            entry.add_pod(p);
-                            st.nominated.insert(uid.clone(), now);
+                        // Rooms reserved for more important nominated pods are not this pod's to take by
+                        // preemption either.
+                        let seen = nominations.usage_map_for(&usage, &uid, priority(p));
+                        if let Some(pre) = preemption::preempt(p, &views, &seen) {
+                            // The victims' resources are reserved for this pod until it is bound, for this pass's
+                            // later pods and for the passes to come.
+                            nominations.add(&pre.node, p);
+                            st.nominated.insert(uid.clone(), (pre.node.clone(), now));
                             preemptions.push(((*p).clone(), pre));
                         }
                     }
@@ -244,6 +312,9 @@ impl Scheduler {
             }
         }
         drop(st);
+        for p in expired {
+            self.clear_nomination(&p).await;
+        }
         for (p, pre) in preemptions {
             self.preempt(&p, &pre).await;
         }
@@ -322,6 +393,15 @@ impl Scheduler {
         }
     }
 
+    async fn clear_nomination(&self, p: &Pod) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &p.namespace().unwrap_or_default());
+        let patch = json!({"status": {"nominatedNodeName": null}});
+        match pods.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => tracing::info!(pod = %p.name_any(), "nomination expired before the pod could be bound; cleared"),
+            Err(e) => tracing::debug!(pod = %p.name_any(), error = %e, "could not clear nominatedNodeName"),
+        }
+    }
+
     async fn event(&self, ns: &str, name: &str, uid: &str, reason: &str, msg: &str, kind: &str) {
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), ns);
@@ -367,30 +447,43 @@ impl Scheduler {
     }
 }
 
-/// Run the scheduler until `shutdown` resolves.
+/// Run the scheduler until `shutdown` resolves, with informers of its own.
 pub async fn run(client: Client, config: SchedulerConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let (pods, pod_events) = informer(Api::<Pod>::all(client.clone()));
-    let (nodes, node_events) = informer(Api::<Node>::all(client.clone()));
-    let sched = Arc::new(Scheduler { client, config, pods, nodes, state: Default::default() });
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    run_with(Informers::new(client, shutdown.clone()), config, shutdown).await
+}
+
+/// Run the scheduler until `shutdown` resolves, on the process's shared pod and node informers (those of the
+/// controller manager, when it runs in the same process).
+pub async fn run_with(informers: Informers, config: SchedulerConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let (pod_informer, node_informer, ns_informer) = (informers.get::<Pod>(), informers.get::<Node>(), informers.get::<Namespace>());
+    let (mut pod_changes, mut node_changes) = (pod_informer.subscribe(), node_informer.subscribe());
+    let sched = Arc::new(Scheduler {
+        client: informers.client().clone(),
+        config,
+        pods: pod_informer.store(),
+        nodes: node_informer.store(),
+        namespaces: ns_informer.store(),
+        state: Default::default(),
+    });
     let wake = Arc::new(Notify::new());
     let (w1, w2) = (wake.clone(), wake.clone());
     let s2 = sched.clone();
     let drivers = [
-        tokio::spawn(pod_events.for_each(move |_| {
-            w1.notify_one();
-            async {}
-        })),
-        tokio::spawn(node_events.for_each(move |_| {
-            // A node changed: pods waiting for one may fit now.
-            let (w, s) = (w2.clone(), s2.clone());
-            async move {
-                s.state.lock().await.backoff.clear();
-                w.notify_one();
+        tokio::spawn(async move {
+            while pod_changes.recv().await.is_some() {
+                w1.notify_one();
             }
-        })),
+        }),
+        tokio::spawn(async move {
+            while node_changes.recv().await.is_some() {
+                // A node changed: pods waiting for one may fit now.
+                s2.state.lock().await.backoff.clear();
+                w2.notify_one();
+            }
+        }),
     ];
-    let _ = sched.pods.wait_until_ready().await;
-    let _ = sched.nodes.wait_until_ready().await;
+    tokio::join!(pod_informer.ready(), node_informer.ready(), ns_informer.ready());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -427,7 +520,7 @@ mod tests {
         let pods = [pod("p1", "1500m"), pod("p2", "1500m"), pod("p3", "1500m")];
         let node_refs: Vec<&Node> = nodes.iter().collect();
         let pod_refs: Vec<&Pod> = pods.iter().collect();
-        let d = place(&pod_refs, &node_refs, &mut HashMap::new());
+        let d = place(&pod_refs, &node_refs, &mut HashMap::new(), &NamespaceLabels::new());
         let bound: Vec<&Decision> = d.iter().filter(|d| matches!(d, Decision::Bind(_))).collect();
         assert_eq!(bound.len(), 2);
         assert_ne!(d[0], d[1], "two big pods go to different nodes");
@@ -446,8 +539,61 @@ mod tests {
     fn spreads_small_pods() {
         let nodes = [node("a", "4"), node("b", "4")];
         let pods: Vec<Pod> = (0..10).map(|i| pod(&format!("p{i}"), "100m")).collect();
-        let d = place(&pods.iter().collect::<Vec<_>>(), &nodes.iter().collect::<Vec<_>>(), &mut HashMap::new());
+        let d = place(&pods.iter().collect::<Vec<_>>(), &nodes.iter().collect::<Vec<_>>(), &mut HashMap::new(), &NamespaceLabels::new());
         let on_a = d.iter().filter(|d| **d == Decision::Bind("a".into())).count();
         assert!((4..=6).contains(&on_a), "{d:?}");
+    }
+
+    fn pod_p(name: &str, cpu: &str, prio: i32) -> Pod {
+        let mut p = pod(name, cpu);
+        p.spec.as_mut().unwrap().priority = Some(prio);
+        p
+    }
+
+    fn views(nodes: &[Node]) -> Vec<NodeView<'_>> {
+        nodes.iter().map(NodeView::new).collect()
+    }
+
+    #[test]
+    fn nominated_room_is_kept_from_less_or_equally_important_pods() {
+        let nodes = [node("a", "2")];
+        let mut noms = Nominations::default();
+        // The preemptor (priority 100) waits on a for its victims to go; they have gone.
+        noms.add("a", &pod_p("preemptor", "1500m", 100));
+        let ns = NamespaceLabels::new();
+        for (name, prio) in [("low", 10), ("peer", 100)] {
+            let q = pod_p(name, "1", prio);
+            let d = place_views(&[&q], &views(&nodes), &mut HashMap::new(), &ns, &mut noms.clone());
+            assert_eq!(d, vec![Decision::Unschedulable("0/1 nodes are available: 1 Insufficient cpu.".into())], "{name}");
+        }
+        // A more important pod may take it (upstream lets it).
+        let vip = pod_p("vip", "1", 1000);
+        assert_eq!(place_views(&[&vip], &views(&nodes), &mut HashMap::new(), &ns, &mut noms.clone()), vec![Decision::Bind("a".into())]);
+        // The preemptor itself fits, and its binding ends the reservation for the pods after it.
+        let preemptor = pod_p("preemptor", "1500m", 100);
+        let small = pod_p("small", "250m", 10);
+        let mut usage = HashMap::new();
+        let d = place_views(&[&preemptor, &small], &views(&nodes), &mut usage, &ns, &mut noms);
+        assert_eq!(d, vec![Decision::Bind("a".into()), Decision::Bind("a".into())]);
+        assert!(noms.is_empty());
+    }
+
+    #[test]
+    fn a_nominated_pod_prefers_its_node() {
+        // b scores better (emptier) but the pod was nominated to a, where it fits now.
+        let nodes = [node("a", "2"), node("b", "8")];
+        let mut usage = HashMap::new();
+        usage.entry("a".to_string()).or_insert_with(NodeUsage::default).add_pod(&pod("other", "500m"));
+        let p = pod_p("p", "1", 100);
+        let mut noms = Nominations::default();
+        noms.add("a", &p);
+        let d = place_views(&[&p], &views(&nodes), &mut usage.clone(), &NamespaceLabels::new(), &mut noms);
+        assert_eq!(d, vec![Decision::Bind("a".into())]);
+        // Where it does not fit (yet), it goes where it fits, like any pod.
+        usage.entry("a".to_string()).or_default().add_pod(&pod("victim", "1"));
+        let mut noms = Nominations::default();
+        noms.add("a", &p);
+        let d = place_views(&[&p], &views(&nodes), &mut usage, &NamespaceLabels::new(), &mut noms);
+        assert_eq!(d, vec![Decision::Bind("b".into())]);
     }
 }

@@ -68,14 +68,40 @@ pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
         })
 }
 
-/// Whether `term` (of a pod in `own_ns`) selects `other`. A term without a label selector selects nothing; its
-/// namespaces default to the pod's own; a namespaceSelector (which needs namespace labels) counts as "all".
-fn term_selects(term: &PodAffinityTerm, own_ns: &str, other: &PodInfo) -> bool {
+/// Namespace name → its labels: what a term's `namespaceSelector` is matched against.
+pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
+
+/// The namespaces an affinity term looks in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamespaceScope {
+    All,
+    Only(HashSet<String>),
+}
+
+/// Upstream's rules for the namespaces of a term of a pod in `own_ns`: the union of `namespaces` and of the
+/// namespaces `namespaceSelector` matches; an empty selector (`{}`) means every namespace; no list and no
+/// selector mean the pod's own namespace.
+pub fn term_namespaces(term: &PodAffinityTerm, own_ns: &str, namespaces: &NamespaceLabels) -> NamespaceScope {
+    let mut set: HashSet<String> = term.namespaces.iter().flatten().cloned().collect();
+    match &term.namespace_selector {
+        None if set.is_empty() => {
+            set.insert(own_ns.to_string());
+        }
+        None => {}
+        Some(sel) if sel.match_labels.as_ref().is_none_or(|m| m.is_empty()) && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty()) => {
+            return NamespaceScope::All;
+        }
+        Some(sel) => set.extend(namespaces.iter().filter(|(_, labels)| selector_matches(sel, labels)).map(|(ns, _)| ns.clone())),
+    }
+    NamespaceScope::Only(set)
+}
+
+/// Whether `term`, looking in `scope`, selects `other`. A term without a label selector selects nothing.
+fn term_selects(term: &PodAffinityTerm, scope: &NamespaceScope, other: &PodInfo) -> bool {
     let Some(sel) = &term.label_selector else { return false };
-    let ns_ok = match (&term.namespaces, &term.namespace_selector) {
-        (Some(list), _) if !list.is_empty() => list.iter().any(|n| n == &other.namespace),
-        (_, Some(_)) => true,
-        _ => other.namespace == own_ns,
+    let ns_ok = match scope {
+        NamespaceScope::All => true,
+        NamespaceScope::Only(set) => set.contains(&other.namespace),
     };
     ns_ok && selector_matches(sel, &other.labels)
 }
@@ -112,14 +138,16 @@ pub struct Topology {
     spread: Vec<Spread>,
 }
 
-fn domains(term: &PodAffinityTerm, own: &PodInfo, nodes: &[NodeView], usage: &HashMap<String, NodeUsage>, weight: i64) -> TermDomains {
+fn domains(term: &PodAffinityTerm, own: &PodInfo, ctx: &Context, weight: i64) -> TermDomains {
+    let (nodes, usage) = (ctx.nodes, ctx.usage);
+    let scope = term_namespaces(term, &own.namespace, ctx.namespaces);
     let mut values = HashSet::new();
     for n in nodes {
         let Some(v) = label(n, &term.topology_key) else { continue };
         if values.contains(v) {
             continue;
         }
-        if usage.get(n.name).is_some_and(|u| u.pods.iter().any(|p| p.uid != own.uid && term_selects(term, &own.namespace, p))) {
+        if usage.get(n.name).is_some_and(|u| u.pods.iter().any(|p| p.uid != own.uid && term_selects(term, &scope, p))) {
             values.insert(v.to_string());
         }
     }
@@ -144,9 +172,17 @@ fn spread(c: &TopologySpreadConstraint, own: &PodInfo, pv: &PodView, nodes: &[No
     Spread { key: c.topology_key.clone(), max_skew: c.max_skew.max(1) as i64, hard: c.when_unsatisfiable != "ScheduleAnyway", counts, min }
 }
 
+/// What a pod is judged against: the nodes, the pods on them, the namespaces' labels.
+struct Context<'a, 'n> {
+    nodes: &'a [NodeView<'n>],
+    usage: &'a HashMap<String, NodeUsage>,
+    namespaces: &'a NamespaceLabels,
+}
+
 impl Topology {
     /// `None` when nothing about other pods matters for this pod.
-    pub fn for_pod(pv: &PodView, nodes: &[NodeView], usage: &HashMap<String, NodeUsage>) -> Option<Topology> {
+    pub fn for_pod(pv: &PodView, nodes: &[NodeView], usage: &HashMap<String, NodeUsage>, namespaces: &NamespaceLabels) -> Option<Topology> {
+        let ctx = Context { nodes, usage, namespaces };
         let spec = pv.pod.spec.as_ref()?;
         let own = PodInfo::new(pv.pod);
         let aff = spec.affinity.as_ref();
@@ -159,18 +195,18 @@ impl Topology {
         if req_aff.is_empty() && req_anti.is_empty() && pref_aff.is_empty() && pref_anti.is_empty() && constraints.is_empty() && !others_anti {
             return None;
         }
-        let affinity: Vec<TermDomains> = req_aff.iter().map(|t| domains(t, &own, nodes, usage, 0)).collect();
+        let affinity: Vec<TermDomains> = req_aff.iter().map(|t| domains(t, &own, &ctx, 0)).collect();
         let affinity_first_of_group = !affinity.is_empty()
             && affinity.iter().all(|d| d.values.is_empty())
-            && req_aff.iter().all(|t| term_selects(t, &own.namespace, &own));
-        let anti_affinity = req_anti.iter().map(|t| domains(t, &own, nodes, usage, 0)).collect();
+            && req_aff.iter().all(|t| term_selects(t, &term_namespaces(t, &own.namespace, namespaces), &own));
+        let anti_affinity = req_anti.iter().map(|t| domains(t, &own, &ctx, 0)).collect();
         let mut existing_anti = HashSet::new();
         if others_anti {
             for n in nodes {
                 let Some(u) = usage.get(n.name) else { continue };
                 for p in u.pods.iter().filter(|p| !p.anti_affinity.is_empty()) {
                     for t in &p.anti_affinity {
-                        if term_selects(t, &p.namespace, &own) {
+                        if term_selects(t, &term_namespaces(t, &p.namespace, namespaces), &own) {
                             if let Some(v) = label(n, &t.topology_key) {
                                 existing_anti.insert((t.topology_key.clone(), v.to_string()));
                             }
@@ -179,8 +215,8 @@ impl Topology {
                 }
             }
         }
-        let mut preferred: Vec<TermDomains> = pref_aff.iter().map(|w| domains(&w.pod_affinity_term, &own, nodes, usage, w.weight as i64)).collect();
-        preferred.extend(pref_anti.iter().map(|w| domains(&w.pod_affinity_term, &own, nodes, usage, -(w.weight as i64))));
+        let mut preferred: Vec<TermDomains> = pref_aff.iter().map(|w| domains(&w.pod_affinity_term, &own, &ctx, w.weight as i64)).collect();
+        preferred.extend(pref_anti.iter().map(|w| domains(&w.pod_affinity_term, &own, &ctx, -(w.weight as i64))));
         let spread = constraints.iter().map(|c| spread(c, &own, pv, nodes, usage)).collect();
         Some(Topology { affinity, affinity_first_of_group, anti_affinity, existing_anti, preferred, spread })
     }
@@ -253,9 +289,22 @@ mod tests {
     }
 
     fn pod(name: &str, labels: serde_json::Value, spec_extra: serde_json::Value) -> Pod {
+        pod_in("default", name, labels, spec_extra)
+    }
+
+    fn pod_in(ns: &str, name: &str, labels: serde_json::Value, spec_extra: serde_json::Value) -> Pod {
         let mut spec = json!({"containers": [{"name": "c", "image": "x"}]});
         json_patch::merge(&mut spec, &spec_extra);
-        serde_json::from_value(json!({"metadata": {"name": name, "uid": name, "namespace": "default", "labels": labels}, "spec": spec})).unwrap()
+        serde_json::from_value(json!({"metadata": {"name": name, "uid": name, "namespace": ns, "labels": labels}, "spec": spec})).unwrap()
+    }
+
+    /// default, team-a (env=prod), team-b (env=dev), team-c (env=prod).
+    fn namespaces() -> NamespaceLabels {
+        let l = |env: Option<&str>| env.map(|e| BTreeMap::from([("env".to_string(), e.to_string())])).unwrap_or_default();
+        [("default", None), ("team-a", Some("prod")), ("team-b", Some("dev")), ("team-c", Some("prod"))]
+            .into_iter()
+            .map(|(n, e)| (n.to_string(), l(e)))
+            .collect()
     }
 
     fn usage_with(placed: &[(&str, Pod)]) -> HashMap<String, NodeUsage> {
@@ -269,7 +318,7 @@ mod tests {
     fn judge(p: &Pod, nodes: &[Node], usage: &HashMap<String, NodeUsage>) -> Vec<Option<Unfit>> {
         let views: Vec<NodeView> = nodes.iter().map(NodeView::new).collect();
         let pv = PodView::new(p);
-        let t = Topology::for_pod(&pv, &views, usage);
+        let t = Topology::for_pod(&pv, &views, usage, &namespaces());
         views.iter().map(|n| t.as_ref().and_then(|t| t.filter(n))).collect()
     }
 
@@ -338,13 +387,81 @@ mod tests {
         let p = pod("web", json!({"app": "web"}), json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
             {"weight": 80, "podAffinityTerm": term("zone", "cache")}]}}}));
         let pv = PodView::new(&p);
-        let t = Topology::for_pod(&pv, &views, &u).unwrap();
+        let t = Topology::for_pod(&pv, &views, &u, &namespaces()).unwrap();
         assert_eq!((t.score(&views[0]), t.score(&views[1])), (80, 0));
         let anti = pod("web2", json!({"app": "web"}), json!({"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
             {"weight": 30, "podAffinityTerm": term("zone", "cache")}]}}}));
         let pv = PodView::new(&anti);
-        let t = Topology::for_pod(&pv, &views, &u).unwrap();
+        let t = Topology::for_pod(&pv, &views, &u, &namespaces()).unwrap();
         assert_eq!((t.score(&views[0]), t.score(&views[1])), (-30, 0));
-        assert!(Topology::for_pod(&PodView::new(&pod("plain", json!({}), json!({}))), &views, &u).is_none());
+        assert!(Topology::for_pod(&PodView::new(&pod("plain", json!({}), json!({}))), &views, &u, &namespaces()).is_none());
+    }
+
+    fn ns_term(extra: serde_json::Value) -> PodAffinityTerm {
+        let mut t = term("zone", "db");
+        json_patch::merge(&mut t, &extra);
+        serde_json::from_value(t).unwrap()
+    }
+
+    fn only(names: &[&str]) -> NamespaceScope {
+        NamespaceScope::Only(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    #[test]
+    fn term_namespaces_follow_upstream_rules() {
+        let ns = namespaces();
+        // Neither a list nor a selector: the pod's own namespace.
+        assert_eq!(term_namespaces(&ns_term(json!({})), "team-b", &ns), only(&["team-b"]));
+        assert_eq!(term_namespaces(&ns_term(json!({"namespaces": []})), "team-b", &ns), only(&["team-b"]));
+        // A list alone: exactly those.
+        assert_eq!(term_namespaces(&ns_term(json!({"namespaces": ["team-a", "x"]})), "default", &ns), only(&["team-a", "x"]));
+        // An empty selector: every namespace, whatever the list says.
+        assert_eq!(term_namespaces(&ns_term(json!({"namespaceSelector": {}})), "default", &ns), NamespaceScope::All);
+        assert_eq!(term_namespaces(&ns_term(json!({"namespaceSelector": {"matchLabels": {}}, "namespaces": ["a"]})), "default", &ns), NamespaceScope::All);
+        // A selector: the namespaces whose labels match (not the pod's own unless it matches)...
+        assert_eq!(term_namespaces(&ns_term(json!({"namespaceSelector": {"matchLabels": {"env": "prod"}}})), "default", &ns), only(&["team-a", "team-c"]));
+        let expr = json!({"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]}});
+        assert_eq!(term_namespaces(&ns_term(expr), "team-a", &ns), only(&["default", "team-b"]));
+        // ...united with the list; a selector that matches nothing selects nothing.
+        let both = json!({"namespaces": ["team-b"], "namespaceSelector": {"matchLabels": {"env": "prod"}}});
+        assert_eq!(term_namespaces(&ns_term(both), "default", &ns), only(&["team-a", "team-b", "team-c"]));
+        assert_eq!(term_namespaces(&ns_term(json!({"namespaceSelector": {"matchLabels": {"env": "qa"}}})), "default", &ns), only(&[]));
+    }
+
+    #[test]
+    fn affinity_terms_look_in_their_namespaces() {
+        let nodes = [node("a", "z1"), node("b", "z2"), node("c", "z3")];
+        let u = usage_with(&[("a", pod_in("team-a", "db-a", json!({"app": "db"}), json!({}))), ("b", pod_in("team-b", "db-b", json!({"app": "db"}), json!({}))), ("c", pod("db-c", json!({"app": "db"}), json!({})))]);
+        let web = |extra: serde_json::Value| {
+            let t = serde_json::to_value(ns_term(extra)).unwrap();
+            pod("web", json!({"app": "web"}), json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [t]}}}))
+        };
+        let ok = |v: Vec<Option<Unfit>>| v.iter().map(Option::is_none).collect::<Vec<_>>();
+        assert_eq!(ok(judge(&web(json!({})), &nodes, &u)), [false, false, true], "own namespace only");
+        assert_eq!(ok(judge(&web(json!({"namespaces": ["team-b"]})), &nodes, &u)), [false, true, false]);
+        assert_eq!(ok(judge(&web(json!({"namespaceSelector": {"matchLabels": {"env": "prod"}}})), &nodes, &u)), [true, false, false]);
+        assert_eq!(ok(judge(&web(json!({"namespaceSelector": {}})), &nodes, &u)), [true, true, true]);
+        let union = json!({"namespaces": ["default"], "namespaceSelector": {"matchLabels": {"env": "dev"}}});
+        assert_eq!(ok(judge(&web(union), &nodes, &u)), [false, true, true]);
+    }
+
+    #[test]
+    fn existing_anti_affinity_looks_in_its_own_namespaces() {
+        let nodes = [node("a", "z1"), node("b", "z2")];
+        let anti = |extra: serde_json::Value| {
+            let mut t = term("kubernetes.io/hostname", "web");
+            json_patch::merge(&mut t, &extra);
+            json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [t]}}})
+        };
+        let web = pod("web", json!({"app": "web"}), json!({}));
+        // A team-a pod refusing web neighbours of its own namespace does not mind a web pod of default...
+        let u = usage_with(&[("a", pod_in("team-a", "guard", json!({}), anti(json!({}))))]);
+        assert_eq!(judge(&web, &nodes, &u), vec![None, None]);
+        // ...but does when its term names default, or selects it by labels.
+        let u = usage_with(&[("a", pod_in("team-a", "guard", json!({}), anti(json!({"namespaces": ["default"]}))))]);
+        assert_eq!(judge(&web, &nodes, &u), vec![Some(Unfit::ExistingAntiAffinity), None]);
+        let sel = json!({"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "DoesNotExist"}]}});
+        let u = usage_with(&[("a", pod_in("team-a", "guard", json!({}), anti(sel)))]);
+        assert_eq!(judge(&web, &nodes, &u), vec![Some(Unfit::ExistingAntiAffinity), None]);
     }
 }

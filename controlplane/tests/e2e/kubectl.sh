@@ -180,6 +180,18 @@ expect "deleted pod is gone"                   1 'NotFound|not found'           
 expect "delete namespace"                      0 'namespace "team" deleted'      -- k delete namespace team --wait=true --timeout=30s
 expect "namespace contents are gone"           0 'No resources found'            -- k get deploy -n team
 
+# Cascading deletion: the API server marks, the controller manager's garbage collector carries it out.
+for d in bg fg or; do k create deployment "$d" --image=busybox:1.36 --replicas=2 >/dev/null; done
+eventually "deployments for the cascade have pods"  '^6$'                         -- bash -c "kubectl get pods -l 'app in (bg,fg,or)' --no-headers | wc -l"
+expect "delete --cascade=background"           0 'deployment.apps "bg" deleted'  -- k delete deploy bg --cascade=background
+eventually "background: ReplicaSet and pods collected" '^0$'                      -- bash -c "kubectl get rs,pods -l app=bg --no-headers 2>/dev/null | wc -l"
+expect "delete --cascade=foreground"           0 'deployment.apps "fg" deleted'  -- k delete deploy fg --cascade=foreground --timeout=30s
+expect "foreground: dependents gone before the owner" 0 'No resources found'    -- k get rs,pods -l app=fg
+expect "delete --cascade=orphan"               0 'deployment.apps "or" deleted'  -- k delete deploy or --cascade=orphan --timeout=30s
+expect "orphan: the ReplicaSet stays, unowned" 0 '^or-[a-z0-9]+ :$'              -- k get rs -l app=or -o 'jsonpath={range .items[*]}{.metadata.name} :{.metadata.ownerReferences}{end}'
+expect "orphan: its pods stay"                 0 '^2$'                           -- bash -c "kubectl get pods -l app=or --no-headers | wc -l"
+expect "delete the orphaned ReplicaSet"        0 'deleted'                       -- k delete rs -l app=or
+
 # Survive kill -9 under a write load: every acknowledged create is there after the restart.
 RV=$(k get deploy app -o 'jsonpath={.metadata.resourceVersion}')
 ACKED=$WORK/acked; : >"$ACKED"
