@@ -139,10 +139,21 @@ impl<K: Informable> SharedInformer<K> {
     }
 
     /// The objects that changed (deleted ones included), as the stream a `kube_runtime::Controller` is
-    /// triggered by.
-    pub fn touched(&self) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    /// triggered by. They carry their metadata only: a trigger is mapped to the objects to reconcile by name,
+    /// namespace, labels and owner references, and reconciles read the cache; a copy of every spec and status for
+    /// each subscriber would only cost memory.
+    pub fn touched(&self) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    where
+        K: Default,
+    {
         let rx = self.subscribe();
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (Ok(c.object().as_ref().clone()), rx)) })
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|c| {
+                let mut trigger = K::default();
+                *trigger.meta_mut() = c.object().meta().clone();
+                (Ok(trigger), rx)
+            })
+        })
     }
 }
 

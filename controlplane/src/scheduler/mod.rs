@@ -115,12 +115,13 @@ pub fn place_views(
 ) -> Vec<Decision> {
     let empty = NodeUsage::default();
     let want = feasible_nodes_to_find(nodes.len());
+    let index = topology::node_index(nodes);
     let mut start = 0usize;
     pending
         .iter()
         .map(|p| {
             let pv = PodView::new(p);
-            let topo = topology::Topology::for_pod(&pv, nodes, usage, namespaces);
+            let topo = topology::Topology::for_pod(&pv, nodes, &index, usage, namespaces);
             let pod_uid = p.metadata.uid.as_deref().unwrap_or_default();
             let prio = priority(p);
             let fits = |n: &NodeView| -> Result<(), Vec<Unfit>> {

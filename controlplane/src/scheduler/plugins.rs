@@ -94,6 +94,8 @@ pub struct NodeUsage {
     pub requested: Resources,
     pub host_ports: Vec<(String, String, i32)>,
     pub pods: Vec<super::topology::PodRef>,
+    /// Those of `pods` with required anti-affinity terms (which every pod to place is checked against).
+    pub anti_affinity_pods: Vec<super::topology::PodRef>,
 }
 
 impl NodeUsage {
@@ -104,6 +106,9 @@ impl NodeUsage {
     pub fn add_info(&mut self, info: super::topology::PodRef) {
         self.requested.add(&info.requests);
         self.host_ports.extend(info.host_ports.iter().cloned());
+        if !info.anti_affinity.is_empty() {
+            self.anti_affinity_pods.push(info.clone());
+        }
         self.pods.push(info);
     }
 

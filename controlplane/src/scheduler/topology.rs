@@ -73,20 +73,23 @@ pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
 
 /// The namespaces an affinity term looks in.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NamespaceScope {
+pub enum NamespaceScope<'a> {
     All,
+    /// The pod's own (no list, no selector: the common case, without allocating).
+    Own(&'a str),
     Only(HashSet<String>),
 }
 
 /// Upstream's rules for the namespaces of a term of a pod in `own_ns`: the union of `namespaces` and of the
 /// namespaces `namespaceSelector` matches; an empty selector (`{}`) means every namespace; no list and no
 /// selector mean the pod's own namespace.
-pub fn term_namespaces(term: &PodAffinityTerm, own_ns: &str, namespaces: &NamespaceLabels) -> NamespaceScope {
+pub fn term_namespaces<'a>(term: &PodAffinityTerm, own_ns: &'a str, namespaces: &NamespaceLabels) -> NamespaceScope<'a> {
+    let listed = term.namespaces.as_ref().is_some_and(|l| !l.is_empty());
+    if !listed && term.namespace_selector.is_none() {
+        return NamespaceScope::Own(own_ns);
+    }
     let mut set: HashSet<String> = term.namespaces.iter().flatten().cloned().collect();
     match &term.namespace_selector {
-        None if set.is_empty() => {
-            set.insert(own_ns.to_string());
-        }
         None => {}
         Some(sel) if sel.match_labels.as_ref().is_none_or(|m| m.is_empty()) && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty()) => {
             return NamespaceScope::All;
@@ -101,6 +104,7 @@ fn term_selects(term: &PodAffinityTerm, scope: &NamespaceScope, other: &PodInfo)
     let Some(sel) = &term.label_selector else { return false };
     let ns_ok = match scope {
         NamespaceScope::All => true,
+        NamespaceScope::Own(ns) => *ns == other.namespace,
         NamespaceScope::Only(set) => set.contains(&other.namespace),
     };
     ns_ok && selector_matches(sel, &other.labels)
@@ -132,26 +136,36 @@ pub struct Topology {
     /// group may go anywhere (upstream's rule).
     affinity_first_of_group: bool,
     anti_affinity: Vec<TermDomains>,
-    /// (topology key, value) pairs where an existing pod's required anti-affinity rejects this pod.
-    existing_anti: HashSet<(String, String)>,
+    /// topology key → the values (domains) where an existing pod's required anti-affinity rejects this pod;
+    /// indexed by key so that a node costs one lookup per key, however many such pods there are.
+    existing_anti: HashMap<String, HashSet<String>>,
     preferred: Vec<TermDomains>,
     spread: Vec<Spread>,
 }
 
 fn domains(term: &PodAffinityTerm, own: &PodInfo, ctx: &Context, weight: i64) -> TermDomains {
-    let (nodes, usage) = (ctx.nodes, ctx.usage);
     let scope = term_namespaces(term, &own.namespace, ctx.namespaces);
     let mut values = HashSet::new();
-    for n in nodes {
-        let Some(v) = label(n, &term.topology_key) else { continue };
-        if values.contains(v) {
+    // Walk the nodes that hold pods (not every node), and look a node up only when one of its pods matches.
+    for (name, u) in ctx.usage {
+        if !u.pods.iter().any(|p| p.uid != own.uid && term_selects(term, &scope, p)) {
             continue;
         }
-        if usage.get(n.name).is_some_and(|u| u.pods.iter().any(|p| p.uid != own.uid && term_selects(term, &scope, p))) {
-            values.insert(v.to_string());
+        let Some(n) = ctx.index.get(name.as_str()).map(|&i| &ctx.nodes[i]) else { continue };
+        if let Some(v) = label(n, &term.topology_key) {
+            if !values.contains(v) {
+                values.insert(v.to_string());
+            }
         }
     }
     TermDomains { key: term.topology_key.clone(), values, weight }
+}
+
+/// Node name → its position in the node list; built once per scheduling pass.
+pub type NodeIndex<'a> = HashMap<&'a str, usize>;
+
+pub fn node_index<'a>(nodes: &[NodeView<'a>]) -> NodeIndex<'a> {
+    nodes.iter().enumerate().map(|(i, n)| (n.name, i)).collect()
 }
 
 fn spread(c: &TopologySpreadConstraint, own: &PodInfo, pv: &PodView, nodes: &[NodeView], usage: &HashMap<String, NodeUsage>) -> Spread {
@@ -172,17 +186,24 @@ fn spread(c: &TopologySpreadConstraint, own: &PodInfo, pv: &PodView, nodes: &[No
     Spread { key: c.topology_key.clone(), max_skew: c.max_skew.max(1) as i64, hard: c.when_unsatisfiable != "ScheduleAnyway", counts, min }
 }
 
-/// What a pod is judged against: the nodes, the pods on them, the namespaces' labels.
+/// What a pod is judged against: the nodes (and their index by name), the pods on them, the namespaces' labels.
 struct Context<'a, 'n> {
     nodes: &'a [NodeView<'n>],
+    index: &'a NodeIndex<'n>,
     usage: &'a HashMap<String, NodeUsage>,
     namespaces: &'a NamespaceLabels,
 }
 
 impl Topology {
-    /// `None` when nothing about other pods matters for this pod.
-    pub fn for_pod(pv: &PodView, nodes: &[NodeView], usage: &HashMap<String, NodeUsage>, namespaces: &NamespaceLabels) -> Option<Topology> {
-        let ctx = Context { nodes, usage, namespaces };
+    /// `None` when nothing about other pods matters for this pod. `index` is [`node_index`] of `nodes`.
+    pub fn for_pod<'n>(
+        pv: &PodView,
+        nodes: &[NodeView<'n>],
+        index: &NodeIndex<'n>,
+        usage: &HashMap<String, NodeUsage>,
+        namespaces: &NamespaceLabels,
+    ) -> Option<Topology> {
+        let ctx = Context { nodes, index, usage, namespaces };
         let spec = pv.pod.spec.as_ref()?;
         let own = PodInfo::new(pv.pod);
         let aff = spec.affinity.as_ref();
@@ -191,7 +212,7 @@ impl Topology {
         let pref_aff = aff.and_then(|a| a.pod_affinity.as_ref()).and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone()).unwrap_or_default();
         let pref_anti = aff.and_then(|a| a.pod_anti_affinity.as_ref()).and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone()).unwrap_or_default();
         let constraints = spec.topology_spread_constraints.clone().unwrap_or_default();
-        let others_anti = usage.values().any(|u| u.pods.iter().any(|p| !p.anti_affinity.is_empty()));
+        let others_anti = usage.values().any(|u| !u.anti_affinity_pods.is_empty());
         if req_aff.is_empty() && req_anti.is_empty() && pref_aff.is_empty() && pref_anti.is_empty() && constraints.is_empty() && !others_anti {
             return None;
         }
@@ -200,15 +221,15 @@ impl Topology {
             && affinity.iter().all(|d| d.values.is_empty())
             && req_aff.iter().all(|t| term_selects(t, &term_namespaces(t, &own.namespace, namespaces), &own));
         let anti_affinity = req_anti.iter().map(|t| domains(t, &own, &ctx, 0)).collect();
-        let mut existing_anti = HashSet::new();
+        let mut existing_anti: HashMap<String, HashSet<String>> = HashMap::new();
         if others_anti {
-            for n in nodes {
-                let Some(u) = usage.get(n.name) else { continue };
-                for p in u.pods.iter().filter(|p| !p.anti_affinity.is_empty()) {
+            for (name, u) in usage.iter().filter(|(_, u)| !u.anti_affinity_pods.is_empty()) {
+                let Some(n) = index.get(name.as_str()).map(|&i| &nodes[i]) else { continue };
+                for p in &u.anti_affinity_pods {
                     for t in &p.anti_affinity {
                         if term_selects(t, &term_namespaces(t, &p.namespace, namespaces), &own) {
                             if let Some(v) = label(n, &t.topology_key) {
-                                existing_anti.insert((t.topology_key.clone(), v.to_string()));
+                                existing_anti.entry(t.topology_key.clone()).or_default().insert(v.to_string());
                             }
                         }
                     }
@@ -223,8 +244,8 @@ impl Topology {
 
     /// The filters, in upstream's order: InterPodAffinity, then PodTopologySpread.
     pub fn filter(&self, n: &NodeView) -> Option<Unfit> {
-        for (key, value) in &self.existing_anti {
-            if label(n, key) == Some(value.as_str()) {
+        for (key, values) in &self.existing_anti {
+            if label(n, key).is_some_and(|v| values.contains(v)) {
                 return Some(Unfit::ExistingAntiAffinity);
             }
         }
@@ -318,7 +339,7 @@ mod tests {
     fn judge(p: &Pod, nodes: &[Node], usage: &HashMap<String, NodeUsage>) -> Vec<Option<Unfit>> {
         let views: Vec<NodeView> = nodes.iter().map(NodeView::new).collect();
         let pv = PodView::new(p);
-        let t = Topology::for_pod(&pv, &views, usage, &namespaces());
+        let t = Topology::for_pod(&pv, &views, &node_index(&views), usage, &namespaces());
         views.iter().map(|n| t.as_ref().and_then(|t| t.filter(n))).collect()
     }
 
@@ -387,14 +408,14 @@ mod tests {
         let p = pod("web", json!({"app": "web"}), json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
             {"weight": 80, "podAffinityTerm": term("zone", "cache")}]}}}));
         let pv = PodView::new(&p);
-        let t = Topology::for_pod(&pv, &views, &u, &namespaces()).unwrap();
+        let t = Topology::for_pod(&pv, &views, &node_index(&views), &u, &namespaces()).unwrap();
         assert_eq!((t.score(&views[0]), t.score(&views[1])), (80, 0));
         let anti = pod("web2", json!({"app": "web"}), json!({"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
             {"weight": 30, "podAffinityTerm": term("zone", "cache")}]}}}));
         let pv = PodView::new(&anti);
-        let t = Topology::for_pod(&pv, &views, &u, &namespaces()).unwrap();
+        let t = Topology::for_pod(&pv, &views, &node_index(&views), &u, &namespaces()).unwrap();
         assert_eq!((t.score(&views[0]), t.score(&views[1])), (-30, 0));
-        assert!(Topology::for_pod(&PodView::new(&pod("plain", json!({}), json!({}))), &views, &u, &namespaces()).is_none());
+        assert!(Topology::for_pod(&PodView::new(&pod("plain", json!({}), json!({}))), &views, &node_index(&views), &u, &namespaces()).is_none());
     }
 
     fn ns_term(extra: serde_json::Value) -> PodAffinityTerm {
@@ -403,7 +424,7 @@ mod tests {
         serde_json::from_value(t).unwrap()
     }
 
-    fn only(names: &[&str]) -> NamespaceScope {
+    fn only(names: &[&str]) -> NamespaceScope<'static> {
         NamespaceScope::Only(names.iter().map(|n| n.to_string()).collect())
     }
 
@@ -411,8 +432,8 @@ mod tests {
     fn term_namespaces_follow_upstream_rules() {
         let ns = namespaces();
         // Neither a list nor a selector: the pod's own namespace.
-        assert_eq!(term_namespaces(&ns_term(json!({})), "team-b", &ns), only(&["team-b"]));
-        assert_eq!(term_namespaces(&ns_term(json!({"namespaces": []})), "team-b", &ns), only(&["team-b"]));
+        assert_eq!(term_namespaces(&ns_term(json!({})), "team-b", &ns), NamespaceScope::Own("team-b"));
+        assert_eq!(term_namespaces(&ns_term(json!({"namespaces": []})), "team-b", &ns), NamespaceScope::Own("team-b"));
         // A list alone: exactly those.
         assert_eq!(term_namespaces(&ns_term(json!({"namespaces": ["team-a", "x"]})), "default", &ns), only(&["team-a", "x"]));
         // An empty selector: every namespace, whatever the list says.
