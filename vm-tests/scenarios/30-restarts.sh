@@ -35,7 +35,7 @@ sleep 5
 kill "$watch_pid" 2>/dev/null; wait "$watch_pid" 2>/dev/null
 created=$(sort -u "$WORK/watch-after-cp" | comm -13 <(echo "$names_before") - | tr '\n' ' ')
 [ -z "$created" ] && pass "the restarted controllers created no pod" ||
-  known "the restarted ReplicaSet controller created (and deleted again) pods: $created"
+  fail "the restarted ReplicaSet controller created (and deleted again) pods: $created"
 eventually "all nodes Ready after the control plane restart" "^$HOSTS\$" 60 -- sh -c "nsenter --net=/run/netns/$LAB kubectl get nodes --no-headers | grep -c ' Ready '"
 sleep 5
 after=$(states)
