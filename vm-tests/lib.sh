@@ -36,3 +36,27 @@ summary() {
   printf '  %s\n' "${TIMINGS[@]}"
   echo "${RUN_NAME:-vm-tests}: $PASSED passed, $FAILED failed, $KNOWN known bugs seen"
 }
+
+# run_scenarios: every scenarios/*.sh in name order (only those named in ONLY, when given; 10-cluster always: it sets
+# up what the others use), sourced in this shell; logs on failure, the timings and the summary. Its status is the
+# run's: 0 when nothing failed. Needs HERE (the backend's dir), ONLY, HOSTS, WORK, T0 from the backend.
+run_scenarios() {
+  local f name S0 n
+  for f in "$HERE"/../scenarios/*.sh; do
+    name=$(basename "$f" .sh)
+    if [ ${#ONLY[@]} -gt 0 ] && [ "$name" != 10-cluster ] && ! printf '%s\n' "${ONLY[@]}" | grep -qx "$name"; then continue; fi
+    echo "== scenario $name"
+    S0=$(now)
+    # shellcheck source=/dev/null
+    source "$f"
+    timing "scenario $name" "$S0"
+    if [ "$name" = 10-cluster ] && [ "$FAILED" -gt 0 ]; then echo "the cluster is not usable: skipping the other scenarios"; break; fi
+  done
+  if [ "$FAILED" -gt 0 ]; then
+    for n in $(seq 1 "$HOSTS"); do echo "--- host $n agent log (tail)"; tail -15 "$WORK/h$n/agent.log"; done
+    echo "--- control plane log (tail)"; tail -20 "$WORK/h1/cp.log"
+  fi
+  timing "whole run" "$T0"
+  summary
+  [ "$FAILED" -eq 0 ]
+}

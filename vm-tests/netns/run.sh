@@ -167,22 +167,4 @@ start_cp || { fail "control plane up" "$(tail -20 "$WORK/h1/cp.log")"; exit 1; }
 for n in $(seq 1 "$HOSTS"); do start_agent "$n"; start_proxy "$n"; done
 echo "== $HOSTS hosts in $WORK, control plane at http://$(host_ip 1):$CP_PORT"
 
-for f in "$HERE"/../scenarios/*.sh; do
-  name=$(basename "$f" .sh)
-  # 10-cluster sets up what the others use: it always runs.
-  if [ ${#ONLY[@]} -gt 0 ] && [ "$name" != 10-cluster ] && ! printf '%s\n' "${ONLY[@]}" | grep -qx "$name"; then continue; fi
-  echo "== scenario $name"
-  S0=$(now)
-  # shellcheck source=/dev/null
-  source "$f"
-  timing "scenario $name" "$S0"
-  if [ "$name" = 10-cluster ] && [ "$FAILED" -gt 0 ]; then echo "the cluster is not usable: skipping the other scenarios"; break; fi
-done
-
-if [ "$FAILED" -gt 0 ]; then
-  for n in $(seq 1 "$HOSTS"); do echo "--- host $n agent log (tail)"; tail -15 "$WORK/h$n/agent.log"; done
-  echo "--- control plane log (tail)"; tail -20 "$WORK/h1/cp.log"
-fi
-timing "whole run" "$T0"
-summary
-[ "$FAILED" -eq 0 ]
+run_scenarios

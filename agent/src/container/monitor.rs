@@ -144,6 +144,13 @@ fn runtime(args: &MonitorArgs) -> Command {
     c
 }
 
+/// `skiff-runtime create ID -b BUNDLE --pid-file PID_FILE`.
+fn create_command(args: &MonitorArgs, pid_file: &Path) -> Command {
+    let mut c = runtime(args);
+    c.arg("create").arg(&args.id).arg("-b").arg(&args.bundle).arg("--pid-file").arg(pid_file);
+    c
+}
+
 fn last_error(state_dir: &Path, fallback: &str) -> String {
     error_summary(&std::fs::read_to_string(state_dir.join("runtime.log")).unwrap_or_default(), fallback)
 }
@@ -174,13 +181,7 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
         let sock = args.state_dir.join("console.sock");
         let _ = std::fs::remove_file(&sock);
         let listener = std::os::unix::net::UnixListener::bind(&sock).context("binding the console socket")?;
-        let mut child = runtime(&args)
-            .arg("create")
-            .arg(&args.id)
-            .arg("-b")
-            .arg(&args.bundle)
-            .arg("--pid-file")
-            .arg(&pid_file)
+        let mut child = create_command(&args, &pid_file)
             .arg("--console-socket")
             .arg(&sock)
             .stdout(Stdio::null())
@@ -213,14 +214,8 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
         } else {
             (Stdio::null(), None)
         };
-        let status = runtime(&args)
+        let status = create_command(&args, &pid_file)
             .stdin(stdin)
-            .arg("create")
-            .arg(&args.id)
-            .arg("-b")
-            .arg(&args.bundle)
-            .arg("--pid-file")
-            .arg(&pid_file)
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(err_w))
             .status()
