@@ -1,6 +1,8 @@
 //! The ReplicaSet and Deployment controllers against a real API server (in-process, 127.0.0.1, port 0), with a
 //! stand-in for the node agents that marks pods Running and Ready.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
+use common::eventually;
 use serde_json::json;
 use skiff_controlplane::apiserver::{serve, ApiServer, Config};
 use skiff_controlplane::controllers::{self, ControllersConfig};
@@ -76,20 +79,6 @@ impl Drop for Cluster {
             let _ = tx.send(true);
         }
     }
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..150 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 fn deployment(replicas: i32, image: &str) -> Deployment {

@@ -1,6 +1,8 @@
 //! The garbage collector against a real API server (in-process, 127.0.0.1, port 0): background, foreground and
 //! orphan propagation, dangling owners, and a collector restarted in the middle of its work.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Api, Client, ResourceExt};
+use common::eventually;
 use serde_json::json;
 use skiff_controlplane::apiserver::{serve, ApiServer, Config};
 use skiff_controlplane::controllers::gc::{self, GcConfig};
@@ -60,20 +63,6 @@ fn start_gc(client: &Client) -> Stop {
     let informers = Informers::new(client.clone(), stopped.clone());
     tokio::spawn(gc::run(informers, GcConfig::default(), stopped));
     stop
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..150 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 fn cm(name: &str, owners: serde_json::Value, finalizers: &[&str]) -> ConfigMap {

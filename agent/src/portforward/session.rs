@@ -540,19 +540,26 @@ mod tests {
         replies: Vec<u32>,
     }
 
-    async fn collect_until_closed(c: &mut Client, streams: &[u32]) -> Received {
-        let mut r = Received::default();
-        while !streams.iter().all(|s| r.fin.get(s) == Some(&true)) {
-            match c.next().await.expect("the connection stays open") {
-                Frame::SynReply { stream_id, .. } => r.replies.push(stream_id),
+    impl Received {
+        /// Takes a reply or data frame of the server's; anything else fails the test.
+        fn record(&mut self, f: Frame) {
+            match f {
+                Frame::SynReply { stream_id, .. } => self.replies.push(stream_id),
                 Frame::Data { stream_id, flags, data } => {
-                    r.data.entry(stream_id).or_default().extend(data);
+                    self.data.entry(stream_id).or_default().extend(data);
                     if flags & FLAG_FIN != 0 {
-                        r.fin.insert(stream_id, true);
+                        self.fin.insert(stream_id, true);
                     }
                 }
                 other => panic!("unexpected {other:?}"),
             }
+        }
+    }
+
+    async fn collect_until_closed(c: &mut Client, streams: &[u32]) -> Received {
+        let mut r = Received::default();
+        while !streams.iter().all(|s| r.fin.get(s) == Some(&true)) {
+            r.record(c.next().await.expect("the connection stays open"));
         }
         r
     }
@@ -620,16 +627,7 @@ mod tests {
             while !streams.iter().all(|s| r.fin.get(s) == Some(&true)) {
                 if let Some((f, k)) = dec.decode(&buf).unwrap() {
                     buf.drain(..k);
-                    match f {
-                        Frame::SynReply { stream_id, .. } => r.replies.push(stream_id),
-                        Frame::Data { stream_id, flags, data } => {
-                            r.data.entry(stream_id).or_default().extend(data);
-                            if flags & FLAG_FIN != 0 {
-                                r.fin.insert(stream_id, true);
-                            }
-                        }
-                        other => panic!("unexpected {other:?}"),
-                    }
+                    r.record(f);
                     continue;
                 }
                 let mut chunk = vec![0u8; 65536];
