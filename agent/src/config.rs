@@ -67,15 +67,19 @@ impl Config {
         self.log_dir.join(format!("{namespace}_{name}_{uid}"))
     }
 
-    pub async fn client(&self) -> Result<kube::Client, ClientError> {
-        let config = match &self.kubeconfig {
+    /// The API server's address, CA and this node's credentials: --kubeconfig, else the usual places.
+    pub async fn kube_config(&self) -> Result<kube::Config, ClientError> {
+        Ok(match &self.kubeconfig {
             Some(path) => {
                 let kc = kube::config::Kubeconfig::read_from(path)?;
                 kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
             }
             None => kube::Config::infer().await?,
-        };
-        Ok(kube::Client::try_from(config)?)
+        })
+    }
+
+    pub async fn client(&self) -> Result<kube::Client, ClientError> {
+        Ok(kube::Client::try_from(self.kube_config().await?)?)
     }
 }
 

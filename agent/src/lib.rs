@@ -48,7 +48,8 @@ use std::future::Future;
 /// Runs the agent until `shutdown` resolves. Containers keep running when it returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     use anyhow::Context;
-    let client = config.client().await.context("building the API client")?;
+    let kube_config = config.kube_config().await.context("reading the API client configuration")?;
+    let client = kube::Client::try_from(kube_config.clone()).context("building the API client")?;
     for d in [&config.root_dir, &config.run_dir, &config.log_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
@@ -59,7 +60,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let port = listener.local_addr()?.port();
     tracing::info!(node = %config.node_name, port, "agent listening");
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(server::serve(listener, config.clone(), async move {
+    let tls = server::tls_config(&config, &kube_config).context("the agent server's TLS")?;
+    let server = tokio::spawn(server::serve(listener, config.clone(), tls, async move {
         let _ = server_stop.changed().await;
     }));
     let node = node::register(&client, &config, port).await.context("registering the node")?;

@@ -21,7 +21,48 @@ use serde::Deserialize;
 use crate::container::state::{attempt_dir, EXIT};
 use crate::Config;
 
-pub async fn serve(listener: tokio::net::TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) {
+/// The user the API server shows when it calls agents (its client certificate's CN).
+pub const API_SERVER_USER: &str = "kube-apiserver-kubelet-client";
+
+/// TLS for the agent's server when the API server is reached over HTTPS with a known CA: a self-signed serving
+/// certificate for the node's address and name (as the kubelet makes when it has none), and client certificates
+/// required and verified against the cluster CA. None for a plain-HTTP API server (in-process test servers).
+pub fn tls_config(config: &Config, kube: &kube::Config) -> anyhow::Result<Option<std::sync::Arc<skiff_tls::rustls::ServerConfig>>> {
+    use std::sync::Arc;
+    let https = kube.cluster_url.scheme_str() == Some("https");
+    let Some(ca) = kube.root_cert.as_ref().filter(|c| https && !c.is_empty()) else {
+        if https {
+            anyhow::bail!("the kubeconfig names an https API server but no certificate authority to verify it (and its calls here) with");
+        }
+        tracing::warn!("API server over plain HTTP: the agent's server runs without TLS");
+        return Ok(None);
+    };
+    let (cert, key) = skiff_tls::self_signed(vec![config.node_ip.to_string(), config.node_name.clone()]).map_err(anyhow::Error::msg)?;
+    let key = Arc::new(skiff_tls::certified_key(&cert, &key).map_err(anyhow::Error::msg)?);
+    let tls = skiff_tls::server_config_der(Arc::new(skiff_tls::StaticCert(key)), ca, true).map_err(anyhow::Error::msg)?;
+    Ok(Some(Arc::new(tls)))
+}
+
+/// Only the API server may call: its client certificate (verified by the TLS layer against the cluster CA) must
+/// name it, or be an administrator's.
+fn caller_allowed(req: &axum::extract::Request) -> Result<(), Response> {
+    let Some(cert) = req.extensions().get::<skiff_tls::PeerCert>() else { return Ok(()) };
+    let Some((user, groups)) = cert.0.as_deref().and_then(skiff_tls::subject) else {
+        return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized".into()));
+    };
+    if user == API_SERVER_USER || groups.iter().any(|g| g == "system:masters") {
+        Ok(())
+    } else {
+        Err(error(StatusCode::FORBIDDEN, format!("Forbidden (user={user}, only the API server may use this endpoint)")))
+    }
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    tls: Option<std::sync::Arc<skiff_tls::rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
@@ -29,7 +70,26 @@ pub async fn serve(listener: tokio::net::TcpListener, config: Config, shutdown: 
         .route("/attach/{ns}/{pod}/{container}", any(attach))
         .route("/portForward/{ns}/{pod}", any(port_forward))
         .with_state(config);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+    let res = match tls {
+        Some(tls) => {
+            let handle = move |req: axum::extract::Request| {
+                let mut app = app.clone();
+                async move {
+                    if let Err(resp) = caller_allowed(&req) {
+                        return resp;
+                    }
+                    use tower::Service;
+                    match app.call(req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    }
+                }
+            };
+            skiff_tls::serve(listener, tls, skiff_tls::Limits::default(), handle, shutdown).await
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+    };
+    if let Err(e) = res {
         tracing::error!(error = %e, "agent server failed");
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use skiff_controlplane::apiserver::{self, kubeconfig, ApiServer, Config};
+use skiff_controlplane::auth::pki::{Ca, LeafSpec};
+use skiff_controlplane::auth::{self, tls};
 use skiff_controlplane::controllers::leader::{self, LeaderConfig};
 use skiff_controlplane::controllers::{self, ControllersConfig};
 use skiff_controlplane::scheduler::{self, SchedulerConfig};
@@ -16,8 +18,10 @@ use skiff_controlplane::store::sqlite::{Durability, SqliteConfig, SqliteStore};
 use skiff_controlplane::store::Store;
 
 #[derive(Parser, Debug)]
-#[command(name = "skiff-controlplane", version, about = "Skiff control plane: a Kubernetes-compatible API server")]
+#[command(name = "skiff-controlplane", version, about = "Skiff control plane: a Kubernetes-compatible API server", args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Directory for the store and the admin kubeconfig.
     #[arg(long, default_value = "/var/lib/skiff/controlplane", env = "SKIFF_DATA_DIR")]
     data_dir: PathBuf,
@@ -75,6 +79,67 @@ struct Args {
     /// server at this URL (http://HOST:PORT), as a separate kube-controller-manager or kube-scheduler would.
     #[arg(long)]
     api_server: Option<String>,
+    /// With --api-server: the kubeconfig holding the credentials (and CA) to use.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Bearer tokens, one `token,user,uid,"group1,group2"` per line (kube-apiserver's --token-auth-file).
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// More DNS names or IP addresses for the serving certificate, comma-separated (the listen and advertise
+    /// addresses, 127.0.0.1, localhost, the kubernetes Service's names and ClusterIP are always in it).
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
+    /// Lifetime of the certificates the control plane issues itself (serving, admin, towards agents); each is
+    /// renewed in place once two thirds of it have passed.
+    #[arg(long, default_value_t = 365 * 24 * 3600)]
+    cert_validity_secs: u64,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Issue a client certificate from the cluster CA in --data-dir and write a kubeconfig with it (as
+    /// `kubeadm kubeconfig user`): for node agents (`--user system:node:NAME --group system:nodes`), a separate
+    /// controller manager (`--user system:kube-controller-manager`), or people (then bind them a role with RBAC).
+    Kubeconfig {
+        #[arg(long, default_value = "/var/lib/skiff/controlplane", env = "SKIFF_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The user name (the certificate's CN).
+        #[arg(long)]
+        user: String,
+        /// A group (the certificate's O).
+        #[arg(long)]
+        group: Option<String>,
+        /// The API server's URL (https://HOST:PORT).
+        #[arg(long)]
+        server: String,
+        /// Where to write the kubeconfig (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// Lifetime of the certificate.
+        #[arg(long, default_value_t = 365 * 24 * 3600)]
+        validity_secs: u64,
+    },
+}
+
+/// `skiff-controlplane kubeconfig ...`
+fn issue_kubeconfig(cmd: &Command) -> anyhow::Result<()> {
+    let Command::Kubeconfig { data_dir, user, group, server, out, validity_secs } = cmd;
+    anyhow::ensure!(!user.trim().is_empty(), "--user must not be empty");
+    anyhow::ensure!(server.starts_with("https://"), "--server must be an https:// URL");
+    let _: axum::http::Uri = server.parse().with_context(|| format!("--server {server:?} is not a URL"))?;
+    let pki = data_dir.join("pki");
+    anyhow::ensure!(pki.join("ca.key").exists(), "no cluster CA in {} (start the control plane once first)", pki.display());
+    let ca = Ca::load_or_create(&pki)?;
+    let issued = ca.issue(&LeafSpec {
+        common_name: user.clone(),
+        organization: group.clone(),
+        client: true,
+        validity: Some(Duration::from_secs((*validity_secs).max(60))),
+        ..Default::default()
+    })?;
+    let text = kubeconfig::render_tls(server, user, &ca.cert_pem, &issued.cert_pem, &issued.key_pem);
+    kubeconfig::write_text(out, &text).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
 }
 
 /// Resolves when `stop` reads true (or its sender is gone).
@@ -99,12 +164,11 @@ fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
 
 /// Start the parts that run behind leader election (controllers, scheduler, cloud controllers; each unless disabled)
 /// against the API server at `self_url`, until `stop_rx` reads true.
-fn spawn_elected(args: &Args, self_url: &str, stop_rx: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<[Option<tokio::task::JoinHandle<()>>; 3]> {
+fn spawn_elected(args: &Args, client_config: &kube::Config, stop_rx: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<[Option<tokio::task::JoinHandle<()>>; 3]> {
     // One set of informers for the process: the controllers, the node lifecycle and the scheduler read the same
     // pod and node caches (started by whichever needs them first; kept across a loss of leadership).
     let informers = {
-        let url: axum::http::Uri = self_url.parse()?;
-        let client = kube::Client::try_from(kube::Config::new(url)).context("building the informers' API client")?;
+        let client = kube::Client::try_from(client_config.clone()).context("building the informers' API client")?;
         controllers::Informers::new(client, stopped(stop_rx.clone()))
     };
     // Leader election: of several control planes, one runs the controllers and one the scheduler.
@@ -112,9 +176,8 @@ fn spawn_elected(args: &Args, self_url: &str, stop_rx: tokio::sync::watch::Recei
     let controllers = if args.disable_controllers {
         None
     } else {
-        // The controllers talk to this API server over HTTP, as they would to any other.
-        let url: axum::http::Uri = self_url.parse()?;
-        let client = kube::Client::try_from(kube::Config::new(url)).context("building the controllers' API client")?;
+        // The controllers talk to this API server over HTTPS, as they would to any other.
+        let client = kube::Client::try_from(client_config.clone()).context("building the controllers' API client")?;
         let cluster_cidr = apiserver::parse_cidr(&args.cluster_cidr).map_err(anyhow::Error::msg).context("--cluster-cidr")?;
         anyhow::ensure!(
             args.node_cidr_mask_size >= cluster_cidr.1 && args.node_cidr_mask_size <= 30,
@@ -136,8 +199,7 @@ fn spawn_elected(args: &Args, self_url: &str, stop_rx: tokio::sync::watch::Recei
     let scheduler = if args.disable_scheduler {
         None
     } else {
-        let url: axum::http::Uri = self_url.parse()?;
-        let client = kube::Client::try_from(kube::Config::new(url)).context("building the scheduler's API client")?;
+        let client = kube::Client::try_from(client_config.clone()).context("building the scheduler's API client")?;
         let elect = LeaderConfig::new("kube-scheduler", &identity);
         let informers = informers.clone();
         Some(tokio::spawn(leader::run_elected(client, elect, stop_rx.clone(), move |stop| {
@@ -150,8 +212,7 @@ fn spawn_elected(args: &Args, self_url: &str, stop_rx: tokio::sync::watch::Recei
             let provider: Arc<dyn skiff_controlplane::cloud::CloudProvider> = Arc::new(
                 skiff_controlplane::cloud::inventory::Inventory::open(path.clone()).map_err(anyhow::Error::msg).context("--cloud-inventory")?,
             );
-            let url: axum::http::Uri = self_url.parse()?;
-            let client = kube::Client::try_from(kube::Config::new(url)).context("building the cloud controllers' API client")?;
+            let client = kube::Client::try_from(client_config.clone()).context("building the cloud controllers' API client")?;
             let elect = LeaderConfig::new("cloud-controller-manager", &identity);
             Some(tokio::spawn(leader::run_elected(client.clone(), elect, stop_rx.clone(), move |stop| {
                 skiff_controlplane::cloud::run(client.clone(), provider.clone(), Duration::from_secs(60), stopped(stop))
@@ -163,10 +224,18 @@ fn spawn_elected(args: &Args, self_url: &str, stop_rx: tokio::sync::watch::Recei
 
 /// `--api-server`: no API server here, only the elected parts, until SIGINT or SIGTERM.
 async fn run_against(args: &Args, url: &str) -> anyhow::Result<()> {
-    let _: axum::http::Uri = url.parse().with_context(|| format!("--api-server {url:?} is not a URL"))?;
+    let uri: axum::http::Uri = url.parse().with_context(|| format!("--api-server {url:?} is not a URL"))?;
+    let mut config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.with_context(|| format!("using {}", path.display()))?
+        }
+        None => kube::Config::new(uri.clone()),
+    };
+    config.cluster_url = uri;
     tracing::info!(api_server = url, "running controllers against a separate API server");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = spawn_elected(args, url, stop_rx)?;
+    let tasks = spawn_elected(args, &config, stop_rx)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
@@ -181,12 +250,48 @@ async fn run_against(args: &Args, url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the serving certificate names: loopback, the listen and advertise addresses, the kubernetes Service (names
+/// and ClusterIP), the host name, and --tls-san.
+fn serving_spec(args: &Args, local: SocketAddr, host: &str, config: &Config, validity: Duration) -> LeafSpec {
+    use std::net::IpAddr;
+    let mut dns = vec![
+        "localhost".to_string(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+    ];
+    let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
+    let (net, _) = config.service_cidr;
+    ips.push(IpAddr::V4(std::net::Ipv4Addr::from(u32::from(net) + 1)));
+    if !local.ip().is_unspecified() {
+        ips.push(local.ip());
+    }
+    let advertised = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host).trim_matches(['[', ']']);
+    let h = hostname();
+    for name in std::iter::once(advertised).chain(args.tls_san.iter().map(String::as_str)).chain(std::iter::once(h.as_str())) {
+        match name.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) if !name.is_empty() => dns.push(name.to_string()),
+            Err(_) => {}
+        }
+    }
+    ips.sort();
+    ips.dedup();
+    dns.sort();
+    dns.dedup();
+    LeafSpec { common_name: "kube-apiserver".into(), server: true, dns_names: dns, ips, validity: Some(validity), ..Default::default() }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
+    if let Some(cmd) = &args.command {
+        return issue_kubeconfig(cmd);
+    }
     if let Some(url) = &args.api_server {
         return run_against(&args, url).await;
     }
@@ -211,8 +316,23 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(endpoints = %args.etcd_servers.join(","), prefix = %args.etcd_prefix, "store: etcd");
         (Arc::new(store), None)
     };
-    let server = ApiServer::new(store, config);
+    // The cluster CA, and the certificates this process presents: serving, and towards node agents.
+    let ca = Arc::new(Ca::load_or_create(&args.data_dir.join("pki")).context("the cluster CA")?);
+    let validity = Duration::from_secs(args.cert_validity_secs.max(60));
+    let tokens = match &args.token_auth_file {
+        Some(p) => auth::authn::load_token_file(p).map_err(anyhow::Error::msg).context("--token-auth-file")?,
+        None => Default::default(),
+    };
+    let authz = auth::Auth::new(store.clone(), tokens);
+    let kubelet_client = tls::RotatingCert::new(
+        &ca,
+        LeafSpec { common_name: auth::KUBELET_CLIENT_USER.into(), client: true, validity: Some(validity), ..Default::default() },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let kubelet_tls = Arc::new(tls::kubelet_client_config(kubelet_client.clone()).map_err(anyhow::Error::msg)?);
+    let server = ApiServer::with_auth(store, config.clone(), Some(authz.clone()), Some(kubelet_tls));
     server.start().await.map_err(|e| anyhow::anyhow!("starting the API server: {e}"))?;
+    authz.policy.wait_loaded().await;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
     let host = match &args.advertise {
@@ -220,10 +340,59 @@ async fn main() -> anyhow::Result<()> {
         None if local.ip().is_unspecified() => format!("127.0.0.1:{}", local.port()),
         None => local.to_string(),
     };
-    // The in-process clients (controllers, scheduler, cloud) call this server where it listens; 0.0.0.0 means loopback.
-    let self_url = if local.ip().is_unspecified() { format!("http://127.0.0.1:{}", local.port()) } else { format!("http://{local}") };
+    let serving = tls::RotatingCert::new(&ca, serving_spec(&args, local, &host, &config, validity)).map_err(anyhow::Error::msg)?;
+    let tls_config = Arc::new(tls::server_config(serving.clone(), &ca.cert_pem, false).map_err(anyhow::Error::msg)?);
+    // The in-process clients (controllers, scheduler, cloud) call this server where it listens (0.0.0.0 means
+    // loopback), over TLS, with the loopback token.
+    let self_url = if local.ip().is_unspecified() { format!("https://127.0.0.1:{}", local.port()) } else { format!("https://{local}") };
+    let mut client_config = kube::Config::new(self_url.parse()?);
+    client_config.root_cert = Some(auth::pki::pem_blocks(&ca.cert_pem, "CERTIFICATE"));
+    client_config.auth_info.token = Some(authz.loopback_token.clone().into());
     let kc = args.data_dir.join("kubeconfig");
-    kubeconfig::write(&kc, &format!("http://{host}")).with_context(|| format!("writing {}", kc.display()))?;
+    let admin = LeafSpec {
+        common_name: "skiff-admin".into(),
+        organization: Some(auth::authn::MASTERS.into()),
+        client: true,
+        validity: Some(validity),
+        ..Default::default()
+    };
+    let write_admin = {
+        let (ca, kc, server_url) = (ca.clone(), kc.clone(), format!("https://{host}"));
+        move || -> anyhow::Result<std::time::SystemTime> {
+            let issued = ca.issue(&admin)?;
+            let text = kubeconfig::render_tls(&server_url, "skiff-admin", &ca.cert_pem, &issued.cert_pem, &issued.key_pem);
+            kubeconfig::write_text(&kc, &text).with_context(|| format!("writing {}", kc.display()))?;
+            Ok(issued.not_after)
+        }
+    };
+    let mut admin_expiry = write_admin()?;
+    // Renew the serving, agent-client and admin certificates in place before they expire.
+    {
+        let (ca, serving, kubelet_client) = (ca.clone(), serving.clone(), kubelet_client.clone());
+        let every = (validity / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                for (what, cert) in [("serving", &serving), ("agent client", &kubelet_client)] {
+                    match cert.rotate_if_due(&ca) {
+                        Ok(true) => tracing::info!(certificate = what, "certificate renewed"),
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(certificate = what, error = %e, "renewing a certificate"),
+                    }
+                }
+                let left = admin_expiry.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+                if left < validity / 3 {
+                    match write_admin() {
+                        Ok(t) => {
+                            admin_expiry = t;
+                            tracing::info!("admin kubeconfig renewed");
+                        }
+                        Err(e) => tracing::error!(error = %e, "renewing the admin kubeconfig"),
+                    }
+                }
+            }
+        });
+    }
     tracing::info!(listen = %local, kubeconfig = %kc.display(), "skiff control plane serving");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -234,10 +403,10 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let [controllers, scheduler, cloud] = spawn_elected(&args, &self_url, stop_rx)?;
+    let [controllers, scheduler, cloud] = spawn_elected(&args, &client_config, stop_rx)?;
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stopping_tx = stopping.clone();
-    let serve = apiserver::serve(listener, server, async move {
+    let serve = apiserver::serve_tls(listener, server, tls_config, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
         // Keep serving while the elected parts stop and hand their Leases back, so that a restarted or standby

@@ -2,7 +2,7 @@
 //! upstream's decoder does), and the fields the type does not know are found for `fieldValidation=Strict`.
 //! The stored object stays the client's JSON, so nothing is lost in the round trip.
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, rbac};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -30,6 +30,10 @@ fn typed_round_trip(type_key: &str, obj: &Value) -> Option<Result<Value, String>
         "batch/v1/Job" => round_trip::<batch::v1::Job>(obj),
         "coordination.k8s.io/v1/Lease" => round_trip::<coordination::v1::Lease>(obj),
         "discovery.k8s.io/v1/EndpointSlice" => round_trip::<discovery::v1::EndpointSlice>(obj),
+        "rbac.authorization.k8s.io/v1/Role" => round_trip::<rbac::v1::Role>(obj),
+        "rbac.authorization.k8s.io/v1/RoleBinding" => round_trip::<rbac::v1::RoleBinding>(obj),
+        "rbac.authorization.k8s.io/v1/ClusterRole" => round_trip::<rbac::v1::ClusterRole>(obj),
+        "rbac.authorization.k8s.io/v1/ClusterRoleBinding" => round_trip::<rbac::v1::ClusterRoleBinding>(obj),
         _ => return None,
     })
 }

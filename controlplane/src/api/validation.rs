@@ -85,12 +85,15 @@ pub enum NameRule {
     Dns1123Subdomain,
     Dns1123Label,
     Dns1035Label,
+    /// Any name usable as one path segment (RBAC objects: `system:node`, ...).
+    PathSegment,
 }
 
 pub fn name_rule(type_key: &str) -> NameRule {
     match type_key {
         "v1/Namespace" => NameRule::Dns1123Label,
         "v1/Service" => NameRule::Dns1035Label,
+        t if t.starts_with("rbac.authorization.k8s.io/") => NameRule::PathSegment,
         _ => NameRule::Dns1123Subdomain,
     }
 }
@@ -101,6 +104,8 @@ pub fn check_name(rule: NameRule, name: &str) -> Option<&'static str> {
         NameRule::Dns1123Subdomain if !is_dns1123_subdomain(name) => Some(DNS1123_SUBDOMAIN_MSG),
         NameRule::Dns1123Label if !is_dns1123_label(name) => Some(DNS1123_LABEL_MSG),
         NameRule::Dns1035Label if !is_dns1035_label(name) => Some(DNS1035_LABEL_MSG),
+        NameRule::PathSegment if name == "." || name == ".." => Some("may not be '.' or '..'"),
+        NameRule::PathSegment if name.contains('/') || name.contains('%') => Some("may not contain '/' or '%'"),
         _ => None,
     }
 }
@@ -338,6 +343,51 @@ pub fn validate(type_key: &str, obj: &Value, namespaced: bool) -> Vec<FieldError
         }
         "coordination.k8s.io/v1/Lease" => {
             non_negative(&mut errs, spec, "leaseDurationSeconds", "spec");
+        }
+        "rbac.authorization.k8s.io/v1/Role" | "rbac.authorization.k8s.io/v1/ClusterRole" => {
+            for (i, rule) in obj.get("rules").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                let empty = |k: &str| rule.get(k).and_then(Value::as_array).is_none_or(|a| a.is_empty());
+                if empty("verbs") {
+                    errs.push(FieldError::required(format!("rules[{i}].verbs")));
+                }
+                let non_resource = !empty("nonResourceURLs");
+                if non_resource && (!empty("resources") || !empty("apiGroups")) {
+                    errs.push(FieldError::invalid(format!("rules[{i}].nonResourceURLs"), rule.get("nonResourceURLs").unwrap_or(&Value::Null), "rules cannot apply to both regular resources and non-resource URLs"));
+                }
+                if non_resource && type_key == "rbac.authorization.k8s.io/v1/Role" {
+                    errs.push(FieldError::invalid(format!("rules[{i}].nonResourceURLs"), rule.get("nonResourceURLs").unwrap_or(&Value::Null), "namespaced rules cannot apply to non-resource URLs"));
+                }
+                if !non_resource && empty("apiGroups") {
+                    errs.push(FieldError::required(format!("rules[{i}].apiGroups")));
+                }
+                if !non_resource && empty("resources") {
+                    errs.push(FieldError::required(format!("rules[{i}].resources")));
+                }
+            }
+        }
+        "rbac.authorization.k8s.io/v1/RoleBinding" | "rbac.authorization.k8s.io/v1/ClusterRoleBinding" => {
+            let kinds: &[&str] = if type_key.ends_with("/RoleBinding") { &["Role", "ClusterRole"] } else { &["ClusterRole"] };
+            match obj.pointer("/roleRef/kind").and_then(Value::as_str) {
+                None => errs.push(FieldError::required("roleRef.kind")),
+                Some(k) if !kinds.contains(&k) => errs.push(FieldError::not_supported("roleRef.kind", &Value::from(k), kinds)),
+                Some(_) => {}
+            }
+            if obj.pointer("/roleRef/name").and_then(Value::as_str).is_none_or(str::is_empty) {
+                errs.push(FieldError::required("roleRef.name"));
+            }
+            for (i, s) in obj.get("subjects").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                match s.get("kind").and_then(Value::as_str) {
+                    Some("User") | Some("Group") => {}
+                    Some("ServiceAccount") if type_key.ends_with("/ClusterRoleBinding") && s.get("namespace").and_then(Value::as_str).is_none_or(str::is_empty) => {
+                        errs.push(FieldError::required(format!("subjects[{i}].namespace")))
+                    }
+                    Some("ServiceAccount") => {}
+                    k => errs.push(FieldError::not_supported(format!("subjects[{i}].kind"), &Value::from(k.unwrap_or("")), &["ServiceAccount", "User", "Group"])),
+                }
+                if s.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+                    errs.push(FieldError::required(format!("subjects[{i}].name")));
+                }
+            }
         }
         "discovery.k8s.io/v1/EndpointSlice" => match obj.get("addressType").filter(|t| !t.is_null()) {
             None => errs.push(FieldError::required("addressType")),

@@ -25,6 +25,10 @@ impl ApiError {
         ApiError { code, reason, message: message.into(), details: None }
     }
 
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }

@@ -25,15 +25,51 @@ users:
     )
 }
 
-/// Write it atomically (temp file + rename), readable by the owner only.
-pub fn write(path: &Path, server: &str) -> std::io::Result<()> {
+/// A kubeconfig for `server` (https) that trusts `ca_pem` and authenticates with a client certificate.
+pub fn render_tls(server: &str, user: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
+    use base64::Engine;
+    let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: skiff
+  cluster:
+    server: {server}
+    certificate-authority-data: {}
+contexts:
+- name: skiff
+  context:
+    cluster: skiff
+    user: {user}
+    namespace: default
+current-context: skiff
+users:
+- name: {user}
+  user:
+    client-certificate-data: {}
+    client-key-data: {}
+",
+        b(ca_pem),
+        b(cert_pem),
+        b(key_pem)
+    )
+}
+
+/// Write `text` atomically (temp file + rename), readable by the owner only.
+pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
-        f.write_all(render(server).as_bytes())?;
+        f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)
+}
+
+/// Write a credential-less kubeconfig for `server` (plain-HTTP test servers).
+pub fn write(path: &Path, server: &str) -> std::io::Result<()> {
+    write_text(path, &render(server))
 }

@@ -90,6 +90,10 @@ pub struct ApiServer {
     closing: tokio::sync::watch::Sender<bool>,
     /// Recently decoded store events, shared by the watch streams.
     pub events: Arc<watch::EventCache>,
+    /// Authentication and authorization; None only for in-process test servers on plain HTTP.
+    pub auth: Option<Arc<crate::auth::Auth>>,
+    /// TLS client settings for the node agents' endpoints (logs, exec, attach, port-forward).
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What a resource path names.
@@ -187,6 +191,17 @@ fn verb_of(method: &Method, t: &Target, watch: bool) -> &'static str {
 
 impl ApiServer {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Arc<Self> {
+        Self::with_auth(store, config, None, None)
+    }
+
+    /// A server that authenticates and authorizes every request with `auth`, and reaches node agents over TLS
+    /// with `kubelet_tls`.
+    pub fn with_auth(
+        store: Arc<dyn Store>,
+        config: Config,
+        auth: Option<Arc<crate::auth::Auth>>,
+        kubelet_tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
         let alloc = alloc::Allocator::new(config.service_cidr, config.node_ports);
@@ -196,9 +211,18 @@ impl ApiServer {
             config,
             metrics,
             alloc,
-            http: reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default(),
+            http: {
+                let b = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+                let b = match &kubelet_tls {
+                    Some(tls) => b.use_preconfigured_tls((**tls).clone()),
+                    None => b,
+                };
+                b.build().unwrap_or_default()
+            },
             closing,
             events: Arc::new(watch::EventCache::new()),
+            auth,
+            kubelet_tls,
         })
     }
 
@@ -210,6 +234,9 @@ impl ApiServer {
     /// cleanup of namespaces that were being deleted.
     pub async fn start(self: &Arc<Self>) -> Result<(), ApiError> {
         write::ensure_system_namespaces(self).await?;
+        if self.auth.is_some() {
+            write::ensure_bootstrap_policy(self).await?;
+        }
         self.alloc.repair(self.store.as_ref()).await.map_err(ApiError::internal)?;
         delete::resume_namespace_cleanup(self).await;
         Ok(())
@@ -219,6 +246,15 @@ impl ApiServer {
         let start = Instant::now();
         let path = req.uri().path().to_string();
         let method = req.method().clone();
+        let peer = req.extensions().get::<crate::auth::tls::PeerCert>().and_then(crate::auth::tls::peer_identity);
+        let identity = match self.authenticate(&path, peer, req.headers()).await {
+            Ok(id) => id,
+            Err(resp) => {
+                let code = resp.status().as_u16().to_string();
+                self.metrics.requests.with_label_values(&["OTHER", "", "", &code]).inc();
+                return resp;
+            }
+        };
         let (resp, verb, resource, subresource) = match parse_target(&path) {
             Ok(Some(t)) => {
                 let query: HashMap<String, String> = req
@@ -237,12 +273,16 @@ impl ApiServer {
                 let verb = verb_of(&method, &t, watch);
                 let resource = t.info.plural;
                 let subresource = t.sub.map(|s| s.name()).unwrap_or("");
-                let resp = self.clone().handle_resource(t, req, query).await;
+                let resp = self.clone().handle_resource(t, req, query, identity).await;
                 (resp, verb, resource, subresource)
             }
             Ok(None) => {
                 let verb = if method == Method::GET { "GET" } else { "OTHER" };
-                (self.handle_other(&path, req).await, verb, "", "")
+                let resp = match self.authorize_path(identity.as_ref(), &method, &path).await {
+                    Ok(()) => self.handle_other(&path, req).await,
+                    Err(e) => e.into_response(),
+                };
+                (resp, verb, "", "")
             }
             Err(e) => (e.into_response(), "GET", "", ""),
         };
@@ -272,9 +312,97 @@ impl ApiServer {
         }
     }
 
-    async fn handle_resource(self: Arc<Self>, t: Target, req: Request, query: HashMap<String, String>) -> Response {
+    /// Who sent the request (None: no authentication configured, or an anonymous request for a public path).
+    /// Err: the 401 or 403 to answer.
+    async fn authenticate(
+        &self,
+        path: &str,
+        peer: Option<crate::auth::authn::Identity>,
+        headers: &HeaderMap,
+    ) -> Result<Option<crate::auth::authn::Identity>, Response> {
+        use crate::auth::Refusal;
+        let Some(auth) = &self.auth else { return Ok(None) };
+        let refuse = |r: Refusal| match r {
+            Refusal::Unauthenticated(why) => {
+                tracing::debug!(path, why, "unauthenticated request");
+                ApiError::unauthorized().into_response()
+            }
+            Refusal::Forbidden(msg) => ApiError::forbidden(msg).into_response(),
+        };
+        match auth.authenticate(peer.as_ref(), headers).await {
+            Ok(Some(id)) => auth.impersonate(id, headers).await.map(Some).map_err(refuse),
+            Ok(None) if crate::auth::is_public(path) => Ok(None),
+            Ok(None) => Err(ApiError::unauthorized().into_response()),
+            Err(r) => Err(refuse(r)),
+        }
+    }
+
+    async fn authorize_path(&self, id: Option<&crate::auth::authn::Identity>, method: &Method, path: &str) -> Result<(), ApiError> {
+        let (Some(auth), Some(id)) = (&self.auth, id) else { return Ok(()) };
+        let a = crate::auth::rbac::Attributes { verb: method.as_str().to_ascii_lowercase(), path: path.to_string(), ..Default::default() };
+        auth.authorize(id, &a, None).await.map_err(refusal_error)
+    }
+
+    async fn authorize_resource(
+        &self,
+        id: Option<&crate::auth::authn::Identity>,
+        t: &Target,
+        method: &Method,
+        query: &HashMap<String, String>,
+        body: Option<(&HeaderMap, &bytes::Bytes)>,
+    ) -> Result<(), ApiError> {
+        let (Some(auth), Some(id)) = (&self.auth, id) else { return Ok(()) };
+        let watch = matches!(query.get("watch").map(String::as_str), Some("true") | Some("1"));
+        let verb = match (method.as_str(), t.sub) {
+            // Connect subresources need create, whatever the method (upstream, since websockets use GET).
+            (_, Some(Subresource::Exec) | Some(Subresource::Attach) | Some(Subresource::PortForward)) => "create",
+            _ => match verb_of(method, t, watch) {
+                "WATCH" => "watch",
+                "LIST" => "list",
+                "GET" => "get",
+                "POST" => "create",
+                "PUT" => "update",
+                "PATCH" => "patch",
+                "DELETE" => "delete",
+                "DELETECOLLECTION" => "deletecollection",
+                _ => "unknown",
+            },
+        };
+        let a = crate::auth::rbac::Attributes {
+            verb: verb.into(),
+            resource_request: true,
+            api_group: t.info.group.into(),
+            resource: t.info.plural.into(),
+            subresource: t.sub.map(|s| s.name().to_string()).unwrap_or_default(),
+            // A namespace object's own namespace is its name (upstream's attributes for namespaces/<name>).
+            namespace: match (&t.namespace, t.info.plural, &t.name) {
+                (Some(ns), _, _) => ns.clone(),
+                (None, "namespaces", Some(n)) => n.clone(),
+                _ => String::new(),
+            },
+            name: t.name.clone().unwrap_or_default(),
+            path: String::new(),
+        };
+        // Only the node authorizer reads bodies (the name and node of what a node creates).
+        let parsed = match (id.node_name(), verb, body) {
+            (Some(_), "create", Some((h, b))) => codec::decode_object(h, b).ok(),
+            _ => None,
+        };
+        auth.authorize(id, &a, parsed.as_ref()).await.map_err(refusal_error)
+    }
+
+    async fn handle_resource(
+        self: Arc<Self>,
+        t: Target,
+        req: Request,
+        query: HashMap<String, String>,
+        identity: Option<crate::auth::authn::Identity>,
+    ) -> Response {
         // Exec, attach and port-forward are upgraded connections: proxied before the body is read.
         if matches!(t.sub, Some(Subresource::Exec) | Some(Subresource::Attach) | Some(Subresource::PortForward)) {
+            if let Err(e) = self.authorize_resource(identity.as_ref(), &t, req.method(), &query, None).await {
+                return e.into_response();
+            }
             return proxy::upgrade(&self, &t, req).await.unwrap_or_else(IntoResponse::into_response);
         }
         let (parts, body) = req.into_parts();
@@ -282,6 +410,9 @@ impl ApiServer {
             Ok(b) => b,
             Err(e) => return e.into_response(),
         };
+        if let Err(e) = self.authorize_resource(identity.as_ref(), &t, &parts.method, &query, Some((&parts.headers, &body))).await {
+            return e.into_response();
+        }
         let r = Req { method: parts.method, headers: parts.headers, query, body };
         self.dispatch(t, r).await.unwrap_or_else(IntoResponse::into_response)
     }
@@ -311,6 +442,13 @@ impl ApiServer {
                 t.sub.map(|s| format!("/{}", s.name())).unwrap_or_default()
             ))),
         }
+    }
+}
+
+fn refusal_error(r: crate::auth::Refusal) -> ApiError {
+    match r {
+        crate::auth::Refusal::Unauthenticated(_) => ApiError::unauthorized(),
+        crate::auth::Refusal::Forbidden(msg) => ApiError::forbidden(msg),
     }
 }
 
@@ -381,6 +519,30 @@ pub async fn serve(
             let _ = closing.send(true);
         })
         .await;
+    compactor.abort();
+    res
+}
+
+/// Serve the API over TLS on `listener` (client certificates, tokens, RBAC: the server needs `auth`) until
+/// `shutdown` resolves; open watches are ended then.
+pub async fn serve_tls(
+    listener: TcpListener,
+    server: Arc<ApiServer>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let closing = server.closing.clone();
+    let compactor = tokio::spawn(delete::compaction_loop(server.clone()));
+    let s = server.clone();
+    let handle = move |req: Request| {
+        let s = s.clone();
+        async move { s.handle(req).await }
+    };
+    let res = crate::auth::tls::serve(listener, tls, crate::auth::tls::Limits::default(), handle, async move {
+        shutdown.await;
+        let _ = closing.send(true);
+    })
+    .await;
     compactor.abort();
     res
 }

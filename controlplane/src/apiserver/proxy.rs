@@ -75,7 +75,8 @@ pub async fn logs(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, A
             q.push(format!("{k}={}", urlencode(v)));
         }
     }
-    let url = format!("http://{addr}/containerLogs/{ns}/{name}/{container}?{}", q.join("&"));
+    let scheme = if s.kubelet_tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}/containerLogs/{ns}/{name}/{container}?{}", q.join("&"));
     let resp = s
         .http
         .get(&url)
@@ -90,6 +91,10 @@ pub async fn logs(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, A
     let stream = resp.bytes_stream().map_err(std::io::Error::other);
     Ok((status, [(header::CONTENT_TYPE, "text/plain")], Body::from_stream(stream)).into_response())
 }
+
+/// A connection to an agent, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 fn urlencode(v: &str) -> String {
     v.bytes()
@@ -121,9 +126,24 @@ pub async fn upgrade(s: &Arc<ApiServer>, t: &Target, mut req: Request) -> Result
             format!("/exec/{ns}/{name}/{c}")
         }
     };
-    let stream = tokio::net::TcpStream::connect(&addr)
+    let tcp = tokio::net::TcpStream::connect(&addr)
         .await
         .map_err(|e| ApiError::internal(format!("could not reach the node agent at {addr}: {e}")))?;
+    let stream: Box<dyn Io> = match &s.kubelet_tls {
+        Some(tls) => {
+            let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(&addr).trim_matches(['[', ']']);
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| ApiError::internal(format!("node agent address {host}: {e}")))?;
+            let connector = tokio_rustls::TlsConnector::from(tls.clone());
+            Box::new(
+                connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("TLS to the node agent at {addr}: {e}")))?,
+            )
+        }
+        None => Box::new(tcp),
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ApiError::internal(format!("node agent handshake: {e}")))?;

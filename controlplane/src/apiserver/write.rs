@@ -513,6 +513,25 @@ pub async fn bind(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, A
 }
 
 /// Create the namespaces every cluster has.
+/// Create the default ClusterRoles and ClusterRoleBindings that do not exist (existing ones are left as the
+/// administrator made them).
+pub async fn ensure_bootstrap_policy(s: &Arc<ApiServer>) -> Result<(), ApiError> {
+    let (roles, bindings) = crate::auth::bootstrap_policy();
+    for (plural, objs) in [("clusterroles", roles), ("clusterrolebindings", bindings)] {
+        let info = resources::find("rbac.authorization.k8s.io", "v1", plural).ok_or_else(|| ApiError::internal("no RBAC resources"))?;
+        for obj in objs {
+            let t = Target { info, namespace: None, name: None, sub: None };
+            let req = Req { method: axum::http::Method::POST, headers: Default::default(), query: Default::default(), body: Default::default() };
+            match create_object(s, &t, obj, &req).await {
+                Ok(_) => {}
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn ensure_system_namespaces(s: &Arc<ApiServer>) -> Result<(), ApiError> {
     let info = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces resource"))?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {

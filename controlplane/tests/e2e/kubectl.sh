@@ -24,11 +24,18 @@ start_server() {
   "$BIN" --data-dir "$DATA" --listen "127.0.0.1:$PORT" --bookmark-interval-secs 1 ${SKIFF_E2E_EXTRA_ARGS:-} >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && return 0
+    [ -s "$DATA/kubeconfig" ] && curl -sf --cacert "$DATA/pki/ca.crt" "https://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && admin_creds && return 0
     sleep 0.1
   done
   echo "server did not start"; cat "$WORK/server.log"; exit 1
 }
+
+# The admin's client certificate out of the kubeconfig, for curl (acurl: curl as the admin).
+admin_creds() {
+  KUBECONFIG=$DATA/kubeconfig kubectl config view --raw -o 'jsonpath={.users[0].user.client-certificate-data}' | base64 -d >"$WORK/admin.crt" &&
+  KUBECONFIG=$DATA/kubeconfig kubectl config view --raw -o 'jsonpath={.users[0].user.client-key-data}' | base64 -d >"$WORK/admin.key"
+}
+acurl() { curl --cacert "$DATA/pki/ca.crt" --cert "$WORK/admin.crt" --key "$WORK/admin.key" "$@"; }
 
 pass() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/    /'; }
@@ -197,9 +204,9 @@ RV=$(k get deploy app -o 'jsonpath={.metadata.resourceVersion}')
 ACKED=$WORK/acked; : >"$ACKED"
 (
   for i in $(seq 1 100000); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -X POST \
+    code=$(acurl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -X POST \
       --data "{\"metadata\":{\"name\":\"load-$i\"},\"data\":{\"i\":\"$i\"}}" \
-      "http://127.0.0.1:$PORT/api/v1/namespaces/default/configmaps") || break
+      "https://127.0.0.1:$PORT/api/v1/namespaces/default/configmaps") || break
     [ "$code" = 201 ] || break
     echo "configmap/load-$i" >>"$ACKED"
   done
@@ -218,9 +225,9 @@ else
 fi
 expect "state survives kill -9"                0 "^5 $RV$"                        -- k get deploy app -o 'jsonpath={.spec.replicas} {.metadata.resourceVersion}'
 expect "writes continue after restart"         0 'deployment.apps/app scaled'    -- k scale deploy app --replicas=1
-expect "watch resumes from an old resourceVersion" 0 '"type":"MODIFIED"' -- curl -sf --max-time 3 "http://127.0.0.1:$PORT/apis/apps/v1/namespaces/default/deployments?watch=true&resourceVersion=$RV&timeoutSeconds=1"
-expect "bookmarks on request"                  0 '"type":"BOOKMARK"' -- curl -s --max-time 4 "http://127.0.0.1:$PORT/api/v1/namespaces/default/pods?watch=true&allowWatchBookmarks=true&timeoutSeconds=2"
-expect "metrics"                               0 'apiserver_request_total\{.*resource="deployments"' -- curl -sf "http://127.0.0.1:$PORT/metrics"
+expect "watch resumes from an old resourceVersion" 0 '"type":"MODIFIED"' -- acurl -sf --max-time 3 "https://127.0.0.1:$PORT/apis/apps/v1/namespaces/default/deployments?watch=true&resourceVersion=$RV&timeoutSeconds=1"
+expect "bookmarks on request"                  0 '"type":"BOOKMARK"' -- acurl -s --max-time 4 "https://127.0.0.1:$PORT/api/v1/namespaces/default/pods?watch=true&allowWatchBookmarks=true&timeoutSeconds=2"
+expect "metrics"                               0 'apiserver_request_total\{.*resource="deployments"' -- acurl -sf "https://127.0.0.1:$PORT/metrics"
 
 # The Python client.
 expect "python kubernetes client"              0 'python client: [0-9]+ passed, 0 failed' -- python3 "$HERE/python_client.py" "$KUBECONFIG"
