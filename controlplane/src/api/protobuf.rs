@@ -17,7 +17,8 @@
 //!
 //! # Supported types
 //!
-//! `v1` Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod; `apps/v1`
+//! `v1` Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod; `rbac.authorization.k8s.io/v1` Role,
+//! ClusterRole, RoleBinding, ClusterRoleBinding; `apps/v1`
 //! Deployment; `batch/v1` Job — each with *every* field that k8s-pb 0.9
 //! (Kubernetes 1.35) knows, spec and status, including everything reachable from
 //! PodSpec (all volume sources, probes, lifecycle, affinity, security contexts,
@@ -72,6 +73,7 @@ use base64::Engine as _;
 use k8s_pb::api::apps::v1 as apps;
 use k8s_pb::api::batch::v1 as batch;
 use k8s_pb::api::core::v1 as core;
+use k8s_pb::api::rbac::v1 as rbac;
 use k8s_pb::apimachinery::pkg::api::resource;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
@@ -177,6 +179,10 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("v1", "Pod") => convert_object::<core::Pod>(&kind, &raw),
         ("apps/v1", "Deployment") => convert_object::<apps::Deployment>(&kind, &raw),
         ("batch/v1", "Job") => convert_object::<batch::Job>(&kind, &raw),
+        ("rbac.authorization.k8s.io/v1", "Role") => convert_object::<rbac::Role>(&kind, &raw),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => convert_object::<rbac::ClusterRole>(&kind, &raw),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => convert_object::<rbac::RoleBinding>(&kind, &raw),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => convert_object::<rbac::ClusterRoleBinding>(&kind, &raw),
         _ => return Err(ProtobufError::UnsupportedType { api_version, kind }),
     }?;
     let mut object = Map::new();
@@ -693,6 +699,31 @@ convert! { core::ServiceAccount {
 } }
 convert! { core::Pod {
     metadata: req "metadata", spec: req "spec", status: req "status",
+} }
+convert! { rbac::Role {
+    metadata: req "metadata", rules: list_req "rules",
+} }
+convert! { rbac::ClusterRole {
+    metadata: req "metadata", rules: list_req "rules", aggregation_rule: ptr "aggregationRule",
+} }
+convert! { rbac::RoleBinding {
+    metadata: req "metadata", subjects: list "subjects", role_ref: req "roleRef",
+} }
+convert! { rbac::ClusterRoleBinding {
+    metadata: req "metadata", subjects: list "subjects", role_ref: req "roleRef",
+} }
+convert! { rbac::PolicyRule {
+    verbs: list_req "verbs", api_groups: list "apiGroups", resources: list "resources",
+    resource_names: list "resourceNames", non_resource_ur_ls: list "nonResourceURLs",
+} }
+convert! { rbac::AggregationRule {
+    cluster_role_selectors: list "clusterRoleSelectors",
+} }
+convert! { rbac::Subject {
+    kind: req "kind", api_group: opt "apiGroup", name: req "name", namespace: opt "namespace",
+} }
+convert! { rbac::RoleRef {
+    api_group: req "apiGroup", kind: req "kind", name: req "name",
 } }
 convert! { apps::Deployment {
     metadata: req "metadata", spec: req "spec", status: req "status",

@@ -20,8 +20,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Static tokens: alice (no roles yet), and the devs group.
+ALICE_TOKEN=alice-0123456789abcdef; BOB_TOKEN=bob-0123456789abcdef0
+printf '%s\n' "$ALICE_TOKEN,alice,1001" "$BOB_TOKEN,bob,1002,\"devs,qa\"" >"$WORK/tokens.csv"
+
 start_server() {
-  "$BIN" --data-dir "$DATA" --listen "127.0.0.1:$PORT" --bookmark-interval-secs 1 ${SKIFF_E2E_EXTRA_ARGS:-} >>"$WORK/server.log" 2>&1 &
+  "$BIN" --data-dir "$DATA" --listen "127.0.0.1:$PORT" --bookmark-interval-secs 1 --token-auth-file "$WORK/tokens.csv" ${SKIFF_E2E_EXTRA_ARGS:-} >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
     [ -s "$DATA/kubeconfig" ] && curl -sf --cacert "$DATA/pki/ca.crt" "https://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && admin_creds && return 0
@@ -228,6 +232,63 @@ expect "writes continue after restart"         0 'deployment.apps/app scaled'   
 expect "watch resumes from an old resourceVersion" 0 '"type":"MODIFIED"' -- acurl -sf --max-time 3 "https://127.0.0.1:$PORT/apis/apps/v1/namespaces/default/deployments?watch=true&resourceVersion=$RV&timeoutSeconds=1"
 expect "bookmarks on request"                  0 '"type":"BOOKMARK"' -- acurl -s --max-time 4 "https://127.0.0.1:$PORT/api/v1/namespaces/default/pods?watch=true&allowWatchBookmarks=true&timeoutSeconds=2"
 expect "metrics"                               0 'apiserver_request_total\{.*resource="deployments"' -- acurl -sf "https://127.0.0.1:$PORT/metrics"
+
+# Security: who gets in, and what they may do.
+U="https://127.0.0.1:$PORT"
+code() { curl -s -o /dev/null -w '%{http_code}' --cacert "$DATA/pki/ca.crt" "$@"; true; }
+expect "anonymous: health is public"           0 '^200$'  -- code "$U/readyz"
+expect "anonymous: the API is refused (401)"   0 '^401$'  -- code "$U/api/v1/namespaces/default/pods"
+expect "anonymous: discovery is refused (401)" 0 '^401$'  -- code "$U/apis"
+expect "unknown bearer token: 401"             0 '^401$'  -- code -H "Authorization: Bearer not-a-token-0123456789" "$U/api"
+expect "plain HTTP to the TLS port is refused" 0 '^(000|400)$' -- bash -c "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$PORT/api; true"
+expect "an unverified server is refused by curl" 60 '' -- curl -s -o /dev/null "$U/readyz"
+# A client certificate from another CA: the handshake fails.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=other-ca" -keyout "$WORK/oca.key" -out "$WORK/oca.crt" >/dev/null 2>&1
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=mallory/O=system:masters" -keyout "$WORK/m.key" -out "$WORK/m.csr" >/dev/null 2>&1
+openssl x509 -req -in "$WORK/m.csr" -CA "$WORK/oca.crt" -CAkey "$WORK/oca.key" -CAcreateserial -days 1 -out "$WORK/m.crt" >/dev/null 2>&1
+expect "a certificate from another CA: no connection" 0 '^000$' -- code --cert "$WORK/m.crt" --key "$WORK/m.key" "$U/api/v1/secrets"
+expect "token user without roles: 403"         0 '^403$'  -- code -H "Authorization: Bearer $ALICE_TOKEN" "$U/api/v1/namespaces/default/pods"
+expect "token user: discovery is allowed"      0 '^200$'  -- code -H "Authorization: Bearer $ALICE_TOKEN" "$U/apis"
+expect "403 names the user and the verb"       1 'User "alice" cannot list resource "pods" in API group "" in the namespace "default"' -- k --as alice get pods
+expect "RoleBinding to view"                   0 'created' -- k create rolebinding alice-view --clusterrole=view --user=alice -n default
+eventually "alice can list pods now"           'No resources|NAME' -- k --as alice get pods
+expect "view does not allow delete"            1 'forbidden' -- k --as alice delete deploy app
+expect "view stays in its namespace"           1 'forbidden' -- k --as alice get pods -n kube-system
+expect "a Role with resourceNames"             0 'created' -- k create role cm-one --verb=get --resource=configmaps --resource-name=load-1 -n default
+expect "bound to a group"                      0 'created' -- k create rolebinding devs-cm-one --role=cm-one --group=devs -n default
+eventually "group member reads the named configmap" '^200$' -- code -H "Authorization: Bearer $BOB_TOKEN" "$U/api/v1/namespaces/default/configmaps/load-1"
+expect "but not another one"                   0 '^403$'  -- code -H "Authorization: Bearer $BOB_TOKEN" "$U/api/v1/namespaces/default/configmaps/load-2"
+expect "impersonation needs permission"        0 '^403$'  -- code -H "Authorization: Bearer $ALICE_TOKEN" -H "Impersonate-User: skiff-admin" -H "Impersonate-Group: system:masters" "$U/api/v1/secrets"
+expect "invalid RoleBinding is refused"        1 'roleRef.kind' -- bash -c "printf '%s' '{\"apiVersion\":\"rbac.authorization.k8s.io/v1\",\"kind\":\"RoleBinding\",\"metadata\":{\"name\":\"bad\"},\"roleRef\":{\"kind\":\"Pod\",\"name\":\"x\"}}' | kubectl create -f -"
+# Bootstrap tokens: valid, expired.
+expect "bootstrap token secret"                0 'created' -- k -n kube-system create secret generic bootstrap-token-abcdef --type=bootstrap.kubernetes.io/token --from-literal=token-id=abcdef --from-literal=token-secret=0123456789abcdef --from-literal=usage-bootstrap-authentication=true
+expect "bootstrap token authenticates"         0 '^200$'  -- code -H "Authorization: Bearer abcdef.0123456789abcdef" "$U/api"
+expect "bootstrap token with a wrong secret"   0 '^401$'  -- code -H "Authorization: Bearer abcdef.0123456789abcdee" "$U/api"
+expect "expired bootstrap token"               0 'created' -- k -n kube-system create secret generic bootstrap-token-zzzzzz --type=bootstrap.kubernetes.io/token --from-literal=token-id=zzzzzz --from-literal=token-secret=0123456789abcdef --from-literal=usage-bootstrap-authentication=true --from-literal=expiration=2020-01-01T00:00:00Z
+expect "expired bootstrap token: 401"          0 '^401$'  -- code -H "Authorization: Bearer zzzzzz.0123456789abcdef" "$U/api"
+# Node credentials and the node authorizer.
+for n in n-a n-b; do
+  "$BIN" kubeconfig --data-dir "$DATA" --user "system:node:$n" --group system:nodes --server "$U" --out "$WORK/$n.kubeconfig"
+done
+na() { kubectl --kubeconfig "$WORK/n-a.kubeconfig" --request-timeout=20s "$@"; }
+expect "node creates its own Node"             0 'created' -- bash -c "printf '%s' '{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"n-a\"}}' | kubectl --kubeconfig $WORK/n-a.kubeconfig create -f -"
+expect "node may not create another Node"      1 'can only change its own Node' -- bash -c "printf '%s' '{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"n-b\"}}' | kubectl --kubeconfig $WORK/n-a.kubeconfig create -f -"
+expect "node labels itself"                    0 'labeled' -- na label node n-a team=x
+expect "node may not touch another Node"       1 'forbidden' -- na label node n1 team=x
+expect "node reads pods"                       0 'NAME|No resources' -- na get pods -A
+expect "node may not read secrets it has no pod for" 1 'no relationship found' -- na -n kube-system get secret bootstrap-token-abcdef
+expect "pod on n-a using a secret"             0 'created' -- k create secret generic for-a --from-literal=k=v
+expect "pod bound to n-a"                      0 'created' -- bash -c "printf '%s' '{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"on-a\"},\"spec\":{\"nodeName\":\"n-a\",\"containers\":[{\"name\":\"c\",\"image\":\"busybox\",\"envFrom\":[{\"secretRef\":{\"name\":\"for-a\"}}]}]}}' | kubectl create -f -"
+expect "node reads the secret of its pod"      0 'for-a'   -- na get secret for-a -o name
+expect "another node may not"                  1 'forbidden' -- kubectl --kubeconfig "$WORK/n-b.kubeconfig" get secret for-a
+expect "node may not delete pods of others"    1 'forbidden' -- kubectl --kubeconfig "$WORK/n-b.kubeconfig" delete pod on-a --wait=false
+expect "node may not create non-mirror pods"   1 'mirror pods' -- bash -c "printf '%s' '{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"sneaky\"},\"spec\":{\"nodeName\":\"n-a\",\"containers\":[{\"name\":\"c\",\"image\":\"busybox\"}]}}' | kubectl --kubeconfig $WORK/n-a.kubeconfig create -f -"
+expect "node may not read RBAC"                1 'forbidden' -- na get clusterroles
+expect "nothing written by refused requests"   1 'NotFound|not found' -- k get node n-b
+printf 'X-Big: %s\r\n' "$(head -c 200000 /dev/zero | tr '\0' a)" >"$WORK/big-header"
+expect "oversized request headers: 431"        0 '^431$'  -- code -H @"$WORK/big-header" -H "Authorization: Bearer $ALICE_TOKEN" "$U/api"
+expect "oversized body: 413"                   0 '^413$'  -- bash -c "head -c 4000000 /dev/zero | tr '\0' a | curl -s -o /dev/null -w '%{http_code}' --cacert $DATA/pki/ca.crt --cert $WORK/admin.crt --key $WORK/admin.key -H 'Content-Type: application/json' -X POST --data-binary @- $U/api/v1/namespaces/default/configmaps"
+expect "the server is still up"                0 '^200$'  -- code "$U/readyz"
 
 # The Python client.
 expect "python kubernetes client"              0 'python client: [0-9]+ passed, 0 failed' -- python3 "$HERE/python_client.py" "$KUBECONFIG"
