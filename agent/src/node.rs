@@ -268,14 +268,21 @@ async fn renew_lease(client: &kube::Client, config: &Config) -> Result<(), kube:
     match leases.patch(&config.node_name, &PatchParams::default(), &Patch::Merge(&body)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => {
-            let ns: Api<Namespace> = Api::all(client.clone());
-            let n: Namespace = serde_json::from_value(json!({"metadata": {"name": LEASE_NS}})).expect("static");
-            match ns.create(&PostParams::default(), &n).await {
-                Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 409, .. })) => {}
-                Err(e) => return Err(e),
-            }
             let lease: Lease = serde_json::from_value(body).expect("lease object");
-            leases.create(&PostParams::default(), &lease).await.map(|_| ())
+            match leases.create(&PostParams::default(), &lease).await {
+                // No kube-node-lease namespace (the API server makes it; an administrator may have deleted it):
+                // create it if these credentials may, then the Lease.
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    let ns: Api<Namespace> = Api::all(client.clone());
+                    let n: Namespace = serde_json::from_value(json!({"metadata": {"name": LEASE_NS}})).expect("static");
+                    match ns.create(&PostParams::default(), &n).await {
+                        Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 409, .. })) => {}
+                        Err(e) => return Err(e),
+                    }
+                    leases.create(&PostParams::default(), &lease).await.map(|_| ())
+                }
+                r => r.map(|_| ()),
+            }
         }
         Err(e) => Err(e),
     }

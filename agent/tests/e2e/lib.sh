@@ -63,7 +63,7 @@ AGENT_ARGS=(--container-log-max-size 65536 --container-log-max-files 3 --pod-man
 # agent's PID). Extra arguments go to the agent.
 start_agent() {
   nsenter --net="/run/netns/$LAB" "$BIN/skiff-agent" --node-name lab-node --node-ip 127.0.0.1 --port 0 \
-    --kubeconfig "$WORK/cp/kubeconfig" --root-dir "$WORK/node" --run-dir "$WORK/run" --log-dir "$WORK/logs" \
+    --kubeconfig "$WORK/node.kubeconfig" --root-dir "$WORK/node" --run-dir "$WORK/run" --log-dir "$WORK/logs" \
     --runtime "$BIN/skiff-runtime" --cgroup-root "$CGROOT" "${AGENT_ARGS[@]}" "$@" >>"$WORK/agent.log" 2>&1 &
   AGENT_PID=$!
 }
@@ -88,11 +88,17 @@ ip netns add "$LAB" && ip -n "$LAB" link set lo up || { fail "create the lab nam
 # nsenter (not the lab function: that would fork a subshell and $! would not be the server's PID) execs the binary.
 nsenter --net="/run/netns/$LAB" "$BIN/skiff-controlplane" --data-dir "$WORK/cp" --listen "127.0.0.1:$PORT" >"$WORK/cp.log" 2>&1 &
 CP_PID=$!
-for _ in $(seq 1 100); do [ -s "$WORK/cp/kubeconfig" ] && lab curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 1 100); do [ -s "$WORK/cp/kubeconfig" ] && lab curl -sf --cacert "$WORK/cp/pki/ca.crt" "https://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+# The node's own credentials (system:node:lab-node): the agent and the proxy act under the node authorizer.
+"$BIN/skiff-controlplane" kubeconfig --data-dir "$WORK/cp" --user system:node:lab-node --group system:nodes \
+  --server "https://127.0.0.1:$PORT" --out "$WORK/node.kubeconfig" || { fail "issue the node's kubeconfig"; exit 1; }
+# The admin's client certificate, for raw TLS calls.
+kubectl config view --raw -o 'jsonpath={.users[0].user.client-certificate-data}' | base64 -d >"$WORK/admin.crt"
+kubectl config view --raw -o 'jsonpath={.users[0].user.client-key-data}' | base64 -d >"$WORK/admin.key"
 start_agent
 # The service proxy, when built: iptables rules for Services in the lab namespace.
 if [ -x "$BIN/skiff-netproxy" ]; then
-  nsenter --net="/run/netns/$LAB" "$BIN/skiff-netproxy" --kubeconfig "$WORK/cp/kubeconfig" --node-name lab-node \
+  nsenter --net="/run/netns/$LAB" "$BIN/skiff-netproxy" --kubeconfig "$WORK/node.kubeconfig" --node-name lab-node \
     --node-ip 127.0.0.1 >"$WORK/netproxy.log" 2>&1 &
   PROXY_PID=$!
 fi

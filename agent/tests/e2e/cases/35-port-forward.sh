@@ -177,11 +177,21 @@ pf_stop "$closed_pid"
 # Malformed frames straight to the agent: after the upgrade, a frame of SPDY version 2. The agent closes that
 # connection, logs why, and serves the next one.
 agent_port=$(k get node lab-node -o 'jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}')
-out=$(lab timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$agent_port"'
-  printf "POST /portForward/default/pf HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n" >&3
-  sleep 0.5; printf "\x80\x02\x00\x06\x00\x00\x00\x04junk" >&3; cat <&3' 2>&1 | head -c 200 | tr -d '\0'); rc=$?
+kubectl --kubeconfig "$WORK/node.kubeconfig" config view --raw -o 'jsonpath={.users[0].user.client-certificate-data}' | base64 -d >"$WORK/node.crt"
+kubectl --kubeconfig "$WORK/node.kubeconfig" config view --raw -o 'jsonpath={.users[0].user.client-key-data}' | base64 -d >"$WORK/node.key"
+# The agent takes TLS with a client certificate of the cluster CA (the admin's here; normally the API server's).
+raw_agent() { # CERT-BASENAME: the request and the bad frame through openssl s_client
+  lab timeout 10 bash -c '{ printf "POST /portForward/default/pf HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n"
+    sleep 0.5; printf "\x80\x02\x00\x06\x00\x00\x00\x04junk"; sleep 3; } |
+    openssl s_client -quiet -connect 127.0.0.1:'"$agent_port"' '"$1"' 2>&1' | head -c 200 | tr -d '\0'
+}
+out=$(raw_agent "-cert $WORK/admin.crt -key $WORK/admin.key")
 grep -q '^HTTP/1.1 101' <<<"$out" && pass "the agent upgrades a raw SPDY request" || fail "raw SPDY upgrade" "$out"
 eventually "the agent logs the malformed frame" 'port-forward session closed.*version 2' 20 -- cat "$WORK/agent.log"
+out=$(raw_agent "")
+grep -q '^HTTP/1.1 101' <<<"$out" && fail "the agent served a caller without a client certificate" "$out" || pass "the agent refuses callers without a client certificate"
+out=$(raw_agent "-cert $WORK/node.crt -key $WORK/node.key")
+grep -q '^HTTP/1.1 403' <<<"$out" && pass "the agent refuses another cluster identity (a node's) with 403" || fail "a node's certificate at the agent" "$out"
 kill -0 "$AGENT_PID" 2>/dev/null && pass "the agent is still up" || fail "the agent died"
 pf_start after pod/pf 28084:80
 out=$(get http://127.0.0.1:28084/)
