@@ -44,16 +44,16 @@ pub fn tls_config(config: &Config, kube: &kube::Config) -> anyhow::Result<Option
 }
 
 /// Only the API server may call: its client certificate (verified by the TLS layer against the cluster CA) must
-/// name it, or be an administrator's.
-fn caller_allowed(req: &axum::extract::Request) -> Result<(), Response> {
-    let Some(cert) = req.extensions().get::<skiff_tls::PeerCert>() else { return Ok(()) };
+/// name it, or be an administrator's. Some(refusal) otherwise.
+fn refuse_caller(req: &axum::extract::Request) -> Option<Response> {
+    let cert = req.extensions().get::<skiff_tls::PeerCert>()?;
     let Some((user, groups)) = cert.0.as_deref().and_then(skiff_tls::subject) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized".into()));
+        return Some(error(StatusCode::UNAUTHORIZED, "Unauthorized".into()));
     };
     if user == API_SERVER_USER || groups.iter().any(|g| g == "system:masters") {
-        Ok(())
+        None
     } else {
-        Err(error(StatusCode::FORBIDDEN, format!("Forbidden (user={user}, only the API server may use this endpoint)")))
+        Some(error(StatusCode::FORBIDDEN, format!("Forbidden (user={user}, only the API server may use this endpoint)")))
     }
 }
 
@@ -75,7 +75,7 @@ pub async fn serve(
             let handle = move |req: axum::extract::Request| {
                 let mut app = app.clone();
                 async move {
-                    if let Err(resp) = caller_allowed(&req) {
+                    if let Some(resp) = refuse_caller(&req) {
                         return resp;
                     }
                     use tower::Service;

@@ -133,7 +133,7 @@ start_cp() {
     --listen "0.0.0.0:$CP_PORT" --advertise "$(host_ip 1):$CP_PORT" "${CP_ARGS[@]}" >>"$WORK/h1/cp.log" 2>&1 &
   CP_PID=$!
   for _ in $(seq 1 150); do
-    [ -s "$KUBECONFIG" ] && lab curl -sf "http://$(host_ip 1):$CP_PORT/readyz" >/dev/null 2>&1 && return 0
+    [ -s "$KUBECONFIG" ] && lab curl -sf --cacert "$WORK/h1/cp/pki/ca.crt" "https://$(host_ip 1):$CP_PORT/readyz" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   return 1
@@ -142,7 +142,7 @@ stop_cp() { [ -n "$CP_PID" ] && { kill "$CP_PID" 2>/dev/null; wait "$CP_PID" 2>/
 start_agent() {
   local n=$1
   nsenter --net="/run/netns/$(host_ns "$n")" "$BIN/skiff-agent" --node-name "$(host_name "$n")" \
-    --node-ip "$(host_ip "$n")" --port 10250 --kubeconfig "$KUBECONFIG" --root-dir "$WORK/h$n/root" \
+    --node-ip "$(host_ip "$n")" --port 10250 --kubeconfig "$WORK/h$n/node.kubeconfig" --root-dir "$WORK/h$n/root" \
     --run-dir "$WORK/h$n/run" --log-dir "$WORK/h$n/logs" --runtime "$BIN/skiff-runtime" \
     --cgroup-root "$(cgroot "$n")" --eviction-hard "nodefs.available<0%,nodefs.inodesFree<0%" \
     >>"$WORK/h$n/agent.log" 2>&1 &
@@ -151,7 +151,7 @@ start_agent() {
 stop_agent() { local n=$1; [ -n "${AGENT_PID[n]:-}" ] && { kill "${AGENT_PID[n]}" 2>/dev/null; wait "${AGENT_PID[n]}" 2>/dev/null; AGENT_PID[n]=""; }; return 0; }
 start_proxy() {
   local n=$1
-  nsenter --net="/run/netns/$(host_ns "$n")" "$BIN/skiff-netproxy" --kubeconfig "$KUBECONFIG" \
+  nsenter --net="/run/netns/$(host_ns "$n")" "$BIN/skiff-netproxy" --kubeconfig "$WORK/h$n/node.kubeconfig" \
     --node-name "$(host_name "$n")" --node-ip "$(host_ip "$n")" >>"$WORK/h$n/netproxy.log" 2>&1 &
   PROXY_PID[n]=$!
 }
@@ -164,7 +164,12 @@ host_container_pids() { find /sys/fs/cgroup/pids/"$(cgroot "$1")" -name cgroup.p
 
 T0=$(now)
 start_cp || { fail "control plane up" "$(tail -20 "$WORK/h1/cp.log")"; exit 1; }
+# Each host's agent and proxy act as that node (system:node:<name>), under the node authorizer.
+for n in $(seq 1 "$HOSTS"); do
+  "$BIN/skiff-controlplane" kubeconfig --data-dir "$WORK/h1/cp" --user "system:node:$(host_name "$n")" --group system:nodes \
+    --server "https://$(host_ip 1):$CP_PORT" --out "$WORK/h$n/node.kubeconfig" || { fail "node credentials for host $n"; exit 1; }
+done
 for n in $(seq 1 "$HOSTS"); do start_agent "$n"; start_proxy "$n"; done
-echo "== $HOSTS hosts in $WORK, control plane at http://$(host_ip 1):$CP_PORT"
+echo "== $HOSTS hosts in $WORK, control plane at https://$(host_ip 1):$CP_PORT"
 
 run_scenarios

@@ -38,11 +38,11 @@ echo "skiff guest init: $NAME ($IP) network up at $(cut -d' ' -f1 /proc/uptime)s
   >>"$OUT/init.log" 2>&1 || echo "import of the test image failed" >>"$OUT/init.log"
 if [ "$N" = 1 ]; then
   start_cp || echo "control plane not up" >>"$OUT/init.log"
-  cp "$STATE/cp/kubeconfig" "$KUBECONFIG"
+  cp "$OUT/node-$NAME.kubeconfig" "$KUBECONFIG"
 else
-  # The harness copies host 1's kubeconfig into the common share.
-  until [ -s /skiff/common/kubeconfig ]; do sleep 0.5; done
-  cp /skiff/common/kubeconfig "$KUBECONFIG"
+  # The harness copies this node's credentials from VM 1 into the common share.
+  until [ -s "/skiff/common/node-$NAME.kubeconfig" ]; do sleep 0.5; done
+  cp "/skiff/common/node-$NAME.kubeconfig" "$KUBECONFIG"
 fi
 start_agent
 start_proxy

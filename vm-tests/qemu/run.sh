@@ -79,7 +79,7 @@ on_host() {
 }
 start_cp() {
   on_host 1 start_cp || return 1
-  for _ in $(seq 1 300); do lab curl -sf "http://$(host_ip 1):$CP_PORT/readyz" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  for _ in $(seq 1 300); do lab curl -sf --cacert "$WORK/h1/ca.crt" "https://$(host_ip 1):$CP_PORT/readyz" >/dev/null 2>&1 && return 0; sleep 0.2; done
   return 1
 }
 stop_cp() { on_host 1 stop_cp; }
@@ -128,7 +128,7 @@ cp "$HERE/guest-init.sh" "$HERE/guest-lib.sh" "$WORK/common/"
   echo 'N=$(sed -n "s/.*skiff\.n=\([0-9]*\).*/\1/p" /proc/cmdline)'
   echo 'IP=$(sed -n "s/.*skiff\.ip=\([0-9.]*\).*/\1/p" /proc/cmdline)'
   echo 'NAME=host-$N'
-  echo "CP_IP=$(host_ip 1) CP_PORT=$CP_PORT"
+  echo "CP_IP=$(host_ip 1) CP_PORT=$CP_PORT HOSTS=$HOSTS"
   echo "CP_ARGS=(${CP_ARGS[*]})"
 } >"$WORK/common/env"
 {
@@ -174,10 +174,15 @@ for _ in $(seq 1 3000); do
   sleep 0.2
 done
 [ -s "$WORK/h1/kubeconfig" ] || { fail "control plane up in VM 1 (600 s)" "$(tail -30 "$WORK/h1/console.log"; tail -20 "$WORK/h1/cp.log" 2>/dev/null)"; exit 1; }
+# The node credentials VM 1 issued (before the admin kubeconfig) go to the others through the common share.
+for n in $(seq 2 "$HOSTS"); do
+  cp "$WORK/h1/node-$(host_name "$n").kubeconfig" "$WORK/common/node-$(host_name "$n").kubeconfig.tmp" &&
+    mv "$WORK/common/node-$(host_name "$n").kubeconfig.tmp" "$WORK/common/node-$(host_name "$n").kubeconfig"
+done
 cp "$WORK/h1/kubeconfig" "$WORK/common/kubeconfig.tmp" && mv "$WORK/common/kubeconfig.tmp" "$WORK/common/kubeconfig"
 timing "VM 1 booted (guest init)" "$T0"   # approximate: see the per-VM times below
-for _ in $(seq 1 600); do lab curl -sf "http://$(host_ip 1):$CP_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-lab curl -sf "http://$(host_ip 1):$CP_PORT/readyz" >/dev/null 2>&1 && pass "control plane in VM 1 answers /readyz from the lab" ||
+for _ in $(seq 1 600); do lab curl -sf --cacert "$WORK/h1/ca.crt" "https://$(host_ip 1):$CP_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+lab curl -sf --cacert "$WORK/h1/ca.crt" "https://$(host_ip 1):$CP_PORT/readyz" >/dev/null 2>&1 && pass "control plane in VM 1 answers /readyz from the lab" ||
   { fail "control plane /readyz from the lab" "$(tail -20 "$WORK/h1/cp.log")"; exit 1; }
 timing "control plane up" "$T0"
 for _ in $(seq 1 3000); do
@@ -188,6 +193,6 @@ for n in $(seq 1 "$HOSTS"); do
   echo "   host $n: network up $(cat "$WORK/h$n/booted" 2>/dev/null)s, daemons started $(cat "$WORK/h$n/started" 2>/dev/null)s after its kernel started"
 done
 timing "daemons started on all $HOSTS VMs" "$T0"
-echo "== $HOSTS VMs in $WORK, control plane at http://$(host_ip 1):$CP_PORT"
+echo "== $HOSTS VMs in $WORK, control plane at https://$(host_ip 1):$CP_PORT"
 
 run_scenarios

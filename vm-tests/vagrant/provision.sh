@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Provisions one Vagrant machine (run by `vagrant up` as root): installs Skiff's binaries from the synced folder,
-# runs them as systemd units, and on workers fetches the admin kubeconfig from the control plane.
-# Usage: provision.sh controlplane|worker NODE_NAME NODE_IP CP_IP BIN_DIR
+# runs them as systemd units. The control plane issues every machine's node credentials (system:node:NAME, a client
+# certificate of the cluster CA) and hands the workers theirs over the private network; the admin kubeconfig stays on
+# the control plane (vagrant ssh cp -c "kubectl get nodes").
+# Usage: provision.sh controlplane|worker NODE_NAME NODE_IP CP_IP BIN_DIR NODE_NAMES(comma-separated)
 set -euo pipefail
-role=$1 name=$2 ip=$3 cp_ip=$4 bin=$5
+role=$1 name=$2 ip=$3 cp_ip=$4 bin=$5 nodes=${6:-$2}
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq iptables iproute2 conntrack libseccomp2 curl ca-certificates >/dev/null
@@ -33,29 +35,35 @@ U
   systemctl daemon-reload
   systemctl enable --now skiff-controlplane
   for _ in $(seq 1 100); do [ -s /var/lib/skiff/controlplane/kubeconfig ] && break; sleep 0.2; done
-  cp /var/lib/skiff/controlplane/kubeconfig "$kubeconfig"
-  # The workers fetch the kubeconfig from here (read-only, over the private network only).
-  cat >/etc/systemd/system/skiff-kubeconfig-share.service <<U
+  mkdir -p /etc/skiff/nodes
+  for n in ${nodes//,/ }; do
+    skiff-controlplane kubeconfig --data-dir /var/lib/skiff/controlplane --user "system:node:$n" --group system:nodes \
+      --server "https://$cp_ip:6443" --out "/etc/skiff/nodes/$n.kubeconfig"
+  done
+  cp "/etc/skiff/nodes/$name.kubeconfig" "$kubeconfig"
+  # kubectl as the admin, on the control plane only.
+  for home in /root /home/vagrant; do
+    mkdir -p "$home/.kube" && cp /var/lib/skiff/controlplane/kubeconfig "$home/.kube/config"
+  done
+  chown -R vagrant: /home/vagrant/.kube 2>/dev/null || true
+  # The workers fetch their node credentials from here, over the private network only, until provisioning is done.
+  # (No bootstrap-token join yet: see docs/security.md.)
+  cat >/etc/systemd/system/skiff-node-credentials.service <<U
 [Unit]
-Description=Serve the Skiff kubeconfig to the workers on the private network
+Description=Hand the Skiff workers their node credentials on the private network
 [Service]
-ExecStart=/usr/bin/python3 -m http.server 6480 --bind $cp_ip --directory /etc/skiff
+ExecStart=/usr/bin/python3 -m http.server 6480 --bind $cp_ip --directory /etc/skiff/nodes
 Restart=always
 [Install]
 WantedBy=multi-user.target
 U
   systemctl daemon-reload
-  systemctl enable --now skiff-kubeconfig-share
+  systemctl enable --now skiff-node-credentials
 else
-  for _ in $(seq 1 300); do curl -fsS -o "$kubeconfig" "http://$cp_ip:6480/kubeconfig" && break; sleep 1; done
-  [ -s "$kubeconfig" ] || { echo "could not fetch the kubeconfig from $cp_ip" >&2; exit 1; }
+  for _ in $(seq 1 300); do curl -fsS -o "$kubeconfig" "http://$cp_ip:6480/$name.kubeconfig" && break; sleep 1; done
+  [ -s "$kubeconfig" ] || { echo "could not fetch the node credentials from $cp_ip" >&2; exit 1; }
+  chmod 0600 "$kubeconfig"
 fi
-# kubectl for the vagrant user and root.
-for home in /root /home/vagrant; do
-  mkdir -p "$home/.kube" && cp "$kubeconfig" "$home/.kube/config"
-done
-chown -R vagrant: /home/vagrant/.kube 2>/dev/null || true
-
 cat >/etc/systemd/system/skiff-agent.service <<U
 [Unit]
 Description=Skiff node agent

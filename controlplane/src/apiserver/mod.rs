@@ -531,6 +531,17 @@ pub async fn serve_tls(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_tls_with(listener, server, tls, crate::auth::tls::Limits::default(), shutdown).await
+}
+
+/// [`serve_tls`] with other bounds on clients.
+pub async fn serve_tls_with(
+    listener: TcpListener,
+    server: Arc<ApiServer>,
+    tls: Arc<rustls::ServerConfig>,
+    limits: crate::auth::tls::Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let closing = server.closing.clone();
     let compactor = tokio::spawn(delete::compaction_loop(server.clone()));
     let s = server.clone();
@@ -538,7 +549,7 @@ pub async fn serve_tls(
         let s = s.clone();
         async move { s.handle(req).await }
     };
-    let res = crate::auth::tls::serve(listener, tls, crate::auth::tls::Limits::default(), handle, async move {
+    let res = crate::auth::tls::serve(listener, tls, limits, handle, async move {
         shutdown.await;
         let _ = closing.send(true);
     })

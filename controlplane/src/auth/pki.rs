@@ -32,15 +32,16 @@ pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 pub struct Issued {
     pub cert_pem: String,
     pub key_pem: String,
-    pub not_before: SystemTime,
+    /// When it was issued (its notBefore is a little earlier, for clocks that disagree).
+    pub issued_at: SystemTime,
     pub not_after: SystemTime,
 }
 
 impl Issued {
     /// Past two thirds of its lifetime: time to get a new one (the kubelet rotates at 70–90 %).
     pub fn due_for_rotation(&self, now: SystemTime) -> bool {
-        let life = self.not_after.duration_since(self.not_before).unwrap_or_default();
-        now >= self.not_before + life * 2 / 3
+        let life = self.not_after.duration_since(self.issued_at).unwrap_or_default();
+        now >= self.issued_at + life * 2 / 3
     }
 }
 
@@ -145,7 +146,7 @@ impl Ca {
 
     pub fn issue(&self, spec: &LeafSpec) -> Result<Issued, PkiError> {
         let key = KeyPair::generate().map_err(|e| PkiError::Cert("generating a key".into(), e))?;
-        self.sign(spec, &key).map(|(cert_pem, nb, na)| Issued { cert_pem, key_pem: key.serialize_pem(), not_before: nb, not_after: na })
+        self.sign(spec, &key).map(|(cert_pem, at, na)| Issued { cert_pem, key_pem: key.serialize_pem(), issued_at: at, not_after: na })
     }
 
     fn params(spec: &LeafSpec) -> Result<(CertificateParams, SystemTime, SystemTime), PkiError> {
@@ -170,11 +171,11 @@ impl Ca {
         p.use_authority_key_identifier_extension = true;
         // Back-dated a little for clocks that disagree, as kubeadm does.
         let now = SystemTime::now();
-        let (nb, na) = (now - Duration::from_secs(300), now + spec.validity.unwrap_or(LEAF_VALIDITY));
-        p.not_before = nb.into();
+        let na = now + spec.validity.unwrap_or(LEAF_VALIDITY);
+        p.not_before = (now - Duration::from_secs(300)).into();
         p.not_after = na.into();
         p.serial_number = Some(serial());
-        Ok((p, nb, na))
+        Ok((p, now, na))
     }
 
     fn sign(&self, spec: &LeafSpec, key: &impl rcgen::PublicKeyData) -> Result<(String, SystemTime, SystemTime), PkiError> {

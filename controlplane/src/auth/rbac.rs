@@ -123,10 +123,11 @@ impl Policy {
     /// Upstream's RBAC authorizer: allowed, or not (and then the reason is the missing binding).
     pub fn allows(&self, id: &Identity, a: &Attributes) -> bool {
         for crb in self.cluster_role_bindings.values() {
-            if crb.subjects.iter().flatten().any(|s| subject_matches(s, id, "")) && crb.role_ref.kind == "ClusterRole" {
-                if self.cluster_role_rules(&crb.role_ref.name).into_iter().any(|r| rule_allows(r, a)) {
-                    return true;
-                }
+            if crb.subjects.iter().flatten().any(|s| subject_matches(s, id, ""))
+                && crb.role_ref.kind == "ClusterRole"
+                && self.cluster_role_rules(&crb.role_ref.name).into_iter().any(|r| rule_allows(r, a))
+            {
+                return true;
             }
         }
         if a.namespace.is_empty() {

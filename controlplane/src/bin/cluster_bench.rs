@@ -83,10 +83,6 @@ async fn start(split: bool) -> anyhow::Result<(Server, Client)> {
     }
     let child = spawn(&server_args)?;
     let mut server = Server { child, controllers: None, _dir: dir };
-    if split {
-        let url = format!("http://{listen}");
-        server.controllers = Some(spawn(&["--api-server", &url, "--disable-scheduler"])?);
-    }
     let kubeconfig = server._dir.path().join("kubeconfig");
     for _ in 0..200 {
         if kubeconfig.exists() {
@@ -94,6 +90,15 @@ async fn start(split: bool) -> anyhow::Result<(Server, Client)> {
                 if let Ok(cfg) = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await {
                     let client = Client::try_from(cfg)?;
                     if client.apiserver_version().await.is_ok() {
+                        if split {
+                            // The controller manager in its own process, with its own credentials.
+                            let url = format!("https://{listen}");
+                            let kc = server._dir.path().join("controller-manager.kubeconfig").to_string_lossy().to_string();
+                            let status = spawn(&["kubeconfig", "--data-dir", &data, "--user", "system:kube-controller-manager", "--server", &url, "--out", &kc])?
+                                .wait()?;
+                            anyhow::ensure!(status.success(), "issuing the controller manager's kubeconfig");
+                            server.controllers = Some(spawn(&["--api-server", &url, "--kubeconfig", &kc, "--disable-scheduler"])?);
+                        }
                         return Ok((server, client));
                     }
                 }
