@@ -20,6 +20,8 @@ pub struct Config {
     /// 0 binds an ephemeral port (tests); the bound port is what the Node reports.
     pub port: u16,
     pub kubeconfig: Option<PathBuf>,
+    /// A kubeconfig with a bootstrap token: used to obtain `kubeconfig` (TLS bootstrap) when it does not exist.
+    pub bootstrap_kubeconfig: Option<PathBuf>,
     /// Images, bundles, IPAM state (`/var/lib/skiff`).
     pub root_dir: PathBuf,
     /// Runtime state, netns bind mounts, monitor state and exit files (`/run/skiff`).

@@ -27,6 +27,7 @@
 
 pub mod cgroups;
 pub mod config;
+pub mod bootstrap;
 pub mod container;
 pub mod events;
 pub mod exec;
@@ -48,6 +49,7 @@ use std::future::Future;
 /// Runs the agent until `shutdown` resolves. Containers keep running when it returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     use anyhow::Context;
+    bootstrap::ensure_credentials(&config).await.context("TLS bootstrap")?;
     let kube_config = config.kube_config().await.context("reading the API client configuration")?;
     let client = kube::Client::try_from(kube_config.clone()).context("building the API client")?;
     for d in [&config.root_dir, &config.run_dir, &config.log_dir] {

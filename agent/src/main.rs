@@ -37,8 +37,13 @@ struct AgentArgs {
     /// Port of the log/exec server (0: any free port, reported in the Node).
     #[arg(long, default_value_t = 10250)]
     port: u16,
+    /// This node's credentials. With --bootstrap-kubeconfig, written (and renewed) by the agent itself.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// A kubeconfig holding a bootstrap token (`<id>.<secret>`): when --kubeconfig does not exist yet, the agent
+    /// asks the control plane for a node certificate with it and writes --kubeconfig (the kubelet's TLS bootstrap).
+    #[arg(long, requires = "kubeconfig")]
+    bootstrap_kubeconfig: Option<PathBuf>,
     #[arg(long, default_value = "/var/lib/skiff")]
     root_dir: PathBuf,
     #[arg(long, default_value = "/run/skiff")]
@@ -90,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         node_ip: a.node_ip,
         port: a.port,
         kubeconfig: a.kubeconfig,
+        bootstrap_kubeconfig: a.bootstrap_kubeconfig,
         root_dir: a.root_dir,
         run_dir: a.run_dir,
         log_dir: a.log_dir,

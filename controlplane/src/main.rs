@@ -404,6 +404,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let [controllers, scheduler, cloud] = spawn_elected(&args, &client_config, stop_rx)?;
+    // Node join and renewal: approve and sign CertificateSigningRequests with the cluster CA.
+    let signer = tokio::spawn(auth::csr::run(
+        kube::Client::try_from(client_config.clone()).context("building the certificate signer's API client")?,
+        ca.clone(),
+        validity,
+    ));
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stopping_tx = stopping.clone();
     let serve = apiserver::serve_tls(listener, server, tls_config, async move {
@@ -423,6 +429,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!("connections still open 10 s after shutdown began; exiting anyway");
         }
     }
+    signer.abort();
     if let Some(store) = sqlite {
         store.close();
     }

@@ -18,7 +18,7 @@
 //! # Supported types
 //!
 //! `v1` Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod; `rbac.authorization.k8s.io/v1` Role,
-//! ClusterRole, RoleBinding, ClusterRoleBinding; `apps/v1`
+//! ClusterRole, RoleBinding, ClusterRoleBinding; `certificates.k8s.io/v1` CertificateSigningRequest; `apps/v1`
 //! Deployment; `batch/v1` Job — each with *every* field that k8s-pb 0.9
 //! (Kubernetes 1.35) knows, spec and status, including everything reachable from
 //! PodSpec (all volume sources, probes, lifecycle, affinity, security contexts,
@@ -72,6 +72,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use k8s_pb::api::apps::v1 as apps;
 use k8s_pb::api::batch::v1 as batch;
+use k8s_pb::api::certificates::v1 as certificates;
 use k8s_pb::api::core::v1 as core;
 use k8s_pb::api::rbac::v1 as rbac;
 use k8s_pb::apimachinery::pkg::api::resource;
@@ -179,6 +180,9 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("v1", "Pod") => convert_object::<core::Pod>(&kind, &raw),
         ("apps/v1", "Deployment") => convert_object::<apps::Deployment>(&kind, &raw),
         ("batch/v1", "Job") => convert_object::<batch::Job>(&kind, &raw),
+        ("certificates.k8s.io/v1", "CertificateSigningRequest") => {
+            convert_object::<certificates::CertificateSigningRequest>(&kind, &raw)
+        }
         ("rbac.authorization.k8s.io/v1", "Role") => convert_object::<rbac::Role>(&kind, &raw),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => convert_object::<rbac::ClusterRole>(&kind, &raw),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => convert_object::<rbac::RoleBinding>(&kind, &raw),
@@ -700,6 +704,26 @@ convert! { core::ServiceAccount {
 convert! { core::Pod {
     metadata: req "metadata", spec: req "spec", status: req "status",
 } }
+convert! { certificates::CertificateSigningRequest {
+    metadata: req "metadata", spec: req "spec", status: req "status",
+} }
+convert! { certificates::CertificateSigningRequestSpec {
+    request: req "request", signer_name: req "signerName", expiration_seconds: ptr "expirationSeconds",
+    usages: list "usages", username: opt "username", uid: opt "uid", groups: list "groups", extra: map "extra",
+} }
+convert! { certificates::CertificateSigningRequestStatus {
+    conditions: list "conditions", certificate: opt "certificate",
+} }
+convert! { certificates::CertificateSigningRequestCondition {
+    r#type: req "type", status: req "status", reason: opt "reason", message: opt "message",
+    last_update_time: req "lastUpdateTime", last_transition_time: req "lastTransitionTime",
+} }
+/// `ExtraValue` is a Go `[]string`: a JSON array.
+impl ToJson for certificates::ExtraValue {
+    fn to_json(self) -> Res {
+        Ok(Value::Array(self.items.into_iter().map(Value::String).collect()))
+    }
+}
 convert! { rbac::Role {
     metadata: req "metadata", rules: list_req "rules",
 } }

@@ -11,6 +11,7 @@ pub enum Subresource {
     Attach,
     PortForward,
     Eviction,
+    Approval,
 }
 
 impl Subresource {
@@ -24,6 +25,7 @@ impl Subresource {
             Subresource::Attach => "attach",
             Subresource::PortForward => "portforward",
             Subresource::Eviction => "eviction",
+            Subresource::Approval => "approval",
         }
     }
 
@@ -37,6 +39,7 @@ impl Subresource {
             Subresource::Attach,
             Subresource::PortForward,
             Subresource::Eviction,
+            Subresource::Approval,
         ]
         .into_iter()
         .find(|r| r.name() == s)
@@ -53,6 +56,7 @@ impl Subresource {
                 ("", "v1", "PodExecOptions", &["create", "get"])
             }
             Subresource::Eviction => ("policy", "v1", "Eviction", &["create"]),
+            Subresource::Approval => (parent.group, parent.version, parent.kind, &["get", "patch", "update"]),
         }
     }
 }
@@ -329,6 +333,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &[],
         categories: &[],
         subresources: &[],
+    },
+    ResourceInfo {
+        group: "certificates.k8s.io",
+        version: "v1",
+        kind: "CertificateSigningRequest",
+        plural: "certificatesigningrequests",
+        singular: "certificatesigningrequest",
+        namespaced: false,
+        short_names: &["csr"],
+        categories: &[],
+        subresources: &[Status, Approval],
     },
 ];
 

@@ -111,6 +111,34 @@ pub fn prepare_update(info: &ResourceInfo, sub: Option<Subresource>, new: Value,
             }
             out
         }
+        // Through /approval only the conditions change (certificates.k8s.io).
+        Some(Subresource::Approval) => {
+            let mut out = old.clone();
+            let conditions = new.pointer("/status/conditions").cloned();
+            if let Some(m) = out.as_object_mut() {
+                let status = m.entry("status").or_insert_with(|| json!({}));
+                if let Some(st) = status.as_object_mut() {
+                    match conditions {
+                        Some(c) => st.insert("conditions".into(), c),
+                        None => st.remove("conditions"),
+                    };
+                }
+            }
+            out
+        }
+        // A CertificateSigningRequest's spec never changes after create (upstream's update strategy).
+        None if info.kind == "CertificateSigningRequest" => {
+            let mut out = new;
+            if let Some(m) = out.as_object_mut() {
+                for k in ["spec", "status"] {
+                    match old.get(k) {
+                        Some(v) => m.insert(k.into(), v.clone()),
+                        None => m.remove(k),
+                    };
+                }
+            }
+            out
+        }
         _ => {
             let mut out = new;
             defaults::apply(&type_key, &mut out);

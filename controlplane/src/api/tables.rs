@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerState, ContainerStateTerminated, ContainerStatus,
@@ -275,6 +276,15 @@ const JOB_COLUMNS: &[Column] = &[
     WIDE_SELECTOR,
 ];
 
+const CSR_COLUMNS: &[Column] = &[
+    NAME,
+    AGE,
+    col("SignerName", "string", "Name of the signer that will be asked to sign the certificate."),
+    col("Requestor", "string", "Name of the user who requested the certificate."),
+    col("RequestedDuration", "string", "The requested lifetime of the certificate."),
+    col("Condition", "string", "Approved, Issued, Denied, Failed or Pending."),
+];
+
 const LEASE_COLUMNS: &[Column] = &[
     NAME,
     col(
@@ -326,6 +336,7 @@ enum Printer {
     Job,
     Lease,
     EndpointSlice,
+    Csr,
 }
 
 fn printer_for(group: &str, plural: &str) -> Option<Printer> {
@@ -345,6 +356,7 @@ fn printer_for(group: &str, plural: &str) -> Option<Printer> {
         ("batch", "jobs") => Printer::Job,
         ("coordination.k8s.io", "leases") => Printer::Lease,
         ("discovery.k8s.io", "endpointslices") => Printer::EndpointSlice,
+        ("certificates.k8s.io", "certificatesigningrequests") => Printer::Csr,
         _ => return None,
     };
     Some(printer)
@@ -372,6 +384,7 @@ impl Printer {
             Printer::Job => JOB_COLUMNS,
             Printer::Lease => LEASE_COLUMNS,
             Printer::EndpointSlice => ENDPOINT_SLICE_COLUMNS,
+            Printer::Csr => CSR_COLUMNS,
         }
     }
 
@@ -392,6 +405,7 @@ impl Printer {
             Printer::DaemonSet => decode(obj).map(|o| daemon_set_cells(&o, now)),
             Printer::Job => decode(obj).map(|o| job_cells(&o, now)),
             Printer::Lease => decode(obj).map(|o| lease_cells(&o, now)),
+            Printer::Csr => decode(obj).map(|o| csr_cells(&o, now)),
             Printer::EndpointSlice => decode(obj).map(|o| endpoint_slice_cells(&o, now)),
         }
     }
@@ -1234,6 +1248,26 @@ fn event_source(event: &Event) -> String {
     } else {
         format!("{component}, {host}")
     }
+}
+
+/// Upstream's printer: the True conditions joined by commas, "Issued" once there is a certificate, else "Pending".
+fn csr_cells(csr: &CertificateSigningRequest, now: DateTime<Utc>) -> Vec<Value> {
+    let status = csr.status.as_ref();
+    let mut conds: Vec<String> =
+        status.and_then(|s| s.conditions.as_ref()).into_iter().flatten().filter(|c| c.status == "True").map(|c| c.type_.clone()).collect();
+    if status.and_then(|s| s.certificate.as_ref()).is_some_and(|c| !c.0.is_empty()) {
+        conds.push("Issued".into());
+    }
+    let condition = if conds.is_empty() { "Pending".to_string() } else { conds.join(",") };
+    let requested = csr.spec.expiration_seconds.map(|s| human_duration(Duration::seconds(s as i64))).unwrap_or_else(|| "<none>".into());
+    vec![
+        name_cell(&csr.metadata),
+        age_cell(&csr.metadata, now),
+        Value::from(csr.spec.signer_name.clone()),
+        Value::from(csr.spec.username.clone().unwrap_or_default()),
+        Value::from(requested),
+        Value::from(condition),
+    ]
 }
 
 fn lease_cells(lease: &Lease, now: DateTime<Utc>) -> Vec<Value> {

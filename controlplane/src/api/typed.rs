@@ -2,7 +2,7 @@
 //! upstream's decoder does), and the fields the type does not know are found for `fieldValidation=Strict`.
 //! The stored object stays the client's JSON, so nothing is lost in the round trip.
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, rbac};
+use k8s_openapi::api::{apps, batch, certificates, coordination, core, discovery, rbac};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -34,6 +34,7 @@ fn typed_round_trip(type_key: &str, obj: &Value) -> Option<Result<Value, String>
         "rbac.authorization.k8s.io/v1/RoleBinding" => round_trip::<rbac::v1::RoleBinding>(obj),
         "rbac.authorization.k8s.io/v1/ClusterRole" => round_trip::<rbac::v1::ClusterRole>(obj),
         "rbac.authorization.k8s.io/v1/ClusterRoleBinding" => round_trip::<rbac::v1::ClusterRoleBinding>(obj),
+        "certificates.k8s.io/v1/CertificateSigningRequest" => round_trip::<certificates::v1::CertificateSigningRequest>(obj),
         _ => return None,
     })
 }

@@ -344,6 +344,40 @@ pub fn validate(type_key: &str, obj: &Value, namespaced: bool) -> Vec<FieldError
         "coordination.k8s.io/v1/Lease" => {
             non_negative(&mut errs, spec, "leaseDurationSeconds", "spec");
         }
+        "certificates.k8s.io/v1/CertificateSigningRequest" => {
+            match spec.get("signerName").and_then(Value::as_str) {
+                None | Some("") => errs.push(FieldError::required("spec.signerName")),
+                Some(n) if !n.contains('/') => {
+                    errs.push(FieldError::invalid("spec.signerName", &Value::from(n), "must be a fully qualified domain and path of the form 'example.com/signer-name'"))
+                }
+                Some(_) => {}
+            }
+            let pem = spec.get("request").and_then(Value::as_str).and_then(|b| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(b).ok()
+            });
+            match pem {
+                None => errs.push(FieldError::required("spec.request")),
+                Some(p) if !String::from_utf8_lossy(&p).contains("-----BEGIN CERTIFICATE REQUEST-----") => {
+                    errs.push(FieldError::invalid("spec.request", &Value::from("<bytes>"), "PEM block type must be CERTIFICATE REQUEST"))
+                }
+                Some(_) => {}
+            }
+            const USAGES: &[&str] = &["signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+                "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any", "server auth", "client auth",
+                "code signing", "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user", "timestamping",
+                "ocsp signing", "microsoft sgc", "netscape sgc"];
+            match spec.get("usages").and_then(Value::as_array) {
+                None => errs.push(FieldError::required("spec.usages")),
+                Some(u) => {
+                    for (i, v) in u.iter().enumerate() {
+                        if !v.as_str().is_some_and(|v| USAGES.contains(&v)) {
+                            errs.push(FieldError::not_supported(format!("spec.usages[{i}]"), v, USAGES));
+                        }
+                    }
+                }
+            }
+        }
         "rbac.authorization.k8s.io/v1/Role" | "rbac.authorization.k8s.io/v1/ClusterRole" => {
             for (i, rule) in obj.get("rules").and_then(Value::as_array).into_iter().flatten().enumerate() {
                 let empty = |k: &str| rule.get(k).and_then(Value::as_array).is_none_or(|a| a.is_empty());

@@ -26,35 +26,7 @@ users:
 }
 
 /// A kubeconfig for `server` (https) that trusts `ca_pem` and authenticates with a client certificate.
-pub fn render_tls(server: &str, user: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
-    use base64::Engine;
-    let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: skiff
-  cluster:
-    server: {server}
-    certificate-authority-data: {}
-contexts:
-- name: skiff
-  context:
-    cluster: skiff
-    user: {user}
-    namespace: default
-current-context: skiff
-users:
-- name: {user}
-  user:
-    client-certificate-data: {}
-    client-key-data: {}
-",
-        b(ca_pem),
-        b(cert_pem),
-        b(key_pem)
-    )
-}
+pub use skiff_tls::kubeconfig as render_tls;
 
 /// Write `text` atomically (temp file + rename), readable by the owner only.
 pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {

@@ -107,6 +107,8 @@ pub struct Target {
 
 /// A request, taken apart once.
 pub struct Req {
+    /// Who sent it (None on servers without authentication).
+    pub user: Option<crate::auth::authn::Identity>,
     pub method: Method,
     pub headers: HeaderMap,
     pub query: HashMap<String, String>,
@@ -413,7 +415,7 @@ impl ApiServer {
         if let Err(e) = self.authorize_resource(identity.as_ref(), &t, &parts.method, &query, Some((&parts.headers, &body))).await {
             return e.into_response();
         }
-        let r = Req { method: parts.method, headers: parts.headers, query, body };
+        let r = Req { user: identity, method: parts.method, headers: parts.headers, query, body };
         self.dispatch(t, r).await.unwrap_or_else(IntoResponse::into_response)
     }
 
@@ -423,15 +425,15 @@ impl ApiServer {
         match (m.as_str(), t.name.is_some(), t.sub) {
             ("GET", false, None) if r.flag("watch") => watch::watch(self, &t, &r).await,
             ("GET", false, None) => read::list(&self, &t, &r).await,
-            ("GET", true, None) | ("GET", true, Some(S::Status)) => read::get(&self, &t, &r).await,
+            ("GET", true, None) | ("GET", true, Some(S::Status)) | ("GET", true, Some(S::Approval)) => read::get(&self, &t, &r).await,
             ("GET", true, Some(S::Scale)) => write::get_scale(&self, &t).await,
             ("GET", true, Some(S::Log)) => proxy::logs(&self, &t, &r).await,
             ("POST", false, None) => write::create(&self, &t, &r).await,
             ("POST", true, Some(S::Binding)) => write::bind(&self, &t, &r).await,
             ("POST", true, Some(S::Eviction)) => delete::evict(&self, &t, &r).await,
-            ("PUT", true, None) | ("PUT", true, Some(S::Status)) => write::update(&self, &t, &r).await,
+            ("PUT", true, None) | ("PUT", true, Some(S::Status)) | ("PUT", true, Some(S::Approval)) => write::update(&self, &t, &r).await,
             ("PUT", true, Some(S::Scale)) => write::update_scale(&self, &t, &r).await,
-            ("PATCH", true, None) | ("PATCH", true, Some(S::Status)) => write::patch(&self, &t, &r).await,
+            ("PATCH", true, None) | ("PATCH", true, Some(S::Status)) | ("PATCH", true, Some(S::Approval)) => write::patch(&self, &t, &r).await,
             ("PATCH", true, Some(S::Scale)) => write::patch_scale(&self, &t, &r).await,
             ("DELETE", true, None) => delete::delete(&self, &t, &r).await,
             ("DELETE", false, None) => delete::delete_collection(&self, &t, &r).await,

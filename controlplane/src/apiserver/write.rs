@@ -161,6 +161,15 @@ pub async fn create_object(s: &ApiServer, t: &Target, mut obj: Value, r: &Req) -
         return Err(ApiError::invalid(t.info, "", &[validation::FieldError::required("metadata.name")]));
     }
     ensure_namespace_usable(s, t).await?;
+    if t.info.kind == "CertificateSigningRequest" {
+        // Who asked is what the approver judges: the requester's identity, never what the body claims.
+        if let (Some(id), Some(spec)) = (&r.user, obj.get_mut("spec").and_then(Value::as_object_mut)) {
+            spec.insert("username".into(), json!(id.user));
+            spec.insert("uid".into(), json!(id.uid));
+            spec.insert("groups".into(), json!(id.groups));
+            spec.remove("extra");
+        }
+    }
     let uid = uuid::Uuid::new_v4().to_string();
     for _attempt in 0..8 {
         let mut candidate = obj.clone();
@@ -521,7 +530,7 @@ pub async fn ensure_bootstrap_policy(s: &Arc<ApiServer>) -> Result<(), ApiError>
         let info = resources::find("rbac.authorization.k8s.io", "v1", plural).ok_or_else(|| ApiError::internal("no RBAC resources"))?;
         for obj in objs {
             let t = Target { info, namespace: None, name: None, sub: None };
-            let req = Req { method: axum::http::Method::POST, headers: Default::default(), query: Default::default(), body: Default::default() };
+            let req = Req { user: None, method: axum::http::Method::POST, headers: Default::default(), query: Default::default(), body: Default::default() };
             match create_object(s, &t, obj, &req).await {
                 Ok(_) => {}
                 Err(e) if e.reason == "AlreadyExists" => {}
@@ -536,7 +545,7 @@ pub async fn ensure_system_namespaces(s: &Arc<ApiServer>) -> Result<(), ApiError
     let info = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces resource"))?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let t = Target { info, namespace: None, name: None, sub: None };
-        let req = Req { method: axum::http::Method::POST, headers: Default::default(), query: Default::default(), body: Default::default() };
+        let req = Req { user: None, method: axum::http::Method::POST, headers: Default::default(), query: Default::default(), body: Default::default() };
         match create_object(s, &t, json!({"metadata": {"name": ns}}), &req).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}

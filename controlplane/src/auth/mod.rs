@@ -3,6 +3,7 @@
 //! as upstream's privileged-group authorizer does, so that an administrator cannot lock themselves out.
 
 pub mod authn;
+pub mod csr;
 pub mod node;
 pub mod pki;
 pub mod rbac;

@@ -149,6 +149,16 @@ impl Ca {
         self.sign(spec, &key).map(|(cert_pem, at, na)| Issued { cert_pem, key_pem: key.serialize_pem(), issued_at: at, not_after: na })
     }
 
+    /// Sign a PEM certificate request (its key; its signature is checked) with `spec`'s subject and lifetime: the
+    /// requested subject and extensions are the caller's to judge, never copied blindly. Returns the certificate PEM.
+    pub fn sign_request(&self, request_pem: &str, spec: &LeafSpec) -> Result<String, PkiError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(request_pem)
+            .map_err(|e| PkiError::Cert("reading the certificate request".into(), e))?;
+        csr.params = Self::params(spec)?.0;
+        let cert = csr.signed_by(&self.cert, &self.key).map_err(|e| PkiError::Cert(format!("signing {}", spec.common_name), e))?;
+        Ok(cert.pem())
+    }
+
     fn params(spec: &LeafSpec) -> Result<(CertificateParams, SystemTime, SystemTime), PkiError> {
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();

@@ -266,6 +266,33 @@ expect "bootstrap token authenticates"         0 '^200$'  -- code -H "Authorizat
 expect "bootstrap token with a wrong secret"   0 '^401$'  -- code -H "Authorization: Bearer abcdef.0123456789abcdee" "$U/api"
 expect "expired bootstrap token"               0 'created' -- k -n kube-system create secret generic bootstrap-token-zzzzzz --type=bootstrap.kubernetes.io/token --from-literal=token-id=zzzzzz --from-literal=token-secret=0123456789abcdef --from-literal=usage-bootstrap-authentication=true --from-literal=expiration=2020-01-01T00:00:00Z
 expect "expired bootstrap token: 401"          0 '^401$'  -- code -H "Authorization: Bearer zzzzzz.0123456789abcdef" "$U/api"
+# CertificateSigningRequests: a bootstrapper gets a node certificate, never a masters one; an administrator approves
+# or denies the rest (kubectl certificate approve|deny), and an issued certificate works.
+csr_body() { # NAME SIGNER KEY-FILE SUBJECT
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$3" -subj "$4" 2>/dev/null |
+    python3 -c 'import base64,json,sys; print(json.dumps({"apiVersion":"certificates.k8s.io/v1","kind":"CertificateSigningRequest","metadata":{"name":sys.argv[1]},"spec":{"request":base64.b64encode(sys.stdin.buffer.read()).decode(),"signerName":sys.argv[2],"usages":["digital signature","key encipherment","client auth"]}}))' "$1" "$2"
+}
+csr_body node-boot kubernetes.io/kube-apiserver-client-kubelet "$WORK/nb.key" "/O=system:nodes/CN=system:node:boot" >"$WORK/nb.json"
+expect "a bootstrapper asks for a node certificate" 0 '^201$' -- code -H "Authorization: Bearer abcdef.0123456789abcdef" -H 'Content-Type: application/json' --data @"$WORK/nb.json" "$U/apis/certificates.k8s.io/v1/certificatesigningrequests"
+eventually "it is approved and issued"          'Approved,Issued' -- k get csr node-boot
+expect "the requester is the token, not the body" 0 '^system:bootstrap:abcdef$' -- k get csr node-boot -o 'jsonpath={.spec.username}'
+k get csr node-boot -o 'jsonpath={.status.certificate}' | base64 -d >"$WORK/nb.crt"
+expect "the issued certificate authenticates the node" 0 '^200$' -- code --cert "$WORK/nb.crt" --key "$WORK/nb.key" "$U/api/v1/nodes"
+csr_body evil kubernetes.io/kube-apiserver-client-kubelet "$WORK/evil.key" "/O=system:masters/CN=system:node:evil" >"$WORK/evil.json"
+expect "a bootstrapper asks for a masters certificate" 0 '^201$' -- code -H "Authorization: Bearer abcdef.0123456789abcdef" -H 'Content-Type: application/json' --data @"$WORK/evil.json" "$U/apis/certificates.k8s.io/v1/certificatesigningrequests"
+sleep 2
+expect "it stays pending"                       0 'Pending'  -- k get csr evil
+expect "the administrator denies it"            0 'denied'   -- k certificate deny evil
+expect "denied, never issued"                   0 '^Denied$' -- k get csr evil -o 'jsonpath={.status.conditions[0].type}{.status.certificate}'
+expect "a bootstrapper may not approve"         0 '^403$'    -- code -H "Authorization: Bearer abcdef.0123456789abcdef" -X PUT -H 'Content-Type: application/json' --data @"$WORK/evil.json" "$U/apis/certificates.k8s.io/v1/certificatesigningrequests/evil/approval"
+csr_body carol kubernetes.io/kube-apiserver-client "$WORK/carol.key" "/CN=carol" >"$WORK/carol.json"
+expect "a client certificate request"           0 'created'  -- k create -f "$WORK/carol.json"
+expect "the administrator approves it"          0 'approved' -- k certificate approve carol
+eventually "issued"                             'Approved,Issued' -- k get csr carol
+k get csr carol -o 'jsonpath={.status.certificate}' | base64 -d >"$WORK/carol.crt"
+expect "carol is authenticated (and has no role)" 0 '^403$' -- code --cert "$WORK/carol.crt" --key "$WORK/carol.key" "$U/api/v1/namespaces/default/pods"
+expect "a CSR that is not a request is refused" 1 'CERTIFICATE REQUEST' -- bash -c "printf '%s' '{\"apiVersion\":\"certificates.k8s.io/v1\",\"kind\":\"CertificateSigningRequest\",\"metadata\":{\"name\":\"junk\"},\"spec\":{\"request\":\"aGVsbG8=\",\"signerName\":\"kubernetes.io/kube-apiserver-client\",\"usages\":[\"client auth\"]}}' | kubectl create -f -"
+
 # Node credentials and the node authorizer.
 for n in n-a n-b; do
   "$BIN" kubeconfig --data-dir "$DATA" --user "system:node:$n" --group system:nodes --server "$U" --out "$WORK/$n.kubeconfig"

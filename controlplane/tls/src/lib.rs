@@ -37,6 +37,50 @@ pub fn pem_blocks(pem: &str, label: &str) -> Vec<Vec<u8>> {
     out
 }
 
+/// DER as one PEM block with `label`.
+pub fn der_to_pem(der: &[u8], label: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// A kubeconfig for `server` (https) that trusts `ca_pem` and authenticates as `user` with a client certificate.
+pub fn kubeconfig(server: &str, user: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
+    use base64::Engine;
+    let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: skiff
+  cluster:
+    server: {server}
+    certificate-authority-data: {}
+contexts:
+- name: skiff
+  context:
+    cluster: skiff
+    user: {user}
+    namespace: default
+current-context: skiff
+users:
+- name: {user}
+  user:
+    client-certificate-data: {}
+    client-key-data: {}
+",
+        b(ca_pem),
+        b(cert_pem),
+        b(key_pem)
+    )
+}
+
 /// A certificate chain (PEM) and PKCS#8 key (PEM) in rustls' form.
 pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<CertifiedKey, String> {
     let chain: Vec<CertificateDer<'static>> = pem_blocks(cert_pem, "CERTIFICATE").into_iter().map(CertificateDer::from).collect();
@@ -220,6 +264,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pem_round_trip() {
+        let der: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        assert_eq!(pem_blocks(&der_to_pem(&der, "CERTIFICATE"), "CERTIFICATE"), vec![der]);
+    }
 
     #[test]
     fn self_signed_loads() {
