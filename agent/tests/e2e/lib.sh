@@ -89,13 +89,26 @@ ip netns add "$LAB" && ip -n "$LAB" link set lo up || { fail "create the lab nam
 nsenter --net="/run/netns/$LAB" "$BIN/skiff-controlplane" --data-dir "$WORK/cp" --listen "127.0.0.1:$PORT" >"$WORK/cp.log" 2>&1 &
 CP_PID=$!
 for _ in $(seq 1 100); do [ -s "$WORK/cp/kubeconfig" ] && lab curl -sf --cacert "$WORK/cp/pki/ca.crt" "https://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-# The node's own credentials (system:node:lab-node): the agent and the proxy act under the node authorizer.
-"$BIN/skiff-controlplane" kubeconfig --data-dir "$WORK/cp" --user system:node:lab-node --group system:nodes \
-  --server "https://127.0.0.1:$PORT" --out "$WORK/node.kubeconfig" || { fail "issue the node's kubeconfig"; exit 1; }
+# The node joins with a bootstrap token (as kubeadm join): a token Secret, a kubeconfig holding only the token; the
+# agent gets its own certificate (system:node:lab-node) through a CertificateSigningRequest and writes
+# node.kubeconfig, which the proxy then uses too: both act under the node authorizer.
+TOKEN_ID=$(head -c 3 /dev/urandom | od -An -tx1 | tr -d ' \n'); TOKEN_SECRET=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+k -n kube-system create secret generic "bootstrap-token-$TOKEN_ID" --type bootstrap.kubernetes.io/token \
+  --from-literal=token-id="$TOKEN_ID" --from-literal=token-secret="$TOKEN_SECRET" \
+  --from-literal=usage-bootstrap-authentication=true --from-literal=expiration="$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)" >/dev/null ||
+  { fail "create the bootstrap token"; exit 1; }
+BK=$WORK/bootstrap.kubeconfig
+kubectl config --kubeconfig="$BK" set-cluster skiff --server="https://127.0.0.1:$PORT" --certificate-authority="$WORK/cp/pki/ca.crt" --embed-certs=true >/dev/null &&
+  kubectl config --kubeconfig="$BK" set-credentials bootstrap --token="$TOKEN_ID.$TOKEN_SECRET" >/dev/null &&
+  kubectl config --kubeconfig="$BK" set-context skiff --cluster=skiff --user=bootstrap >/dev/null &&
+  kubectl config --kubeconfig="$BK" use-context skiff >/dev/null || { fail "write the bootstrap kubeconfig"; exit 1; }
+AGENT_ARGS+=(--bootstrap-kubeconfig "$BK")
 # The admin's client certificate, for raw TLS calls.
 kubectl config view --raw -o 'jsonpath={.users[0].user.client-certificate-data}' | base64 -d >"$WORK/admin.crt"
 kubectl config view --raw -o 'jsonpath={.users[0].user.client-key-data}' | base64 -d >"$WORK/admin.key"
 start_agent
+eventually "the agent joins with the bootstrap token: its CSR is approved and issued" 'Approved,Issued' 30 -- k get csr --no-headers
+eventually "and it writes its own credentials" 'system:node:lab-node' 10 -- kubectl --kubeconfig "$WORK/node.kubeconfig" config view -o 'jsonpath={.users[0].name}' 
 # The service proxy, when built: iptables rules for Services in the lab namespace.
 if [ -x "$BIN/skiff-netproxy" ]; then
   nsenter --net="/run/netns/$LAB" "$BIN/skiff-netproxy" --kubeconfig "$WORK/node.kubeconfig" --node-name lab-node \
