@@ -1,17 +1,25 @@
 //! ClusterIP and NodePort allocation for Services.
 //!
-//! The allocations are not stored on their own: the Services in the store are the record, and [`Allocator::repair`]
-//! rebuilds the in-memory sets from them at start, so allocations survive restarts and are released on delete.
-//! One mutex serialises allocation within this API server (a multi-server setup needs store-backed allocation).
+//! Every address and port a Service holds is also *claimed* in the store, one key per value
+//! (`/registry/ranges/serviceips/<ip>`, `/registry/ranges/servicenodeports/<port>`), created only if absent: with
+//! several API servers over one etcd, the store decides which server gets a value, never both (upstream keeps a
+//! bitmap object updated with compare-and-swap; one key per value needs no retry loop over a shared object). The
+//! in-memory sets are a cache that picks candidates without a store round trip; a candidate another server claimed
+//! first is marked and the next one tried. [`Allocator::repair`] rebuilds the cache from the Services and the
+//! claims, claims what older Services hold, and deletes claims no Service has held for two passes in a row (left by
+//! a server that died between the two writes); it runs at start and every minute.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
 use crate::api::validation::FieldError;
-use crate::store::{ListOptions, Store};
+use crate::store::{ListOptions, Store, StoreError};
+
+const IP_CLAIMS: &str = "/registry/ranges/serviceips/";
+const PORT_CLAIMS: &str = "/registry/ranges/servicenodeports/";
 
 #[derive(Debug, Default)]
 pub struct Allocated {
@@ -34,6 +42,17 @@ struct State {
 pub struct Allocator {
     state: Mutex<State>,
     cidr: String,
+    /// Where values are claimed; None: this process alone decides (unit tests).
+    store: Option<Arc<dyn Store>>,
+    /// Claims without a Service at the last repair (deleted if still so at the next).
+    suspects: Mutex<HashSet<String>>,
+}
+
+/// Why a claim did not go through.
+enum ClaimError {
+    /// Claimed by someone else: these values.
+    Taken(Allocated),
+    Store(StoreError),
 }
 
 fn service_ip(svc: &Value) -> Option<u32> {
@@ -74,7 +93,15 @@ impl Allocator {
                 ports: HashSet::new(),
             }),
             cidr: format!("{}/{}", Ipv4Addr::from(network), cidr.1),
+            store: None,
+            suspects: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Claim every value in `store` (what an API server does; see the module documentation).
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -83,7 +110,55 @@ impl Allocator {
 
     /// Fill in `spec.clusterIP(s)` and node ports of `svc`, keeping those of `old` (an update). Returns what
     /// was newly taken, to give back if the write fails.
-    pub fn allocate_service(&self, svc: &mut Value, old: Option<&Value>) -> Result<Allocated, FieldError> {
+    pub async fn allocate_service(&self, svc: &mut Value, old: Option<&Value>) -> Result<Allocated, FieldError> {
+        let owner = format!(
+            "{}/{}",
+            svc.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default(),
+            svc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+        );
+        let mut refreshed = false;
+        for _ in 0..32 {
+            let mut attempt = svc.clone();
+            let taken = match self.allocate_cached(&mut attempt, old) {
+                Ok(t) => t,
+                // The cache may be stale (another API server released the value): ask the store once.
+                Err(e) if e.message.contains("already allocated") && !refreshed && self.store.is_some() => {
+                    refreshed = true;
+                    if let Some(store) = &self.store {
+                        self.refresh(store.as_ref()).await.map_err(|err| FieldError { message: format!("Internal error: {err}"), ..e.clone() })?;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match self.claim(&taken, &owner).await {
+                Ok(()) => {
+                    *svc = attempt;
+                    return Ok(taken);
+                }
+                Err(ClaimError::Taken(theirs)) => {
+                    // Another API server holds these: they stay marked here; ours go back; pick again. A value the
+                    // client asked for by name now fails as "already allocated".
+                    let mine = Allocated {
+                        ips: taken.ips.iter().copied().filter(|v| !theirs.ips.contains(v)).collect(),
+                        ports: taken.ports.iter().copied().filter(|v| !theirs.ports.contains(v)).collect(),
+                    };
+                    Self::release_locked(&mut self.lock(), &mine);
+                }
+                Err(ClaimError::Store(e)) => {
+                    Self::release_locked(&mut self.lock(), &taken);
+                    return Err(FieldError {
+                        reason: "FieldValueInvalid",
+                        field: "spec.clusterIPs".into(),
+                        message: format!("Internal error: claiming the allocation in the store: {e}"),
+                    });
+                }
+            }
+        }
+        Err(FieldError { reason: "FieldValueInvalid", field: "spec.clusterIPs".into(), message: "Internal error: allocation kept conflicting with other API servers; try again".into() })
+    }
+
+    fn allocate_cached(&self, svc: &mut Value, old: Option<&Value>) -> Result<Allocated, FieldError> {
         let mut st = self.lock();
         let mut taken = Allocated::default();
         let result = self.allocate_locked(&mut st, svc, old, &mut taken);
@@ -91,6 +166,46 @@ impl Allocator {
             Self::release_locked(&mut st, &taken);
         }
         result.map(|_| taken)
+    }
+
+    fn claim_keys(a: &Allocated) -> Vec<String> {
+        a.ips.iter().map(|ip| format!("{IP_CLAIMS}{}", Ipv4Addr::from(*ip))).chain(a.ports.iter().map(|p| format!("{PORT_CLAIMS}{p}"))).collect()
+    }
+
+    /// Create a claim key for every value; all or none.
+    async fn claim(&self, a: &Allocated, owner: &str) -> Result<(), ClaimError> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let value = serde_json::to_vec(&json!({"service": owner})).unwrap_or_default();
+        let mut made = Vec::new();
+        let mut theirs = Allocated::default();
+        let mut failure = None;
+        let keys = Self::claim_keys(a);
+        for key in &keys {
+            match store.create(key, value.clone()).await {
+                Ok(_) => made.push(key.clone()),
+                Err(StoreError::AlreadyExists(_)) => {
+                    if let Some(ip) = key.strip_prefix(IP_CLAIMS).and_then(|v| v.parse::<Ipv4Addr>().ok()) {
+                        theirs.ips.push(u32::from(ip));
+                    } else if let Some(p) = key.strip_prefix(PORT_CLAIMS).and_then(|v| v.parse::<u16>().ok()) {
+                        theirs.ports.push(p);
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() && theirs.ips.is_empty() && theirs.ports.is_empty() {
+            return Ok(());
+        }
+        for key in made {
+            let _ = store.delete(&key, None).await;
+        }
+        Err(match failure {
+            Some(e) => ClaimError::Store(e),
+            None => ClaimError::Taken(theirs),
+        })
     }
 
     fn allocate_locked(&self, st: &mut State, svc: &mut Value, old: Option<&Value>, taken: &mut Allocated) -> Result<(), FieldError> {
@@ -220,43 +335,100 @@ impl Allocator {
         }
     }
 
-    /// Give back what one `allocate_service` call took.
-    pub fn release(&self, a: &Allocated) {
+    /// Give back what one `allocate_service` call took (its claims too).
+    pub async fn release(&self, a: &Allocated) {
         Self::release_locked(&mut self.lock(), a);
+        if let Some(store) = &self.store {
+            for key in Self::claim_keys(a) {
+                let _ = store.delete(&key, None).await;
+            }
+        }
     }
 
     /// Give back everything a deleted Service held.
-    pub fn release_service(&self, svc: &Value) {
+    pub async fn release_service(&self, svc: &Value) {
         let a = Allocated { ips: service_ip(svc).into_iter().collect(), ports: node_ports(svc).into_iter().map(|p| p.0).collect() };
-        self.release(&a);
+        self.release(&a).await;
     }
 
     /// After an update: give back what `old` held and `new` no longer does.
-    pub fn release_unused(&self, old: &Value, new: &Value) {
+    pub async fn release_unused(&self, old: &Value, new: &Value) {
         let new_ip = service_ip(new);
         let new_ports: Vec<u16> = node_ports(new).into_iter().map(|p| p.0).collect();
         let a = Allocated {
             ips: service_ip(old).into_iter().filter(|ip| Some(*ip) != new_ip).collect(),
             ports: node_ports(old).into_iter().map(|p| p.0).filter(|p| !new_ports.contains(p)).collect(),
         };
-        self.release(&a);
+        self.release(&a).await;
     }
 
-    /// Rebuild the allocated sets from the Services in the store.
-    pub async fn repair(&self, store: &dyn Store) -> Result<(), String> {
+    /// Rebuild the cache from the claims (and Services) in the store, touching nothing there.
+    async fn refresh(&self, store: &dyn Store) -> Result<(), String> {
+        let mut claimed = Vec::new();
+        for prefix in [IP_CLAIMS, PORT_CLAIMS] {
+            let l = store.list(prefix, ListOptions::default()).await.map_err(|e| e.to_string())?;
+            claimed.extend(l.items.into_iter().map(|kv| kv.key));
+        }
         let res = store.list("/registry/core/services/", ListOptions::default()).await.map_err(|e| e.to_string())?;
         let mut st = self.lock();
         st.ips.clear();
         st.ports.clear();
-        for kv in res.items {
+        for kv in &res.items {
             let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) else { continue };
-            if let Some(ip) = service_ip(&svc) {
-                st.ips.insert(ip);
-            }
-            for (p, _, _) in node_ports(&svc) {
+            st.ips.extend(service_ip(&svc));
+            st.ports.extend(node_ports(&svc).into_iter().map(|p| p.0));
+        }
+        Self::mark_claims(&mut st, claimed);
+        Ok(())
+    }
+
+    fn mark_claims(st: &mut State, keys: impl IntoIterator<Item = String>) {
+        for key in keys {
+            if let Some(ip) = key.strip_prefix(IP_CLAIMS).and_then(|v| v.parse::<Ipv4Addr>().ok()) {
+                st.ips.insert(u32::from(ip));
+            } else if let Some(p) = key.strip_prefix(PORT_CLAIMS).and_then(|v| v.parse::<u16>().ok()) {
                 st.ports.insert(p);
             }
         }
+    }
+
+    /// Rebuild the cache from the Services and the claims in the store; claim what Services hold without a claim;
+    /// delete claims no Service held at this pass and the one before.
+    pub async fn repair(&self, store: &dyn Store) -> Result<(), String> {
+        let res = store.list("/registry/core/services/", ListOptions::default()).await.map_err(|e| e.to_string())?;
+        let mut held = Allocated::default();
+        for kv in &res.items {
+            let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) else { continue };
+            held.ips.extend(service_ip(&svc));
+            held.ports.extend(node_ports(&svc).into_iter().map(|p| p.0));
+        }
+        let held_keys: HashSet<String> = Self::claim_keys(&held).into_iter().collect();
+        let mut claimed = HashSet::new();
+        if self.store.is_some() {
+            for prefix in [IP_CLAIMS, PORT_CLAIMS] {
+                let l = store.list(prefix, ListOptions::default()).await.map_err(|e| e.to_string())?;
+                claimed.extend(l.items.into_iter().map(|kv| kv.key));
+            }
+            for key in held_keys.difference(&claimed) {
+                match store.create(key, serde_json::to_vec(&json!({"service": "repaired"})).unwrap_or_default()).await {
+                    Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            let leaked: HashSet<String> = claimed.difference(&held_keys).cloned().collect();
+            let previous = std::mem::replace(&mut *self.suspects.lock().unwrap_or_else(|e| e.into_inner()), leaked.clone());
+            for key in leaked.intersection(&previous) {
+                tracing::info!(claim = %key, "releasing an allocation no Service holds");
+                let _ = store.delete(key, None).await;
+                claimed.remove(key);
+            }
+        }
+        let mut st = self.lock();
+        st.ips.clear();
+        st.ports.clear();
+        st.ips.extend(held.ips);
+        st.ports.extend(held.ports);
+        Self::mark_claims(&mut st, claimed);
         Ok(())
     }
 }
@@ -269,54 +441,54 @@ mod tests {
         Allocator::new((Ipv4Addr::new(10, 96, 0, 0), 28), (30000, 30002))
     }
 
-    #[test]
-    fn cluster_ips_are_unique_and_released() {
+    #[tokio::test]
+    async fn cluster_ips_are_unique_and_released() {
         let a = alloc();
         let mut seen = HashSet::new();
         let mut svcs = Vec::new();
         for _ in 0..14 {
             let mut svc = json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80}]}});
-            a.allocate_service(&mut svc, None).unwrap();
+            a.allocate_service(&mut svc, None).await.unwrap();
             assert!(seen.insert(svc["spec"]["clusterIP"].as_str().unwrap().to_string()));
             svcs.push(svc);
         }
         let mut full = json!({"spec": {"ports": [{"port": 80}]}});
         assert!(a.allocate_service(&mut full, None).is_err());
-        a.release_service(&svcs[3]);
-        a.allocate_service(&mut full, None).unwrap();
+        a.release_service(&svcs[3]).await;
+        a.allocate_service(&mut full, None).await.unwrap();
         assert_eq!(full["spec"]["clusterIP"], svcs[3]["spec"]["clusterIP"]);
     }
 
-    #[test]
-    fn requested_ip_and_ports() {
+    #[tokio::test]
+    async fn requested_ip_and_ports() {
         let a = alloc();
         let mut s1 = json!({"spec": {"type": "NodePort", "clusterIP": "10.96.0.5", "ports": [{"port": 80, "nodePort": 30001}]}});
-        a.allocate_service(&mut s1, None).unwrap();
+        a.allocate_service(&mut s1, None).await.unwrap();
         let mut s2 = json!({"spec": {"type": "NodePort", "clusterIP": "10.96.0.5", "ports": [{"port": 80}]}});
-        let e = a.allocate_service(&mut s2, None).unwrap_err();
+        let e = a.allocate_service(&mut s2, None).await.unwrap_err();
         assert!(e.message.contains("already allocated"), "{}", e.message);
         let mut s3 = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}, {"port": 81}]}});
-        a.allocate_service(&mut s3, None).unwrap();
+        a.allocate_service(&mut s3, None).await.unwrap();
         let ports: Vec<_> = s3["spec"]["ports"].as_array().unwrap().iter().map(|p| p["nodePort"].as_u64().unwrap()).collect();
         assert_eq!(ports, [30000, 30002]);
         let mut out_of_range = json!({"spec": {"clusterIP": "192.168.0.1", "ports": [{"port": 1}]}});
-        assert!(a.allocate_service(&mut out_of_range, None).unwrap_err().message.contains("not in the valid range"));
+        assert!(a.allocate_service(&mut out_of_range, None).await.unwrap_err().message.contains("not in the valid range"));
     }
 
-    #[test]
-    fn updates_keep_allocations() {
+    #[tokio::test]
+    async fn updates_keep_allocations() {
         let a = alloc();
         let mut old = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
-        a.allocate_service(&mut old, None).unwrap();
+        a.allocate_service(&mut old, None).await.unwrap();
         let mut new = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
-        let taken = a.allocate_service(&mut new, Some(&old)).unwrap();
+        let taken = a.allocate_service(&mut new, Some(&old)).await.unwrap();
         assert!(taken.ips.is_empty() && taken.ports.is_empty());
         assert_eq!(new["spec"]["clusterIP"], old["spec"]["clusterIP"]);
         assert_eq!(new["spec"]["ports"][0]["nodePort"], old["spec"]["ports"][0]["nodePort"]);
         // NodePort → ClusterIP gives the port back.
         let mut cip = json!({"spec": {"type": "ClusterIP", "clusterIP": old["spec"]["clusterIP"], "ports": [{"port": 80}]}});
-        a.allocate_service(&mut cip, Some(&old)).unwrap();
-        a.release_unused(&old, &cip);
+        a.allocate_service(&mut cip, Some(&old)).await.unwrap();
+        a.release_unused(&old, &cip).await;
         assert!(!a.lock().ports.contains(&(old["spec"]["ports"][0]["nodePort"].as_u64().unwrap() as u16)));
     }
 }

@@ -131,7 +131,7 @@ pub async fn finalize(s: &Arc<ApiServer>, t: &Target, obj: &Value, rev: i64) -> 
     let key = t.info.key(t.namespace.as_deref(), name);
     match s.store.delete(&key, Some(rev)).await {
         Ok(_) => {
-            after_delete(s, t, obj);
+            after_delete(s, t, obj).await;
             Ok(())
         }
         // Someone changed it meanwhile; whoever did will see the state and act.
@@ -140,9 +140,9 @@ pub async fn finalize(s: &Arc<ApiServer>, t: &Target, obj: &Value, rev: i64) -> 
     }
 }
 
-fn after_delete(s: &Arc<ApiServer>, t: &Target, obj: &Value) {
+async fn after_delete(s: &Arc<ApiServer>, t: &Target, obj: &Value) {
     if t.info.kind == "Service" {
-        s.alloc.release_service(obj);
+        s.alloc.release_service(obj).await;
     }
 }
 
@@ -188,7 +188,7 @@ pub fn delete_object<'a>(
                 let key = t.info.key(t.namespace.as_deref(), name);
                 match s.store.delete(&key, Some(kv.mod_revision)).await {
                     Ok(_) => {
-                        after_delete(s, t, &obj);
+                        after_delete(s, t, &obj).await;
                         return Ok((obj, true));
                     }
                     Err(StoreError::Conflict { .. }) => continue,

@@ -206,7 +206,7 @@ impl ApiServer {
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
-        let alloc = alloc::Allocator::new(config.service_cidr, config.node_ports);
+        let alloc = alloc::Allocator::new(config.service_cidr, config.node_ports).with_store(store.clone());
         let (closing, _) = tokio::sync::watch::channel(false);
         Arc::new(ApiServer {
             store,
@@ -240,6 +240,17 @@ impl ApiServer {
             write::ensure_bootstrap_policy(self).await?;
         }
         self.alloc.repair(self.store.as_ref()).await.map_err(ApiError::internal)?;
+        // Every minute: pick up what other API servers allocated and released, release leaked claims.
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let Some(s) = me.upgrade() else { return };
+                if let Err(e) = s.alloc.repair(s.store.as_ref()).await {
+                    tracing::warn!(error = %e, "allocation repair");
+                }
+            }
+        });
         delete::resume_namespace_cleanup(self).await;
         Ok(())
     }

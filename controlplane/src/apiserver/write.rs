@@ -183,12 +183,12 @@ pub async fn create_object(s: &ApiServer, t: &Target, mut obj: Value, r: &Req) -
         validate(t.info, &candidate, None)?;
         let name = name_of(&candidate).to_string();
         let allocated = if t.info.kind == "Service" {
-            s.alloc.allocate_service(&mut candidate, None).map_err(|e| ApiError::invalid(t.info, &name, &[e]))?
+            s.alloc.allocate_service(&mut candidate, None).await.map_err(|e| ApiError::invalid(t.info, &name, &[e]))?
         } else {
             Default::default()
         };
         if r.dry_run() {
-            s.alloc.release(&allocated);
+            s.alloc.release(&allocated).await;
             return Ok((candidate, warning));
         }
         let key = t.info.key(t.namespace.as_deref(), &name);
@@ -198,11 +198,11 @@ pub async fn create_object(s: &ApiServer, t: &Target, mut obj: Value, r: &Req) -
                 return Ok((candidate, warning));
             }
             Err(StoreError::AlreadyExists(_)) if !explicit_name => {
-                s.alloc.release(&allocated);
+                s.alloc.release(&allocated).await;
                 continue;
             }
             Err(e) => {
-                s.alloc.release(&allocated);
+                s.alloc.release(&allocated).await;
                 return Err(ApiError::from_store(t.info, &name, e));
             }
         }
@@ -250,7 +250,7 @@ pub async fn store_update(
         m.remove("resourceVersion");
     }
     let allocated = if t.info.kind == "Service" && sub.is_none() {
-        s.alloc.allocate_service(&mut out, Some(old)).map_err(|e| ApiError::invalid(t.info, name, &[e]))?
+        s.alloc.allocate_service(&mut out, Some(old)).await.map_err(|e| ApiError::invalid(t.info, name, &[e]))?
     } else {
         Default::default()
     };
@@ -259,14 +259,14 @@ pub async fn store_update(
         return Ok(Some(old.clone()));
     }
     if dry_run {
-        s.alloc.release(&allocated);
+        s.alloc.release(&allocated).await;
         return Ok(Some(out));
     }
     let key = t.info.key(t.namespace.as_deref(), name);
     match s.store.update(&key, codec::to_stored(&out), old_kv.mod_revision).await {
         Ok(kv) => {
             if t.info.kind == "Service" {
-                s.alloc.release_unused(old, &out);
+                s.alloc.release_unused(old, &out).await;
             }
             codec::set_resource_version(&mut out, kv.mod_revision);
             // Removing the last finalizer of an object being deleted completes the delete.
@@ -276,11 +276,11 @@ pub async fn store_update(
             Ok(Some(out))
         }
         Err(StoreError::Conflict { .. }) => {
-            s.alloc.release(&allocated);
+            s.alloc.release(&allocated).await;
             Ok(None)
         }
         Err(e) => {
-            s.alloc.release(&allocated);
+            s.alloc.release(&allocated).await;
             Err(ApiError::from_store(t.info, name, e))
         }
     }

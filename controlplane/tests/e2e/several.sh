@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# End-to-end: two API servers over one etcd (Debian's etcd-server on 127.0.0.1), driven with the real kubectl:
+# both serve the same objects and correct watches, Service addresses and ports are never given out twice, and when
+# the process leading the controllers dies the other one takes over (timed).
+# Usage: several.sh PATH-TO-skiff-controlplane. Only 127.0.0.1 is used; everything started is stopped on exit.
+set -u
+BIN=$(realpath "${1:?usage: several.sh PATH-TO-skiff-controlplane}")
+command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
+WORK=$(mktemp -d /tmp/skiff-several.XXXXXX)
+export HOME=$WORK/home KUBECACHEDIR=$WORK/home/cache
+mkdir -p "$HOME"
+PASSED=0; FAILED=0
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+pass() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/    /'; }
+expect() {
+  local name=$1 want=$2 pattern=$3; shift 4
+  local out code
+  out=$("$@" 2>&1); code=$?
+  if [ "$code" -ne "$want" ]; then fail "$name (exit $code, want $want)" "$out"; return; fi
+  if [ -n "$pattern" ] && ! grep -qE -- "$pattern" <<<"$out"; then fail "$name (output lacks /$pattern/)" "$out"; return; fi
+  pass "$name"
+}
+eventually() { # NAME PATTERN TRIES(0.2 s) -- CMD
+  local name=$1 pattern=$2 tries=$3; shift 4
+  local out
+  for _ in $(seq 1 "$tries"); do
+    out=$("$@" 2>&1) && grep -qE -- "$pattern" <<<"$out" && { pass "$name"; return 0; }
+    sleep 0.2
+  done
+  fail "$name (never matched /$pattern/)" "$out"; return 1
+}
+
+CPORT=$((24000 + RANDOM % 1000)); PPORT=$((CPORT + 1000))
+etcd --name e2e --data-dir "$WORK/etcd" \
+  --listen-client-urls "http://127.0.0.1:$CPORT" --advertise-client-urls "http://127.0.0.1:$CPORT" \
+  --listen-peer-urls "http://127.0.0.1:$PPORT" --initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
+  --initial-cluster "e2e=http://127.0.0.1:$PPORT" --log-level error >"$WORK/etcd.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$CPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
+
+PORT_A=$((26000 + RANDOM % 1000)); PORT_B=$((PORT_A + 1000))
+# start NAME PORT: an API server with controllers and scheduler over the shared etcd. B gets A's CA first (one
+# cluster, one CA: the admin kubeconfig of either works on both).
+declare -A PID
+start() {
+  mkdir -p "$WORK/$1"
+  [ "$1" = b ] && cp -a "$WORK/a/pki" "$WORK/b/"
+  "$BIN" --data-dir "$WORK/$1" --listen "127.0.0.1:$2" --etcd-servers "http://127.0.0.1:$CPORT" >>"$WORK/$1.log" 2>&1 &
+  PID[$1]=$!; PIDS+=($!)
+  for _ in $(seq 1 150); do
+    [ -s "$WORK/$1/kubeconfig" ] && curl -sf --cacert "$WORK/$1/pki/ca.crt" "https://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  fail "API server $1 did not start" "$(tail -20 "$WORK/$1.log")"; exit 1
+}
+start a "$PORT_A"
+start b "$PORT_B"
+ka() { kubectl --kubeconfig "$WORK/a/kubeconfig" --request-timeout=20s "$@"; }
+kb() { kubectl --kubeconfig "$WORK/b/kubeconfig" --request-timeout=20s "$@"; }
+
+expect "both serve"                       0 'kube-system' -- kb get ns
+expect "a write through A"                0 'created'     -- ka create configmap one --from-literal=k=v
+expect "is read through B"                0 'one'         -- kb get configmap one -o name
+# A watch through B sees writes through A, in order.
+kb get configmaps --watch-only -o 'jsonpath={.metadata.name}{"\n"}' >"$WORK/watch-b" 2>&1 &
+WATCH=$!; PIDS+=($WATCH)
+sleep 1
+for i in 1 2 3; do ka create configmap "w$i" >/dev/null; done
+eventually "B's watch streams A's writes in order" '^w1 w2 w3$' 50 -- bash -c "tr '\n' ' ' <'$WORK/watch-b' | sed 's/ \$//'"
+kill "$WATCH" 2>/dev/null
+
+# Services created at the same time through both servers: no address or port twice.
+CREATES=()
+for i in $(seq 1 20); do
+  ka create service nodeport "sa$i" --tcp=80:80 >/dev/null 2>&1 & CREATES+=($!)
+  kb create service nodeport "sb$i" --tcp=80:80 >/dev/null 2>&1 & CREATES+=($!)
+done
+for p in "${CREATES[@]}"; do wait "$p"; done
+expect "40 Services created through both"  0 '^40$' -- bash -c "kubectl --kubeconfig '$WORK/a/kubeconfig' get svc -o name | grep -c 'service/s[ab]'"
+expect "nothing else holds an address"      0 '^40$' -- bash -c "kubectl --kubeconfig '$WORK/a/kubeconfig' get svc -A --no-headers | wc -l"
+ka get svc -o 'jsonpath={range .items[*]}{.spec.clusterIP}{"\n"}{end}' | grep -v '^$' | sort >"$WORK/ips"
+ka get svc -o 'jsonpath={range .items[*]}{.spec.ports[0].nodePort}{"\n"}{end}' | grep -v '^$' | sort >"$WORK/ports"
+expect "every ClusterIP is unique"         0 '^$' -- uniq -d "$WORK/ips"
+expect "every NodePort is unique"          0 '^$' -- uniq -d "$WORK/ports"
+expect "and there are 40 of them"           0 '^40$' -- wc -l <"$WORK/ips"
+IP=$(ka get svc sa1 -o 'jsonpath={.spec.clusterIP}')
+expect "an address taken through A is refused through B" 1 'already allocated' -- kb create service clusterip dup --clusterip="$IP" --tcp=80:80
+expect "delete through B"                  0 'deleted' -- kb delete svc sa1
+eventually "then it can be taken through A" 'created' 50 -- ka create service clusterip reuse --clusterip="$IP" --tcp=80:80
+
+# The controllers run in one process only; kill it and the other takes over.
+holder() { kb -n kube-system get lease kube-controller-manager -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null; }
+eventually "one process leads the controllers" '.+' 100 -- holder
+ka create deployment before --image=busybox >/dev/null
+eventually "the leader's controllers work" '^before-' 100 -- bash -c "kubectl --kubeconfig '$WORK/b/kubeconfig' get rs -o name | sed 's|.*/||'"
+OLD=$(holder)
+# Which process holds it: the identity (host name and a random id) is in the leader's log.
+if grep -qF "${OLD#*_}" "$WORK/a.log"; then LEADER=a; SURVIVOR=b; SURVIVOR_PORT=$PORT_B
+else LEADER=b; SURVIVOR=a; SURVIVOR_PORT=$PORT_A; fi
+kill -9 "${PID[$LEADER]}"
+T0=$(date +%s.%N)
+ks() { kubectl --kubeconfig "$WORK/$SURVIVOR/kubeconfig" --request-timeout=20s "$@"; }
+for _ in $(seq 1 150); do
+  h=$(ks -n kube-system get lease kube-controller-manager -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null)
+  [ -n "$h" ] && [ "$h" != "$OLD" ] && break
+  sleep 0.2
+done
+T1=$(date +%s.%N)
+TAKEOVER=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.1f", b - a }')
+[ -n "$h" ] && [ "$h" != "$OLD" ] && pass "the standby takes the controllers over in ${TAKEOVER}s (goal ≤ 15 s)" || fail "no takeover in 30 s"
+awk -v t="$TAKEOVER" 'BEGIN { exit !(t <= 15) }' && pass "takeover within 15 s" || fail "takeover took ${TAKEOVER}s"
+ks create deployment after --image=busybox >/dev/null
+eventually "the new leader's controllers work" '^after-' 100 -- bash -c "kubectl --kubeconfig '$WORK/$SURVIVOR/kubeconfig' get rs -o name | sed 's|.*/||' | grep after"
+expect "the survivor still serves everything" 0 '^40$' -- bash -c "kubectl --kubeconfig '$WORK/$SURVIVOR/kubeconfig' get svc -o name | grep -c 'service/s[ab]\|service/reuse'"
+echo "timing: controller takeover after the leader's death ${TAKEOVER}s (survivor on port $SURVIVOR_PORT)"
+
+echo "several API servers e2e: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
