@@ -391,7 +391,14 @@ mod tests {
     fn every_group_has_one_version() {
         assert_eq!(
             groups(),
-            [("apps", "v1"), ("batch", "v1"), ("coordination.k8s.io", "v1"), ("discovery.k8s.io", "v1")]
+            [
+                ("apps", "v1"),
+                ("batch", "v1"),
+                ("coordination.k8s.io", "v1"),
+                ("discovery.k8s.io", "v1"),
+                ("rbac.authorization.k8s.io", "v1"),
+                ("certificates.k8s.io", "v1")
+            ]
         );
     }
 }

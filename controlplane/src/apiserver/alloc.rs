@@ -453,7 +453,7 @@ mod tests {
             svcs.push(svc);
         }
         let mut full = json!({"spec": {"ports": [{"port": 80}]}});
-        assert!(a.allocate_service(&mut full, None).is_err());
+        assert!(a.allocate_service(&mut full, None).await.is_err());
         a.release_service(&svcs[3]).await;
         a.allocate_service(&mut full, None).await.unwrap();
         assert_eq!(full["spec"]["clusterIP"], svcs[3]["spec"]["clusterIP"]);
@@ -490,5 +490,34 @@ mod tests {
         a.allocate_service(&mut cip, Some(&old)).await.unwrap();
         a.release_unused(&old, &cip).await;
         assert!(!a.lock().ports.contains(&(old["spec"]["ports"][0]["nodePort"].as_u64().unwrap() as u16)));
+    }
+
+    #[tokio::test]
+    async fn two_servers_share_the_store() {
+        use crate::store::sqlite::{SqliteConfig, SqliteStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteConfig::new(dir.path().join("s.db"))).unwrap());
+        let a = alloc().with_store(store.clone());
+        let b = alloc().with_store(store.clone());
+        // B's cache knows nothing of A's allocations: the claims make it pick other values.
+        let mut sa = json!({"metadata": {"namespace": "d", "name": "a"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        a.allocate_service(&mut sa, None).await.unwrap();
+        let mut sb = json!({"metadata": {"namespace": "d", "name": "b"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        b.allocate_service(&mut sb, None).await.unwrap();
+        assert_ne!(sa["spec"]["clusterIP"], sb["spec"]["clusterIP"]);
+        assert_ne!(sa["spec"]["ports"][0]["nodePort"], sb["spec"]["ports"][0]["nodePort"]);
+        // A value asked for by name that the other server holds is refused.
+        let mut dup = json!({"spec": {"clusterIP": sa["spec"]["clusterIP"], "ports": [{"port": 80}]}});
+        assert!(b.allocate_service(&mut dup, None).await.unwrap_err().message.contains("already allocated"));
+        // Released through A, it can be taken through B (whose cache is stale until it asks the store).
+        a.release_service(&sa).await;
+        let mut again = json!({"spec": {"clusterIP": sa["spec"]["clusterIP"], "ports": [{"port": 80}]}});
+        b.allocate_service(&mut again, None).await.unwrap();
+        // A claim no Service holds (a server died between the writes) goes at the second repair, not the first.
+        store.create(&format!("{IP_CLAIMS}10.96.0.9"), b"{}".to_vec()).await.unwrap();
+        a.repair(store.as_ref()).await.unwrap();
+        assert!(store.get(&format!("{IP_CLAIMS}10.96.0.9")).await.unwrap().is_some(), "kept at the first pass");
+        a.repair(store.as_ref()).await.unwrap();
+        assert!(store.get(&format!("{IP_CLAIMS}10.96.0.9")).await.unwrap().is_none(), "released at the second");
     }
 }
