@@ -57,6 +57,7 @@ pub async fn ensure_credentials(config: &Config) -> anyhow::Result<()> {
     let kc = load(creds).await?;
     let ca = kc.root_cert.clone().and_then(|c| c.into_iter().next()).context("the bootstrap kubeconfig names no certificate authority")?;
     let server = kc.cluster_url.to_string().trim_end_matches('/').to_string();
+    let kc = skiff_tls::failover::apply(kc, &config.api_servers).await.map_err(anyhow::Error::msg)?;
     let client = kube::Client::try_from(kc).context("bootstrap API client")?;
     let (cert, key) = request_certificate(&client, &config.node_name).await?;
     let user = format!("system:node:{}", config.node_name);

@@ -9,6 +9,8 @@ pub enum ClientError {
     Kubeconfig(#[from] kube::config::KubeconfigError),
     #[error("inferring the client config: {0}")]
     Infer(#[from] kube::config::InferConfigError),
+    #[error("API server failover: {0}")]
+    Failover(String),
     #[error("building the client: {0}")]
     Build(#[from] kube::Error),
 }
@@ -20,6 +22,8 @@ pub struct Config {
     /// 0 binds an ephemeral port (tests); the bound port is what the Node reports.
     pub port: u16,
     pub kubeconfig: Option<PathBuf>,
+    /// Several API servers (`host:port`) to fail over between with the kubeconfig's credentials; empty: its server.
+    pub api_servers: Vec<String>,
     /// A kubeconfig with a bootstrap token: used to obtain `kubeconfig` (TLS bootstrap) when it does not exist.
     pub bootstrap_kubeconfig: Option<PathBuf>,
     /// Images, bundles, IPAM state (`/var/lib/skiff`).
@@ -71,13 +75,14 @@ impl Config {
 
     /// The API server's address, CA and this node's credentials: --kubeconfig, else the usual places.
     pub async fn kube_config(&self) -> Result<kube::Config, ClientError> {
-        Ok(match &self.kubeconfig {
+        let config = match &self.kubeconfig {
             Some(path) => {
                 let kc = kube::config::Kubeconfig::read_from(path)?;
                 kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
             }
             None => kube::Config::infer().await?,
-        })
+        };
+        skiff_tls::failover::apply(config, &self.api_servers).await.map_err(ClientError::Failover)
     }
 
     pub async fn client(&self) -> Result<kube::Client, ClientError> {

@@ -44,6 +44,10 @@ struct AgentArgs {
     /// asks the control plane for a node certificate with it and writes --kubeconfig (the kubelet's TLS bootstrap).
     #[arg(long, requires = "kubeconfig")]
     bootstrap_kubeconfig: Option<PathBuf>,
+    /// Several API servers (HOST:PORT, comma-separated) to fail over between, with the kubeconfig's credentials
+    /// (a local forwarder picks the first that answers, as k3s agents do).
+    #[arg(long, value_delimiter = ',')]
+    api_servers: Vec<String>,
     #[arg(long, default_value = "/var/lib/skiff")]
     root_dir: PathBuf,
     #[arg(long, default_value = "/run/skiff")]
@@ -96,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         port: a.port,
         kubeconfig: a.kubeconfig,
         bootstrap_kubeconfig: a.bootstrap_kubeconfig,
+        api_servers: a.api_servers,
         root_dir: a.root_dir,
         run_dir: a.run_dir,
         log_dir: a.log_dir,

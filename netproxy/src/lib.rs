@@ -36,6 +36,8 @@ use crate::model::{Cidr, ModelCache, NodeConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error("API server failover: {0}")]
+    Failover(String),
     #[error("reading the kubeconfig: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
     #[error("inferring the client config: {0}")]
@@ -59,6 +61,9 @@ pub enum BackendChoice {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub kubeconfig: Option<PathBuf>,
+    /// Several API servers (`host:port`) to fail over between (the kubeconfig's credentials and CA are used with
+    /// each); empty: the kubeconfig's server.
+    pub api_servers: Vec<String>,
     pub node_name: String,
     /// This node's addresses: a Node reporting one of them as InternalIP is this node (no route to it).
     pub node_ips: Vec<Ipv4Addr>,
@@ -90,6 +95,7 @@ async fn client(config: &Config) -> Result<Client, RunError> {
         }
         None => kube::Config::infer().await?,
     };
+    let kc = skiff_tls::failover::apply(kc, &config.api_servers).await.map_err(RunError::Failover)?;
     Ok(Client::try_from(kc)?)
 }
 

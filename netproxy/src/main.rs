@@ -21,6 +21,9 @@ enum BackendArg {
 struct Cli {
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// Several API servers (HOST:PORT, comma-separated) to fail over between, with the kubeconfig's credentials.
+    #[arg(long, value_delimiter = ',')]
+    api_servers: Vec<String>,
     /// Node name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
@@ -80,6 +83,7 @@ fn main() -> anyhow::Result<()> {
     };
     let config = Config {
         kubeconfig: cli.kubeconfig,
+        api_servers: cli.api_servers,
         node_name,
         node_ips: cli.node_ips,
         cluster_cidr: cli.cluster_cidr,

@@ -72,6 +72,7 @@ fn run_programs_the_node_from_the_api() {
         };
         let config = skiff_netproxy::Config {
             kubeconfig: Some(dir.clone()),
+            api_servers: Vec::new(),
             node_name: "node-a".into(),
             node_ips: vec![NODE_IP.parse().expect("ip")],
             cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),

@@ -419,9 +419,11 @@ impl ApiServer {
             return proxy::upgrade(&self, &t, req).await.unwrap_or_else(IntoResponse::into_response);
         }
         let (parts, body) = req.into_parts();
-        let body = match read_body(body, self.config.max_body_bytes).await {
-            Ok(b) => b,
-            Err(e) => return e.into_response(),
+        // A body that trickles in (a slow client holding a connection) is cut off after a minute.
+        let body = match tokio::time::timeout(Duration::from_secs(60), read_body(body, self.config.max_body_bytes)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return e.into_response(),
+            Err(_) => return ApiError::new(408, "Timeout", "the request body did not arrive within 60 s").into_response(),
         };
         if let Err(e) = self.authorize_resource(identity.as_ref(), &t, &parts.method, &query, Some((&parts.headers, &body))).await {
             return e.into_response();

@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# End-to-end: two API servers over one etcd (Debian's etcd-server on 127.0.0.1), driven with the real kubectl:
-# both serve the same objects and correct watches, Service addresses and ports are never given out twice, and when
-# the process leading the controllers dies the other one takes over (timed).
-# Usage: several.sh PATH-TO-skiff-controlplane. Only 127.0.0.1 is used; everything started is stopped on exit.
+# End-to-end: two API servers over one etcd (Debian's etcd-server), driven with the real kubectl: both serve the
+# same objects and correct watches, Service addresses and ports are never given out twice, and when the process
+# leading the controllers dies the other one takes over, while a node agent given both servers keeps its node
+# alive through the survivor (both timed).
+# Usage: several.sh PATH-TO-skiff-controlplane (skiff-agent and skiff-runtime beside it). Root: everything runs in
+# a lab network namespace with only loopback; everything started is stopped, and the namespace removed, on exit.
 set -u
 BIN=$(realpath "${1:?usage: several.sh PATH-TO-skiff-controlplane}")
+BIN_DIR=$(dirname "$BIN")
 command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
 WORK=$(mktemp -d /tmp/skiff-several.XXXXXX)
 export HOME=$WORK/home KUBECACHEDIR=$WORK/home/cache
 mkdir -p "$HOME"
 PASSED=0; FAILED=0
 PIDS=()
+LAB=skiff-several-$$
+CGROOT=skiff-several-$$
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/ /sys/fs/cgroup/; do
+    [ -d "$h$CGROOT" ] && find "$h$CGROOT" -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
+  grep -F " $WORK/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  ip netns del "$LAB" 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -37,13 +47,16 @@ eventually() { # NAME PATTERN TRIES(0.2 s) -- CMD
   fail "$name (never matched /$pattern/)" "$out"; return 1
 }
 
+ip netns add "$LAB" && ip -n "$LAB" link set lo up || { fail "create the lab namespace"; exit 1; }
+lab() { nsenter --net="/run/netns/$LAB" "$@"; }
 CPORT=$((24000 + RANDOM % 1000)); PPORT=$((CPORT + 1000))
-etcd --name e2e --data-dir "$WORK/etcd" \
+# nsenter execs the program: $! is the daemon's PID.
+nsenter --net="/run/netns/$LAB" etcd --name e2e --data-dir "$WORK/etcd" \
   --listen-client-urls "http://127.0.0.1:$CPORT" --advertise-client-urls "http://127.0.0.1:$CPORT" \
   --listen-peer-urls "http://127.0.0.1:$PPORT" --initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
   --initial-cluster "e2e=http://127.0.0.1:$PPORT" --log-level error >"$WORK/etcd.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$CPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 1 100); do lab curl -sf "http://127.0.0.1:$CPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
 
 PORT_A=$((26000 + RANDOM % 1000)); PORT_B=$((PORT_A + 1000))
 # start NAME PORT: an API server with controllers and scheduler over the shared etcd. B gets A's CA first (one
@@ -52,24 +65,25 @@ declare -A PID
 start() {
   mkdir -p "$WORK/$1"
   [ "$1" = b ] && cp -a "$WORK/a/pki" "$WORK/b/"
-  "$BIN" --data-dir "$WORK/$1" --listen "127.0.0.1:$2" --etcd-servers "http://127.0.0.1:$CPORT" >>"$WORK/$1.log" 2>&1 &
+  nsenter --net="/run/netns/$LAB" "$BIN" --data-dir "$WORK/$1" --listen "127.0.0.1:$2" --etcd-servers "http://127.0.0.1:$CPORT" >>"$WORK/$1.log" 2>&1 &
   PID[$1]=$!; PIDS+=($!)
   for _ in $(seq 1 150); do
-    [ -s "$WORK/$1/kubeconfig" ] && curl -sf --cacert "$WORK/$1/pki/ca.crt" "https://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return 0
+    [ -s "$WORK/$1/kubeconfig" ] && lab curl -sf --cacert "$WORK/$1/pki/ca.crt" "https://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   fail "API server $1 did not start" "$(tail -20 "$WORK/$1.log")"; exit 1
 }
 start a "$PORT_A"
 start b "$PORT_B"
-ka() { kubectl --kubeconfig "$WORK/a/kubeconfig" --request-timeout=20s "$@"; }
-kb() { kubectl --kubeconfig "$WORK/b/kubeconfig" --request-timeout=20s "$@"; }
+ka() { lab kubectl --kubeconfig "$WORK/a/kubeconfig" --request-timeout=20s "$@"; }
+kb() { lab kubectl --kubeconfig "$WORK/b/kubeconfig" --request-timeout=20s "$@"; }
 
 expect "both serve"                       0 'kube-system' -- kb get ns
 expect "a write through A"                0 'created'     -- ka create configmap one --from-literal=k=v
 expect "is read through B"                0 'one'         -- kb get configmap one -o name
 # A watch through B sees writes through A, in order.
-kb get configmaps --watch-only -o 'jsonpath={.metadata.name}{"\n"}' >"$WORK/watch-b" 2>&1 &
+nsenter --net="/run/netns/$LAB" kubectl --kubeconfig "$WORK/b/kubeconfig" get configmaps --watch-only \
+  -o 'jsonpath={.metadata.name}{"\n"}' >"$WORK/watch-b" 2>&1 &
 WATCH=$!; PIDS+=($WATCH)
 sleep 1
 for i in 1 2 3; do ka create configmap "w$i" >/dev/null; done
@@ -83,8 +97,8 @@ for i in $(seq 1 20); do
   kb create service nodeport "sb$i" --tcp=80:80 >/dev/null 2>&1 & CREATES+=($!)
 done
 for p in "${CREATES[@]}"; do wait "$p"; done
-expect "40 Services created through both"  0 '^40$' -- bash -c "kubectl --kubeconfig '$WORK/a/kubeconfig' get svc -o name | grep -c 'service/s[ab]'"
-expect "nothing else holds an address"      0 '^40$' -- bash -c "kubectl --kubeconfig '$WORK/a/kubeconfig' get svc -A --no-headers | wc -l"
+expect "40 Services created through both"  0 '^40$' -- bash -c "nsenter --net=/run/netns/$LAB kubectl --kubeconfig '$WORK/a/kubeconfig' get svc -o name | grep -c 'service/s[ab]'"
+expect "nothing else holds an address"      0 '^40$' -- bash -c "nsenter --net=/run/netns/$LAB kubectl --kubeconfig '$WORK/a/kubeconfig' get svc -A --no-headers | wc -l"
 ka get svc -o 'jsonpath={range .items[*]}{.spec.clusterIP}{"\n"}{end}' | grep -v '^$' | sort >"$WORK/ips"
 ka get svc -o 'jsonpath={range .items[*]}{.spec.ports[0].nodePort}{"\n"}{end}' | grep -v '^$' | sort >"$WORK/ports"
 expect "every ClusterIP is unique"         0 '^$' -- uniq -d "$WORK/ips"
@@ -99,14 +113,24 @@ eventually "then it can be taken through A" 'created' 50 -- ka create service cl
 holder() { kb -n kube-system get lease kube-controller-manager -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null; }
 eventually "one process leads the controllers" '.+' 100 -- holder
 ka create deployment before --image=busybox >/dev/null
-eventually "the leader's controllers work" '^before-' 100 -- bash -c "kubectl --kubeconfig '$WORK/b/kubeconfig' get rs -o name | sed 's|.*/||'"
+eventually "the leader's controllers work" '^before-' 100 -- bash -c "nsenter --net=/run/netns/$LAB kubectl --kubeconfig '$WORK/b/kubeconfig' get rs -o name | sed 's|.*/||'"
 OLD=$(holder)
 # Which process holds it: the identity (host name and a random id) is in the leader's log.
 if grep -qF "${OLD#*_}" "$WORK/a.log"; then LEADER=a; SURVIVOR=b; SURVIVOR_PORT=$PORT_B
 else LEADER=b; SURVIVOR=a; SURVIVOR_PORT=$PORT_A; fi
+# A node agent with both servers, the leader's first: it registers and heartbeats through the leader now.
+"$BIN" kubeconfig --data-dir "$WORK/a" --user system:node:n1 --group system:nodes --server "https://127.0.0.1:$PORT_A" \
+  --out "$WORK/node.kubeconfig" || fail "node credentials"
+LEADER_PORT=$([ "$LEADER" = a ] && echo "$PORT_A" || echo "$PORT_B")
+nsenter --net="/run/netns/$LAB" "$BIN_DIR/skiff-agent" --node-name n1 --node-ip 127.0.0.1 --port 0 \
+  --kubeconfig "$WORK/node.kubeconfig" --api-servers "127.0.0.1:$LEADER_PORT,127.0.0.1:$SURVIVOR_PORT" \
+  --root-dir "$WORK/node" --run-dir "$WORK/run" --log-dir "$WORK/logs" --runtime "$BIN_DIR/skiff-runtime" \
+  --cgroup-root "$CGROOT" --eviction-hard "nodefs.available<0%,nodefs.inodesFree<0%" >>"$WORK/agent.log" 2>&1 &
+PIDS+=($!)
+eventually "the agent registers its node through the forwarder" '^n1 +Ready' 150 -- ka get nodes --no-headers
 kill -9 "${PID[$LEADER]}"
 T0=$(date +%s.%N)
-ks() { kubectl --kubeconfig "$WORK/$SURVIVOR/kubeconfig" --request-timeout=20s "$@"; }
+ks() { lab kubectl --kubeconfig "$WORK/$SURVIVOR/kubeconfig" --request-timeout=20s "$@"; }
 for _ in $(seq 1 150); do
   h=$(ks -n kube-system get lease kube-controller-manager -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null)
   [ -n "$h" ] && [ "$h" != "$OLD" ] && break
@@ -117,9 +141,21 @@ TAKEOVER=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.1f", b - a }')
 [ -n "$h" ] && [ "$h" != "$OLD" ] && pass "the standby takes the controllers over in ${TAKEOVER}s (goal ≤ 15 s)" || fail "no takeover in 30 s"
 awk -v t="$TAKEOVER" 'BEGIN { exit !(t <= 15) }' && pass "takeover within 15 s" || fail "takeover took ${TAKEOVER}s"
 ks create deployment after --image=busybox >/dev/null
-eventually "the new leader's controllers work" '^after-' 100 -- bash -c "kubectl --kubeconfig '$WORK/$SURVIVOR/kubeconfig' get rs -o name | sed 's|.*/||' | grep after"
-expect "the survivor still serves everything" 0 '^40$' -- bash -c "kubectl --kubeconfig '$WORK/$SURVIVOR/kubeconfig' get svc -o name | grep -c 'service/s[ab]\|service/reuse'"
-echo "timing: controller takeover after the leader's death ${TAKEOVER}s (survivor on port $SURVIVOR_PORT)"
+eventually "the new leader's controllers work" '^after-' 100 -- bash -c "nsenter --net=/run/netns/$LAB kubectl --kubeconfig '$WORK/$SURVIVOR/kubeconfig' get rs -o name | sed 's|.*/||' | grep after"
+expect "the survivor still serves everything" 0 '^40$' -- bash -c "nsenter --net=/run/netns/$LAB kubectl --kubeconfig '$WORK/$SURVIVOR/kubeconfig' get svc -o name | grep -c 'service/s[ab]\|service/reuse'"
+# The agent's Lease renewals (every 10 s) continue through the survivor.
+renew() { ks -n kube-node-lease get lease n1 -o 'jsonpath={.spec.renewTime}' 2>/dev/null; }
+FAILOVER=""
+for _ in $(seq 1 150); do
+  r=$(renew)
+  if [ -n "$r" ] && [ "$(date -d "$r" +%s.%N)" \> "$T0" ]; then FAILOVER=$(awk -v a="$T0" -v b="$(date -d "$r" +%s.%N)" 'BEGIN { printf "%.1f", b - a }'); break; fi
+  sleep 0.2
+done
+[ -n "$FAILOVER" ] && pass "the agent renews its Lease through the other server ${FAILOVER}s after the first died" ||
+  fail "the agent did not fail over in 30 s" "$(tail -20 "$WORK/agent.log")"
+expect "its node stays Ready"                0 '^n1 +Ready' -- ks get nodes --no-headers
+grep -q "API server failover" "$WORK/agent.log" && pass "the agent logs the failover" || fail "no failover in the agent's log"
+echo "timing: controller takeover after the leader's death ${TAKEOVER}s; agent Lease renewed through the other API server ${FAILOVER:-?}s after (heartbeat every 10 s)"
 
 echo "several API servers e2e: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
