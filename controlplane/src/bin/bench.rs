@@ -216,6 +216,8 @@ async fn bench_store(seconds: u64, writers: &[usize], dir: &Path) -> anyhow::Res
 struct Server {
     child: Child,
     url: String,
+    /// A client with this server's CA and an admin certificate from it (the API is TLS only).
+    http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
@@ -240,11 +242,30 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let url = format!("http://127.0.0.1:{port}");
-        let s = Server { child, url, _dir: tmp };
-        let http = reqwest::Client::new();
+        let url = format!("https://127.0.0.1:{port}");
+        let pki = tmp.path().join("pki");
+        for _ in 0..200 {
+            if pki.join("ca.key").exists() && pki.join("ca.crt").exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let ca = skiff_controlplane::auth::pki::Ca::load_or_create(&pki)?;
+        let admin = ca.issue(&skiff_controlplane::auth::pki::LeafSpec {
+            common_name: "bench".into(),
+            organization: Some("system:masters".into()),
+            client: true,
+            ..Default::default()
+        })?;
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem.as_bytes())?)
+            .identity(reqwest::Identity::from_pem(format!("{}{}", admin.cert_pem, admin.key_pem).as_bytes())?)
+            .pool_max_idle_per_host(256)
+            .build()?;
+        let s = Server { child, url, http, _dir: tmp };
         for _ in 0..100 {
-            if http.get(format!("{}/readyz", s.url)).send().await.is_ok_and(|r| r.status().is_success()) {
+            if s.http.get(format!("{}/readyz", s.url)).send().await.is_ok_and(|r| r.status().is_success()) {
                 return Ok(s);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -320,7 +341,7 @@ async fn bench_api(seconds: u64, clients: &[usize], etcd: Option<&str>, dir: &Pa
     let mut rows = Vec::new();
     for &n in clients {
         for (label, server) in &servers {
-            let (h, base) = (http.clone(), server.url.clone());
+            let (h, base) = (server.http.clone(), server.url.clone());
             let (ops, secs, lat) = run_clients(n, seconds, move |c, i| {
                 let (h, base) = (h.clone(), base.clone());
                 async move {
@@ -337,7 +358,7 @@ async fn bench_api(seconds: u64, clients: &[usize], etcd: Option<&str>, dir: &Pa
             })
             .await;
             rows.push(Row { what: format!("{label}: create pod (durable)"), workers: n, ops, secs, lat });
-            let (h, base) = (http.clone(), server.url.clone());
+            let (h, base) = (server.http.clone(), server.url.clone());
             let (ops, secs, lat) = run_clients(n, seconds, move |c, i| {
                 let (h, base) = (h.clone(), base.clone());
                 async move {
@@ -393,7 +414,7 @@ async fn bench_api(seconds: u64, clients: &[usize], etcd: Option<&str>, dir: &Pa
 
 async fn bench_watch(watchers: usize, events: usize, dir: &Path) -> anyhow::Result<()> {
     let server = Server::start(dir).await?;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(watchers + 8).build()?;
+    let http = server.http.clone();
     // name → time its create request was sent: the delay includes the durable commit.
     let acked: Arc<Mutex<std::collections::HashMap<String, Instant>>> = Default::default();
     let delays: Arc<Mutex<Vec<Duration>>> = Default::default();
@@ -466,7 +487,7 @@ async fn bench_watch(watchers: usize, events: usize, dir: &Path) -> anyhow::Resu
 async fn bench_memory(pods: usize, dir: &Path) -> anyhow::Result<()> {
     let server = Server::start(dir).await?;
     let idle = server.rss_kib()?;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let http = server.http.clone();
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..16 {
