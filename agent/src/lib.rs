@@ -66,7 +66,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let server = tokio::spawn(server::serve(listener, config.clone(), tls, async move {
         let _ = server_stop.changed().await;
     }));
-    let node = node::register(&client, &config, port).await.context("registering the node")?;
+    // Registration waits for the API server as long as it takes (with back-off), as the kubelet's does.
+    let mut backoff = std::time::Duration::from_secs(1);
+    let node = loop {
+        match node::register(&client, &config, port).await {
+            Ok(n) => break n,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "registering the node");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    };
     let pod_cidr = node::wait_for_pod_cidr(&client, &config.node_name).await.context("waiting for the podCIDR")?;
     tracing::info!(%pod_cidr, "node has its pod CIDR");
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), node, stop_rx.clone()));

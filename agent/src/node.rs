@@ -244,7 +244,15 @@ pub async fn wait_for_pod_cidr(client: &kube::Client, name: &str) -> Result<Stri
     let nodes: Api<Node> = Api::all(client.clone());
     let mut logged = false;
     loop {
-        let node = nodes.get(name).await.map_err(|source| NodeError::Get { name: name.into(), source })?;
+        // The API server may be away for a while (restarting, failing over): keep asking, as the kubelet does.
+        let node = match nodes.get(name).await {
+            Ok(n) => n,
+            Err(source) => {
+                tracing::warn!(error = %NodeError::Get { name: name.into(), source }, "reading the node; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         if let Some(cidr) = node.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
             return Ok(cidr);
         }
