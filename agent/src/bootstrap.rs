@@ -68,18 +68,10 @@ pub async fn ensure_credentials(config: &Config) -> anyhow::Result<()> {
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    skiff_tls::write_file_atomic(path, text.as_bytes(), 0o600)
 }
 
 /// Send the CSR and wait (up to 15 minutes, as the kubelet) for the certificate: (certificate PEM, key PEM).

@@ -85,15 +85,7 @@ fn serial() -> SerialNumber {
 
 /// Write `data` to `path` atomically with `mode`.
 pub fn write_secret_file(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(&tmp).map_err(io(&tmp))?;
-        f.write_all(data).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(path))
+    skiff_tls::write_file_atomic(path, data, mode).map_err(io(path))
 }
 
 impl Ca {

@@ -4,7 +4,7 @@
 //! cluster CA but optional there (bearer tokens are the other way in).
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -55,18 +55,6 @@ impl RotatingCert {
         let key = Arc::new(certified_key(&issued)?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = (key, issued);
         Ok(true)
-    }
-
-    /// Check every `every` and rotate when due; runs until the process ends.
-    pub async fn rotation_loop(self: Arc<Self>, ca: Arc<Ca>, every: Duration) {
-        loop {
-            tokio::time::sleep(every).await;
-            match self.rotate_if_due(&ca) {
-                Ok(true) => tracing::info!(cn = %self.spec.common_name, not_after = ?self.not_after(), "serving certificate rotated"),
-                Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "rotating the serving certificate"),
-            }
-        }
     }
 }
 

@@ -39,6 +39,20 @@ pub fn pem_blocks(pem: &str, label: &str) -> Vec<Vec<u8>> {
     out
 }
 
+/// Write `data` to `path` atomically (a synced temp file renamed into place) with permission bits `mode`: for
+/// keys, certificates and kubeconfigs.
+pub fn write_file_atomic(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
 /// DER as one PEM block with `label`.
 pub fn der_to_pem(der: &[u8], label: &str) -> String {
     use base64::Engine;
