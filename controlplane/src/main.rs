@@ -93,6 +93,19 @@ struct Args {
     /// renewed in place once two thirds of it have passed.
     #[arg(long, default_value_t = 365 * 24 * 3600)]
     cert_validity_secs: u64,
+    /// The `iss` of service account tokens (and the default API audience).
+    #[arg(long, default_value = auth::satoken::DEFAULT_ISSUER)]
+    service_account_issuer: String,
+    /// The ECDSA P-256 private key (PKCS#8 PEM) that signs service account tokens; every API server of a cluster
+    /// needs the same one. Default: `<data-dir>/pki/sa.key`, made on first start.
+    #[arg(long)]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// Audiences a token must have to be accepted by the API, comma-separated (default: the issuer).
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// Longest lifetime of a service account token handed out, in seconds (0: as long as asked).
+    #[arg(long, default_value_t = 0)]
+    service_account_max_token_expiration_secs: u64,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -323,7 +336,15 @@ async fn main() -> anyhow::Result<()> {
         Some(p) => auth::authn::load_token_file(p).map_err(anyhow::Error::msg).context("--token-auth-file")?,
         None => Default::default(),
     };
-    let authz = auth::Auth::new(store.clone(), tokens);
+    let sa_key = args.service_account_signing_key_file.clone().unwrap_or_else(|| args.data_dir.join("pki").join("sa.key"));
+    let issuer = auth::satoken::TokenIssuer::load_or_create(&sa_key, &args.service_account_issuer, args.api_audiences.clone())
+        .context("the service account signing key")?;
+    let service_accounts = auth::ServiceAccounts {
+        issuer: Arc::new(issuer),
+        root_ca_pem: ca.cert_pem.clone(),
+        max_expiration: Some(args.service_account_max_token_expiration_secs).filter(|s| *s > 0).map(Duration::from_secs),
+    };
+    let authz = auth::Auth::new(store.clone(), tokens, Some(service_accounts));
     let kubelet_client = tls::RotatingCert::new(
         &ca,
         LeafSpec { common_name: auth::KUBELET_CLIENT_USER.into(), client: true, validity: Some(validity), ..Default::default() },

@@ -37,7 +37,7 @@ async fn start(validity: Duration) -> Cluster {
     let store = Arc::new(SqliteStore::open(SqliteConfig::new(dir.path().join("store.db"))).unwrap());
     let ca = Arc::new(Ca::generate("test-ca").unwrap());
     let tokens = auth::authn::parse_token_file(&format!("{TOKEN},alice,1")).unwrap();
-    let authz = auth::Auth::new(store.clone(), tokens);
+    let authz = auth::Auth::new(store.clone(), tokens, None);
     let server = ApiServer::with_auth(store.clone(), Config::default(), Some(authz.clone()), None);
     server.start().await.unwrap();
     authz.policy.wait_loaded().await;

@@ -71,6 +71,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use k8s_pb::api::apps::v1 as apps;
+use k8s_pb::api::authentication::v1 as authn;
+use k8s_pb::api::authorization::v1 as authz;
 use k8s_pb::api::batch::v1 as batch;
 use k8s_pb::api::certificates::v1 as certificates;
 use k8s_pb::api::core::v1 as core;
@@ -187,6 +189,13 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => convert_object::<rbac::ClusterRole>(&kind, &raw),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => convert_object::<rbac::RoleBinding>(&kind, &raw),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => convert_object::<rbac::ClusterRoleBinding>(&kind, &raw),
+        ("authentication.k8s.io/v1", "TokenRequest") => convert_object::<authn::TokenRequest>(&kind, &raw),
+        ("authentication.k8s.io/v1", "TokenReview") => convert_object::<authn::TokenReview>(&kind, &raw),
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => convert_object::<authn::SelfSubjectReview>(&kind, &raw),
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => convert_object::<authz::SelfSubjectAccessReview>(&kind, &raw),
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => convert_object::<authz::SelfSubjectRulesReview>(&kind, &raw),
+        ("authorization.k8s.io/v1", "SubjectAccessReview") => convert_object::<authz::SubjectAccessReview>(&kind, &raw),
+        ("authorization.k8s.io/v1", "LocalSubjectAccessReview") => convert_object::<authz::LocalSubjectAccessReview>(&kind, &raw),
         _ => return Err(ProtobufError::UnsupportedType { api_version, kind }),
     }?;
     let mut object = Map::new();
@@ -720,6 +729,103 @@ convert! { certificates::CertificateSigningRequestCondition {
 } }
 /// `ExtraValue` is a Go `[]string`: a JSON array.
 impl ToJson for certificates::ExtraValue {
+    fn to_json(self) -> Res {
+        Ok(Value::Array(self.items.into_iter().map(Value::String).collect()))
+    }
+}
+// authentication.k8s.io/v1: TokenRequest (`kubectl create token`), TokenReview, SelfSubjectReview
+// (`kubectl auth whoami`).
+convert! { authn::TokenRequest {
+    metadata: req "metadata", spec: req "spec", status: req "status",
+} }
+convert! { authn::TokenRequestSpec {
+    audiences: list_req "audiences", expiration_seconds: nullable "expirationSeconds",
+    bound_object_ref: nullable "boundObjectRef",
+} }
+convert! { authn::TokenRequestStatus {
+    token: req "token", expiration_timestamp: req "expirationTimestamp",
+} }
+convert! { authn::BoundObjectReference {
+    kind: opt "kind", api_version: opt "apiVersion", name: opt "name", u_id: opt "uid",
+} }
+convert! { authn::TokenReview {
+    metadata: req "metadata", spec: req "spec", status: req "status",
+} }
+convert! { authn::TokenReviewSpec {
+    token: opt "token", audiences: list "audiences",
+} }
+convert! { authn::TokenReviewStatus {
+    authenticated: opt "authenticated", user: req "user", audiences: list "audiences", error: opt "error",
+} }
+convert! { authn::SelfSubjectReview {
+    metadata: req "metadata", status: req "status",
+} }
+convert! { authn::SelfSubjectReviewStatus {
+    user_info: req "userInfo",
+} }
+convert! { authn::UserInfo {
+    username: opt "username", uid: opt "uid", groups: list "groups", extra: map "extra",
+} }
+impl ToJson for authn::ExtraValue {
+    fn to_json(self) -> Res {
+        Ok(Value::Array(self.items.into_iter().map(Value::String).collect()))
+    }
+}
+// authorization.k8s.io/v1: the access and rules reviews (`kubectl auth can-i [--list]`).
+convert! { authz::SelfSubjectAccessReview {
+    metadata: req "metadata", spec: req "spec", status: req "status",
+} }
+convert! { authz::SelfSubjectAccessReviewSpec {
+    resource_attributes: ptr "resourceAttributes", non_resource_attributes: ptr "nonResourceAttributes",
+} }
+convert! { authz::SubjectAccessReview {
+    metadata: req "metadata", spec: req "spec", status: req "status",
+} }
+convert! { authz::LocalSubjectAccessReview {
+    metadata: req "metadata", spec: req "spec", status: req "status",
+} }
+convert! { authz::SubjectAccessReviewSpec {
+    resource_attributes: ptr "resourceAttributes", non_resource_attributes: ptr "nonResourceAttributes",
+    user: opt "user", groups: list "groups", extra: map "extra", uid: opt "uid",
+} }
+convert! { authz::SubjectAccessReviewStatus {
+    allowed: req "allowed", denied: opt "denied", reason: opt "reason", evaluation_error: opt "evaluationError",
+} }
+convert! { authz::ResourceAttributes {
+    namespace: opt "namespace", verb: opt "verb", group: opt "group", version: opt "version",
+    resource: opt "resource", subresource: opt "subresource", name: opt "name",
+    field_selector: ptr "fieldSelector", label_selector: ptr "labelSelector",
+} }
+convert! { authz::NonResourceAttributes {
+    path: opt "path", verb: opt "verb",
+} }
+convert! { authz::FieldSelectorAttributes {
+    raw_selector: opt "rawSelector", requirements: list "requirements",
+} }
+convert! { authz::LabelSelectorAttributes {
+    raw_selector: opt "rawSelector", requirements: list "requirements",
+} }
+convert! { meta::FieldSelectorRequirement {
+    key: req "key", operator: req "operator", values: list "values",
+} }
+convert! { authz::SelfSubjectRulesReview {
+    metadata: req "metadata", spec: req "spec", status: req "status",
+} }
+convert! { authz::SelfSubjectRulesReviewSpec {
+    namespace: opt "namespace",
+} }
+convert! { authz::SubjectRulesReviewStatus {
+    resource_rules: list_req "resourceRules", non_resource_rules: list_req "nonResourceRules",
+    incomplete: req "incomplete", evaluation_error: opt "evaluationError",
+} }
+convert! { authz::ResourceRule {
+    verbs: list_req "verbs", api_groups: list "apiGroups", resources: list "resources",
+    resource_names: list "resourceNames",
+} }
+convert! { authz::NonResourceRule {
+    verbs: list_req "verbs", non_resource_ur_ls: list "nonResourceURLs",
+} }
+impl ToJson for authz::ExtraValue {
     fn to_json(self) -> Res {
         Ok(Value::Array(self.items.into_iter().map(Value::String).collect()))
     }

@@ -12,6 +12,7 @@ pub enum Subresource {
     PortForward,
     Eviction,
     Approval,
+    Token,
 }
 
 impl Subresource {
@@ -26,6 +27,7 @@ impl Subresource {
             Subresource::PortForward => "portforward",
             Subresource::Eviction => "eviction",
             Subresource::Approval => "approval",
+            Subresource::Token => "token",
         }
     }
 
@@ -40,6 +42,7 @@ impl Subresource {
             Subresource::PortForward,
             Subresource::Eviction,
             Subresource::Approval,
+            Subresource::Token,
         ]
         .into_iter()
         .find(|r| r.name() == s)
@@ -57,6 +60,7 @@ impl Subresource {
             }
             Subresource::Eviction => ("policy", "v1", "Eviction", &["create"]),
             Subresource::Approval => (parent.group, parent.version, parent.kind, &["get", "patch", "update"]),
+            Subresource::Token => ("authentication.k8s.io", "v1", "TokenRequest", &["create"]),
         }
     }
 }
@@ -119,6 +123,21 @@ impl ResourceInfo {
 
     pub fn has(&self, sub: Subresource) -> bool {
         self.subresources.contains(&sub)
+    }
+
+    /// Reviews (TokenReview, SubjectAccessReview, ...): objects that are only ever created, answered at once and
+    /// never stored.
+    pub fn is_review(&self) -> bool {
+        matches!(self.group, "authentication.k8s.io" | "authorization.k8s.io")
+    }
+
+    /// The verbs discovery lists.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.is_review() {
+            &["create"]
+        } else {
+            VERBS
+        }
     }
 }
 
@@ -222,7 +241,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         namespaced: true,
         short_names: &["sa"],
         categories: &[],
-        subresources: &[],
+        subresources: &[Token],
     },
     ResourceInfo {
         group: "apps",
@@ -345,6 +364,72 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &[],
         subresources: &[Status, Approval],
     },
+    ResourceInfo {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "TokenReview",
+        plural: "tokenreviews",
+        singular: "tokenreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceInfo {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceInfo {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceInfo {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectRulesReview",
+        plural: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceInfo {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SubjectAccessReview",
+        plural: "subjectaccessreviews",
+        singular: "subjectaccessreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceInfo {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "LocalSubjectAccessReview",
+        plural: "localsubjectaccessreviews",
+        singular: "localsubjectaccessreview",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
 ];
 
 /// The served API groups (other than core) and their one version each, in discovery order.
@@ -397,7 +482,9 @@ mod tests {
                 ("coordination.k8s.io", "v1"),
                 ("discovery.k8s.io", "v1"),
                 ("rbac.authorization.k8s.io", "v1"),
-                ("certificates.k8s.io", "v1")
+                ("certificates.k8s.io", "v1"),
+                ("authentication.k8s.io", "v1"),
+                ("authorization.k8s.io", "v1")
             ]
         );
     }

@@ -17,6 +17,8 @@ pub mod kubeconfig;
 pub mod metrics;
 pub mod proxy;
 pub mod read;
+pub mod reviews;
+pub mod serviceaccounts;
 pub mod watch;
 pub mod write;
 
@@ -228,6 +230,11 @@ impl ApiServer {
         })
     }
 
+    /// Service account tokens and defaults, when this server has them (servers with authentication).
+    pub fn service_accounts(&self) -> Option<&crate::auth::ServiceAccounts> {
+        self.auth.as_ref()?.service_accounts.as_ref()
+    }
+
     pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.closing.subscribe()
     }
@@ -252,6 +259,10 @@ impl ApiServer {
             }
         });
         delete::resume_namespace_cleanup(self).await;
+        if let Some(sa) = self.service_accounts() {
+            serviceaccounts::repair_all(self, sa).await?;
+            tokio::spawn(serviceaccounts::repair_loop(Arc::downgrade(self)));
+        }
         Ok(())
     }
 
@@ -311,6 +322,13 @@ impl ApiServer {
             return r;
         }
         match path {
+            "/.well-known/openid-configuration" | "/openid/v1/jwks" => match self.service_accounts() {
+                Some(sa) if path == "/openid/v1/jwks" => {
+                    codec::respond(StatusCode::OK, "application/jwk-set+json", &sa.issuer.jwks())
+                }
+                Some(sa) => codec::json_response(StatusCode::OK, &sa.issuer.openid_configuration()),
+                None => ApiError::path_not_found(path).into_response(),
+            },
             "/healthz" | "/livez" | "/readyz" => match self.store.current_revision().await {
                 Ok(_) => (StatusCode::OK, "ok").into_response(),
                 Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")).into_response(),
@@ -435,6 +453,12 @@ impl ApiServer {
     async fn dispatch(self: Arc<Self>, t: Target, r: Req) -> Result<Response, ApiError> {
         use Subresource as S;
         let m = r.method.clone();
+        if t.info.is_review() {
+            return match (m.as_str(), t.name.is_some()) {
+                ("POST", false) => reviews::create(&self, &t, &r).await,
+                _ => Err(ApiError::method_not_allowed(&format!("{m} {}", t.info.qualified()))),
+            };
+        }
         match (m.as_str(), t.name.is_some(), t.sub) {
             ("GET", false, None) if r.flag("watch") => watch::watch(self, &t, &r).await,
             ("GET", false, None) => read::list(&self, &t, &r).await,
@@ -444,6 +468,7 @@ impl ApiServer {
             ("POST", false, None) => write::create(&self, &t, &r).await,
             ("POST", true, Some(S::Binding)) => write::bind(&self, &t, &r).await,
             ("POST", true, Some(S::Eviction)) => delete::evict(&self, &t, &r).await,
+            ("POST", true, Some(S::Token)) => serviceaccounts::token_request(&self, &t, &r).await,
             ("PUT", true, None) | ("PUT", true, Some(S::Status)) | ("PUT", true, Some(S::Approval)) => write::update(&self, &t, &r).await,
             ("PUT", true, Some(S::Scale)) => write::update_scale(&self, &t, &r).await,
             ("PATCH", true, None) | ("PATCH", true, Some(S::Status)) | ("PATCH", true, Some(S::Approval)) => write::patch(&self, &t, &r).await,

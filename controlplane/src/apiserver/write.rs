@@ -124,7 +124,7 @@ fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Result<(),
 }
 
 /// Upstream's generateName suffix: 5 characters without vowels or confusable digits.
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     uuid::Uuid::new_v4().as_bytes()[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
@@ -161,6 +161,14 @@ pub async fn create_object(s: &ApiServer, t: &Target, mut obj: Value, r: &Req) -
         return Err(ApiError::invalid(t.info, "", &[validation::FieldError::required("metadata.name")]));
     }
     ensure_namespace_usable(s, t).await?;
+    if let Some(sa) = s.service_accounts() {
+        let ns = t.namespace.as_deref().unwrap_or("default");
+        match t.info.kind {
+            "Pod" => super::serviceaccounts::admit_pod(s, sa, ns, &mut obj).await?,
+            "Secret" => super::serviceaccounts::fill_token_secret(s, sa, ns, &mut obj).await?,
+            _ => {}
+        }
+    }
     if t.info.kind == "CertificateSigningRequest" {
         // Who asked is what the approver judges: the requester's identity, never what the body claims.
         if let (Some(id), Some(spec)) = (&r.user, obj.get_mut("spec").and_then(Value::as_object_mut)) {
@@ -195,6 +203,13 @@ pub async fn create_object(s: &ApiServer, t: &Target, mut obj: Value, r: &Req) -
         match s.store.create(&key, codec::to_stored(&candidate)).await {
             Ok(kv) => {
                 codec::set_resource_version(&mut candidate, kv.mod_revision);
+                if let (Some(sa), "Namespace") = (s.service_accounts(), t.info.kind) {
+                    // The namespace's default service account and CA ConfigMap, at once (the repair loop would
+                    // make them within seconds, but a pod created right after the namespace needs them).
+                    if let Err(e) = Box::pin(super::serviceaccounts::ensure_namespace_defaults(s, sa, &name)).await {
+                        tracing::warn!(namespace = %name, error = %e.message, "namespace defaults");
+                    }
+                }
                 return Ok((candidate, warning));
             }
             Err(StoreError::AlreadyExists(_)) if !explicit_name => {

@@ -7,11 +7,14 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// An authenticated user, as Kubernetes' user.Info.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Identity {
     pub user: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// user.Info's extra: for service account tokens bound to a pod, the pod's name and uid, the node's name and
+    /// uid, and the token's id (`authentication.kubernetes.io/...`).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 pub const MASTERS: &str = "system:masters";
@@ -21,7 +24,7 @@ pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
 
 impl Identity {
     pub fn new(user: &str, groups: &[&str]) -> Identity {
-        Identity { user: user.into(), uid: String::new(), groups: groups.iter().map(|g| g.to_string()).collect() }
+        Identity { user: user.into(), groups: groups.iter().map(|g| g.to_string()).collect(), ..Default::default() }
     }
 
     /// Every authenticated identity is also in system:authenticated.
@@ -66,7 +69,7 @@ pub fn parse_token_file(text: &str) -> Result<HashMap<String, Identity>, String>
             .get(3)
             .map(|g| g.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect())
             .unwrap_or_default();
-        let id = Identity { user: user.into(), uid: uid.into(), groups };
+        let id = Identity { user: user.into(), uid: uid.into(), groups, ..Default::default() };
         if out.insert(token.to_string(), id).is_some() {
             return Err(format!("line {n}: the same token appears twice"));
         }
@@ -143,7 +146,7 @@ mod tests {
     fn token_file() {
         let f = "# comment\n\n0123456789abcdef,alice,1001,\"dev,ops\"\nfedcba9876543210,bob,1002\n";
         let m = parse_token_file(f).unwrap();
-        assert_eq!(m["0123456789abcdef"], Identity { user: "alice".into(), uid: "1001".into(), groups: vec!["dev".into(), "ops".into()] });
+        assert_eq!(m["0123456789abcdef"], Identity { user: "alice".into(), uid: "1001".into(), groups: vec!["dev".into(), "ops".into()], ..Default::default() });
         assert_eq!(m["fedcba9876543210"].groups, Vec::<String>::new());
         for (bad, want) in [
             ("short,alice,1", "shorter than 16"),

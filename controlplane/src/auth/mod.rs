@@ -7,6 +7,7 @@ pub mod csr;
 pub mod node;
 pub mod pki;
 pub mod rbac;
+pub mod satoken;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -36,6 +37,17 @@ pub struct Auth {
     pub loopback_token: String,
     pub policy: Arc<PolicyCache>,
     pub store: Arc<dyn Store>,
+    /// Service account tokens: issued and accepted when configured.
+    pub service_accounts: Option<ServiceAccounts>,
+}
+
+/// What the API server needs for service accounts: the token signer and the CA that pods get as ca.crt.
+pub struct ServiceAccounts {
+    pub issuer: Arc<satoken::TokenIssuer>,
+    /// The cluster CA (PEM), published in every namespace's `kube-root-ca.crt` ConfigMap.
+    pub root_ca_pem: String,
+    /// Longest token lifetime handed out (`--service-account-max-token-expiration`); None: as asked.
+    pub max_expiration: Option<std::time::Duration>,
 }
 
 /// Why a request is refused.
@@ -48,14 +60,14 @@ pub enum Refusal {
 }
 
 impl Auth {
-    pub fn new(store: Arc<dyn Store>, tokens: HashMap<String, Identity>) -> Arc<Auth> {
+    pub fn new(store: Arc<dyn Store>, tokens: HashMap<String, Identity>, service_accounts: Option<ServiceAccounts>) -> Arc<Auth> {
         let mut b = [0u8; 32];
         b[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         b[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         let loopback_token = b.iter().map(|x| format!("{x:02x}")).collect();
         let policy = Arc::new(PolicyCache::default());
         tokio::spawn(policy.clone().run(store.clone()));
-        Arc::new(Auth { tokens, loopback_token, policy, store })
+        Arc::new(Auth { tokens, loopback_token, policy, store, service_accounts })
     }
 
     /// The identity of a request: its verified client certificate, else its bearer token. Ok(None): anonymous.
@@ -75,7 +87,88 @@ impl Auth {
                 return Ok(Some(identity.with_authenticated()));
             }
         }
+        if satoken::looks_like_jwt(token) && self.service_accounts.is_some() {
+            return match self.service_account_token(token, &[]).await {
+                Ok((id, _)) => Ok(Some(id)),
+                Err(why) => Err(Refusal::Unauthenticated(why)),
+            };
+        }
         Err(Refusal::Unauthenticated("invalid bearer token".into()))
+    }
+
+    /// A service account token: signature, issuer, audience (`audiences`, or the API's) and time, then the
+    /// objects it names, which must all still exist with the same uids (deleting a pod revokes the tokens bound to
+    /// it; a legacy token is valid while its Secret holds it). Returns the identity and the audiences matched.
+    pub async fn service_account_token(&self, token: &str, audiences: &[String]) -> Result<(Identity, Vec<String>), String> {
+        use base64::Engine;
+        let sa = self.service_accounts.as_ref().ok_or("service account tokens are not configured")?;
+        let subject = sa.issuer.verify(token, audiences, std::time::SystemTime::now())?;
+        let get = |key: String| async move {
+            let kv = self.store.get(&key).await.map_err(|e| format!("store: {e}"))?;
+            kv.map(|kv| serde_json::from_slice::<Value>(&kv.value).map_err(|e| format!("stored object: {e}"))).transpose()
+        };
+        let uid_of = |v: &Value| v.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ns = &subject.namespace;
+        let account = get(format!("/registry/core/serviceaccounts/{ns}/{}", subject.name))
+            .await?
+            .ok_or_else(|| format!("service account {ns}/{} has been deleted", subject.name))?;
+        if !subject.uid.is_empty() && uid_of(&account) != subject.uid {
+            return Err(format!("service account {ns}/{} has been deleted and made again", subject.name));
+        }
+        if subject.legacy {
+            let secret_name = subject.secret.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            let secret = get(format!("/registry/core/secrets/{ns}/{secret_name}"))
+                .await?
+                .ok_or_else(|| format!("token secret {ns}/{secret_name} has been deleted"))?;
+            let stored = secret
+                .pointer("/data/token")
+                .and_then(Value::as_str)
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .unwrap_or_default();
+            if !authn::constant_time_eq(&stored, token.as_bytes()) {
+                return Err(format!("token secret {ns}/{secret_name} no longer holds this token"));
+            }
+        } else {
+            for (plural, r) in [("pods", &subject.pod), ("secrets", &subject.secret)] {
+                let Some(r) = r else { continue };
+                let obj = get(format!("/registry/core/{plural}/{ns}/{}", r.name))
+                    .await?
+                    .ok_or_else(|| format!("the {plural} object {ns}/{} the token is bound to has been deleted", r.name))?;
+                if uid_of(&obj) != r.uid {
+                    return Err(format!("the {plural} object {ns}/{} the token is bound to has been deleted and made again", r.name));
+                }
+            }
+            // A token bound to a node itself (not through a pod) dies with the node.
+            if let (Some(n), None) = (&subject.node, &subject.pod) {
+                let node = get(format!("/registry/core/nodes/{}", n.name))
+                    .await?
+                    .ok_or_else(|| format!("the node {} the token is bound to has been deleted", n.name))?;
+                if uid_of(&node) != n.uid {
+                    return Err(format!("the node {} the token is bound to has been deleted and made again", n.name));
+                }
+            }
+        }
+        let mut id = Identity {
+            user: subject.user(),
+            uid: uid_of(&account),
+            groups: vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}")],
+            ..Default::default()
+        };
+        let mut extra = |k: &str, v: &str| {
+            id.extra.insert(format!("authentication.kubernetes.io/{k}"), vec![v.to_string()]);
+        };
+        if let Some(p) = &subject.pod {
+            extra("pod-name", &p.name);
+            extra("pod-uid", &p.uid);
+        }
+        if let Some(n) = &subject.node {
+            extra("node-name", &n.name);
+            extra("node-uid", &n.uid);
+        }
+        if let Some(j) = &subject.jti {
+            extra("credential-id", &format!("JTI={j}"));
+        }
+        Ok((id.with_authenticated(), subject.audiences))
     }
 
     /// A bootstrap token: the Secret `kube-system/bootstrap-token-<id>` of type bootstrap.kubernetes.io/token with
@@ -115,7 +208,7 @@ impl Auth {
                 .filter(|g| g.starts_with("system:bootstrappers:"))
                 .map(str::to_string),
         );
-        Some(Identity { user: format!("system:bootstrap:{id}"), uid: String::new(), groups })
+        Some(Identity { user: format!("system:bootstrap:{id}"), groups, ..Default::default() })
     }
 
     /// Node authorizer, then RBAC. `body`: a create's body (the node authorizer reads its name and node).
@@ -162,7 +255,7 @@ impl Auth {
         for g in &groups {
             self.authorize(&id, &check("groups", g), None).await?;
         }
-        let mut as_id = Identity { user, uid: String::new(), groups };
+        let mut as_id = Identity { user, groups, ..Default::default() };
         if let Some(uid) = headers.get("impersonate-uid").and_then(|u| u.to_str().ok()) {
             self.authorize(&id, &check("uids", uid), None).await?;
             as_id.uid = uid.to_string();
@@ -231,6 +324,8 @@ pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
                 rule(&[""], &workloads_core, &all),
                 rule(&[""], &["secrets"], &all),
                 rule(&[""], &["pods/exec", "pods/attach", "pods/portforward", "pods/eviction"], &["create", "get"]),
+                rule(&[""], &["serviceaccounts/token"], &["create"]),
+                rule(&[""], &["serviceaccounts"], &["impersonate"]),
                 rule(&["apps"], &workloads_apps, &all),
                 rule(&["batch"], &["jobs", "cronjobs"], &all),
                 rule(&["discovery.k8s.io"], &["endpointslices"], &all),
@@ -238,7 +333,7 @@ pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
                 rule(&[""], &["events"], &["create", "patch", "update"]),
                ]}),
         json!({"apiVersion": RBAC_V1, "kind": "ClusterRole",
-               "metadata": {"name": "admin", "labels": bootstrapping, "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+               "metadata": {"name": "admin", "labels": bootstrapping.clone(), "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
                "aggregationRule": {"clusterRoleSelectors": [
                    {"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-edit": "true"}},
                    {"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-admin": "true"}},
@@ -250,6 +345,27 @@ pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
             json!({"kubernetes.io/bootstrapping": "rbac-defaults", "rbac.authorization.k8s.io/aggregate-to-admin-extra": "true"}),
         ),
         cluster_role(
+            "system:basic-user",
+            vec![
+                rule(&["authorization.k8s.io"], &["selfsubjectaccessreviews", "selfsubjectrulesreviews"], &["create"]),
+                rule(&["authentication.k8s.io"], &["selfsubjectreviews"], &["create"]),
+            ],
+            bootstrapping.clone(),
+        ),
+        cluster_role(
+            "system:service-account-issuer-discovery",
+            vec![json!({"nonResourceURLs": ["/.well-known/openid-configuration", "/.well-known/openid-configuration/", "/openid/v1/jwks", "/openid/v1/jwks/"], "verbs": ["get"]})],
+            bootstrapping.clone(),
+        ),
+        cluster_role(
+            "system:auth-delegator",
+            vec![
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                rule(&["authorization.k8s.io"], &["subjectaccessreviews"], &["create"]),
+            ],
+            bootstrapping.clone(),
+        ),
+        cluster_role(
             "system:node-bootstrapper",
             vec![rule(&["certificates.k8s.io"], &["certificatesigningrequests"], &["create", "get", "list", "watch"])],
             json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
@@ -258,6 +374,8 @@ pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
     let bindings = vec![
         binding("cluster-admin", "cluster-admin", json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}])),
         binding("system:discovery", "system:discovery", json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}])),
+        binding("system:basic-user", "system:basic-user", json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}])),
+        binding("system:service-account-issuer-discovery", "system:service-account-issuer-discovery", json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:serviceaccounts"}])),
         binding("system:node-bootstrapper", "system:node-bootstrapper", json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:bootstrappers"}])),
         // The controller manager, scheduler and cloud controllers when they run in processes of their own (with a
         // kubeconfig from `skiff-controlplane kubeconfig --user ...`): the whole API, as the loopback client has.

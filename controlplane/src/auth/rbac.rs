@@ -120,37 +120,72 @@ impl Policy {
         rules
     }
 
-    /// Upstream's RBAC authorizer: allowed, or not (and then the reason is the missing binding).
+    /// Upstream's RBAC authorizer: allowed, or not.
     pub fn allows(&self, id: &Identity, a: &Attributes) -> bool {
-        for crb in self.cluster_role_bindings.values() {
-            if crb.subjects.iter().flatten().any(|s| subject_matches(s, id, ""))
-                && crb.role_ref.kind == "ClusterRole"
-                && self.cluster_role_rules(&crb.role_ref.name).into_iter().any(|r| rule_allows(r, a))
-            {
-                return true;
+        self.allowed_by(id, a).is_some()
+    }
+
+    /// Why `a` is allowed (upstream's reason: the binding, its role and the subject that matched), or None.
+    pub fn allowed_by(&self, id: &Identity, a: &Attributes) -> Option<String> {
+        let subject_text = |s: &Subject| format!("{} \"{}\"", s.kind, s.name);
+        for (name, crb) in &self.cluster_role_bindings {
+            if crb.role_ref.kind != "ClusterRole" {
+                continue;
+            }
+            let Some(subject) = crb.subjects.iter().flatten().find(|s| subject_matches(s, id, "")) else { continue };
+            if self.cluster_role_rules(&crb.role_ref.name).into_iter().any(|r| rule_allows(r, a)) {
+                return Some(format!(
+                    "RBAC: allowed by ClusterRoleBinding \"{name}\" of ClusterRole \"{}\" to {}",
+                    crb.role_ref.name,
+                    subject_text(subject)
+                ));
             }
         }
         if a.namespace.is_empty() {
-            return false;
+            return None;
         }
-        let lo = (a.namespace.clone(), String::new());
-        for ((ns, _), rb) in self.role_bindings.range(lo..) {
-            if ns != &a.namespace {
-                break;
-            }
-            if !rb.subjects.iter().flatten().any(|s| subject_matches(s, id, ns)) {
-                continue;
-            }
-            let rules: Vec<&PolicyRule> = match rb.role_ref.kind.as_str() {
-                "ClusterRole" => self.cluster_role_rules(&rb.role_ref.name),
-                "Role" => self.roles.get(&(ns.clone(), rb.role_ref.name.clone())).map(|r| r.rules.iter().flatten().collect()).unwrap_or_default(),
-                _ => Vec::new(),
-            };
-            if rules.into_iter().any(|r| rule_allows(r, a)) {
-                return true;
+        for ((ns, name), rb) in self.bindings_in(&a.namespace) {
+            let Some(subject) = rb.subjects.iter().flatten().find(|s| subject_matches(s, id, ns)) else { continue };
+            if self.binding_rules(ns, rb).into_iter().any(|r| rule_allows(r, a)) {
+                return Some(format!(
+                    "RBAC: allowed by RoleBinding \"{name}/{ns}\" of {} \"{}\" to {}",
+                    rb.role_ref.kind,
+                    rb.role_ref.name,
+                    subject_text(subject)
+                ));
             }
         }
-        false
+        None
+    }
+
+    fn bindings_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = (&'a (String, String), &'a RoleBinding)> + 'a {
+        let lo = (namespace.to_string(), String::new());
+        self.role_bindings.range(lo..).take_while(move |((ns, _), _)| ns == namespace)
+    }
+
+    fn binding_rules(&self, ns: &str, rb: &RoleBinding) -> Vec<&PolicyRule> {
+        match rb.role_ref.kind.as_str() {
+            "ClusterRole" => self.cluster_role_rules(&rb.role_ref.name),
+            "Role" => self.roles.get(&(ns.to_string(), rb.role_ref.name.clone())).map(|r| r.rules.iter().flatten().collect()).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every rule that applies to `id` in `namespace` (cluster-wide bindings, then the namespace's), for
+    /// SelfSubjectRulesReview.
+    pub fn rules_for(&self, id: &Identity, namespace: &str) -> Vec<PolicyRule> {
+        let mut out: Vec<PolicyRule> = Vec::new();
+        for crb in self.cluster_role_bindings.values() {
+            if crb.role_ref.kind == "ClusterRole" && crb.subjects.iter().flatten().any(|s| subject_matches(s, id, "")) {
+                out.extend(self.cluster_role_rules(&crb.role_ref.name).into_iter().cloned());
+            }
+        }
+        for ((ns, _), rb) in self.bindings_in(namespace) {
+            if rb.subjects.iter().flatten().any(|s| subject_matches(s, id, ns)) {
+                out.extend(self.binding_rules(ns, rb).into_iter().cloned());
+            }
+        }
+        out
     }
 
     /// Apply one stored object (None: deleted) under its store key.

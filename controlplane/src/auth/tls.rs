@@ -131,5 +131,5 @@ impl ResolvesServerCert for RotatingCert {
 /// The identity in a verified client certificate.
 pub fn peer_identity(cert: &PeerCert) -> Option<Identity> {
     let (user, groups) = subject_of(cert.0.as_deref()?)?;
-    Some(Identity { user, uid: String::new(), groups })
+    Some(Identity { user, groups, ..Default::default() })
 }
