@@ -256,6 +256,7 @@ mod tests {
         PodObjects {
             config_maps: [("cm".to_string(), Some(cm)), ("gone".to_string(), None)].into(),
             secrets: [("s".to_string(), Some(s))].into(),
+            ..Default::default()
         }
     }
 

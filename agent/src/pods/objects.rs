@@ -1,15 +1,52 @@
-//! The ConfigMaps and Secrets a pod refers to (env, envFrom, volumes), fetched together so that the env and volume
-//! planners stay pure: they get a [`PodObjects`] in which `None` means "not found".
+//! The ConfigMaps and Secrets a pod refers to (env, envFrom, volumes), and the service account tokens its
+//! projected volumes ask for, fetched together so that the env and volume planners stay pure: they get a
+//! [`PodObjects`] in which `None` means "not found".
+//!
+//! Tokens are asked for with a TokenRequest bound to the pod (so that they die with it), and kept until they are
+//! due for refresh as the kubelet's token manager does: past 80 % of their life or older than 24 hours. When a
+//! refresh fails, a token that has not expired yet is kept.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::Api;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use kube::api::PostParams;
+use kube::{Api, ResourceExt};
+
+/// A projected token: (audience, or "" for the API server's; expirationSeconds).
+pub type TokenKey = (String, i64);
+
+/// A service account token as the API server issued it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProjectedToken {
+    pub token: String,
+    pub issued: SystemTime,
+    pub expires: SystemTime,
+}
+
+impl std::fmt::Debug for ProjectedToken {
+    // Never print a token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectedToken").field("issued", &self.issued).field("expires", &self.expires).finish_non_exhaustive()
+    }
+}
+
+impl ProjectedToken {
+    /// The kubelet's requiresRefresh: past 80 % of its lifetime, or older than 24 hours.
+    pub fn due(&self, now: SystemTime) -> bool {
+        let life = self.expires.duration_since(self.issued).unwrap_or_default();
+        let age = now.duration_since(self.issued).unwrap_or_default();
+        age >= life.mul_f64(0.8) || age >= Duration::from_secs(24 * 3600)
+    }
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct PodObjects {
     pub config_maps: BTreeMap<String, Option<ConfigMap>>,
     pub secrets: BTreeMap<String, Option<Secret>>,
+    /// The tokens of the pod's serviceAccountToken projections, or why there is none.
+    pub tokens: BTreeMap<TokenKey, Result<ProjectedToken, String>>,
 }
 
 impl PodObjects {
@@ -93,10 +130,77 @@ pub fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
     (cms, secrets)
 }
 
+/// The tokens the pod's projected volumes ask for.
+pub fn token_requests(pod: &Pod) -> BTreeSet<TokenKey> {
+    let Some(spec) = pod.spec.as_ref() else { return BTreeSet::new() };
+    spec.volumes
+        .iter()
+        .flatten()
+        .flat_map(|v| v.projected.iter().flat_map(|p| p.sources.iter().flatten()))
+        .filter_map(|src| src.service_account_token.as_ref())
+        .map(|t| (t.audience.clone().unwrap_or_default(), t.expiration_seconds.unwrap_or(3600)))
+        .collect()
+}
+
+/// Ask the API server for a token of the pod's service account, bound to the pod.
+async fn request_token(client: &kube::Client, namespace: &str, pod: &Pod, key: &TokenKey) -> Result<ProjectedToken, String> {
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone().filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| "default".into());
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: if key.0.is_empty() { vec![] } else { vec![key.0.clone()] },
+            expiration_seconds: Some(key.1),
+            bound_object_ref: Some(BoundObjectReference {
+                kind: Some("Pod".into()),
+                api_version: Some("v1".into()),
+                name: Some(pod.name_any()),
+                uid: pod.uid(),
+            }),
+        },
+        ..Default::default()
+    };
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let issued = SystemTime::now();
+    let answer = api
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await
+        .map_err(|e| format!("failed to fetch token: {e}"))?;
+    let status = answer.status.ok_or("failed to fetch token: the answer has no status")?;
+    if status.token.is_empty() {
+        return Err("failed to fetch token: the answer has no token".into());
+    }
+    Ok(ProjectedToken { token: status.token, issued, expires: SystemTime::from(status.expiration_timestamp.0) })
+}
+
 /// GETs every referenced object; a 404 becomes `None`, any other error fails the whole fetch (retried later).
-pub async fn fetch(client: &kube::Client, namespace: &str, pod: &Pod) -> Result<PodObjects, kube::Error> {
+/// Tokens of `previous` that are not due for refresh are kept; a token that cannot be had is an `Err` entry.
+pub async fn fetch(client: &kube::Client, namespace: &str, pod: &Pod, previous: Option<&PodObjects>) -> Result<PodObjects, kube::Error> {
     let (cms, secrets) = referenced(pod);
     let mut out = PodObjects::default();
+    let now = SystemTime::now();
+    for key in token_requests(pod) {
+        let kept = previous.and_then(|p| p.tokens.get(&key)).and_then(|t| t.as_ref().ok());
+        let entry = match kept {
+            Some(t) if !t.due(now) => Ok(t.clone()),
+            _ => match request_token(client, namespace, pod, &key).await {
+                Ok(t) => {
+                    tracing::debug!(audience = %key.0, "service account token fetched");
+                    Ok(t)
+                }
+                Err(e) => match kept {
+                    Some(t) if t.expires > now => {
+                        tracing::warn!(error = %e, "refreshing a service account token failed; keeping the current one");
+                        Ok(t.clone())
+                    }
+                    _ => Err(e),
+                },
+            },
+        };
+        out.tokens.insert(key, entry);
+    }
     let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     for name in cms {
         let v = cm_api.get_opt(&name).await?;
@@ -130,6 +234,23 @@ mod tests {
         let (cms, secrets) = referenced(&pod);
         assert_eq!(cms.into_iter().collect::<Vec<_>>(), ["cm1", "cm2", "cm3", "cm4"]);
         assert_eq!(secrets.into_iter().collect::<Vec<_>>(), ["s1", "s2", "s3", "s4"]);
+    }
+
+    #[test]
+    fn tokens_are_refreshed_as_the_kubelet_does() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let hour = ProjectedToken { token: "t".into(), issued: t0, expires: t0 + Duration::from_secs(3600) };
+        assert!(!hour.due(t0 + Duration::from_secs(2879)));
+        assert!(hour.due(t0 + Duration::from_secs(2880)), "at 80 % of its life");
+        let year = ProjectedToken { token: "t".into(), issued: t0, expires: t0 + Duration::from_secs(365 * 86400) };
+        assert!(!year.due(t0 + Duration::from_secs(23 * 3600)));
+        assert!(year.due(t0 + Duration::from_secs(24 * 3600)), "after a day at the latest");
+        assert!(!format!("{hour:?}").contains("\"t\""), "a token is never printed");
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [],
+            "volumes": [{"name": "a", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}},
+                                                                  {"serviceAccountToken": {"path": "vault", "audience": "vault", "expirationSeconds": 600}}]}}]}}))
+        .unwrap();
+        assert_eq!(token_requests(&pod).into_iter().collect::<Vec<_>>(), [("".to_string(), 3600), ("vault".to_string(), 600)]);
     }
 
     #[test]

@@ -343,7 +343,8 @@ impl Worker {
     async fn refresh_objects(&mut self, pod: &Pod) -> Result<PodObjects, WorkerError> {
         let fresh = self.objects.as_ref().is_some_and(|(at, _)| at.elapsed() < OBJECTS_REFRESH);
         if !fresh {
-            match objects::fetch(&self.env.client, &pod.namespace().unwrap_or_default(), pod).await {
+            let previous = self.objects.as_ref().map(|(_, o)| o);
+            match objects::fetch(&self.env.client, &pod.namespace().unwrap_or_default(), pod, previous).await {
                 Ok(o) => self.objects = Some((tokio::time::Instant::now(), o)),
                 Err(e) if self.objects.is_some() => tracing::warn!(error = %e, "fetching the pod's configmaps and secrets failed"),
                 Err(e) => return Err(e.into()),

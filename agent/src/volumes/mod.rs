@@ -8,7 +8,7 @@
 //! - hostPath: the host path itself, after the `type` check ([`host_path`]).
 //! - configMap, secret, downwardAPI, projected: files written by the [`atomic`] writer, so updates (re-projected
 //!   on the worker's periodic syncs) are atomic; secret and projected volumes live on a tmpfs, as the kubelet's.
-//!   `serviceAccountToken` projections are skipped (there is no token issuer yet).
+//!   `serviceAccountToken` projections write the pod's bound token (fetched and refreshed in [`PodObjects`]).
 //! - fsGroup: volume files get the group (best effort) and group read (write for emptyDir) permissions.
 //!
 //! Not done: mount propagation (`mountPropagation` is ignored: every bind mount is `rprivate`), persistent
@@ -193,7 +193,12 @@ fn plan_one(pod: &Pod, v: &Volume, objects: &PodObjects, ctx: &PodContext) -> Re
                 files.extend(downward_files(pod, d.items.as_deref().unwrap_or_default(), mode, ctx)?);
             }
             if let Some(t) = &src.service_account_token {
-                tracing::debug!(path = %t.path, "serviceAccountToken projection skipped: no token issuer yet");
+                let key = (t.audience.clone().unwrap_or_default(), t.expiration_seconds.unwrap_or(3600));
+                match objects.tokens.get(&key) {
+                    Some(Ok(token)) => files.push(Projection { path: t.path.clone(), data: token.token.clone().into_bytes(), mode: mode as u32 }),
+                    Some(Err(e)) => return Err(VolumeError::NotFound(e.clone())),
+                    None => return Err(VolumeError::NotFound("failed to fetch token: not requested yet".into())),
+                }
             }
         }
         return Ok(Plan::Files { plugin: PROJECTED, tmpfs: true, files });
@@ -354,7 +359,13 @@ mod tests {
     fn objects() -> PodObjects {
         let cm: ConfigMap = serde_json::from_value(json!({"data": {"k1": "v1", "k2": "v2"}, "binaryData": {"b": "eA=="}})).unwrap();
         let s: Secret = serde_json::from_value(json!({"data": {"pw": "cHc="}})).unwrap();
-        PodObjects { config_maps: [("cm".to_string(), Some(cm))].into(), secrets: [("s".to_string(), Some(s))].into() }
+        let now = std::time::SystemTime::now();
+        let token = crate::pods::objects::ProjectedToken { token: "jwt".into(), issued: now, expires: now + std::time::Duration::from_secs(3600) };
+        PodObjects {
+            config_maps: [("cm".to_string(), Some(cm))].into(),
+            secrets: [("s".to_string(), Some(s))].into(),
+            tokens: [(("".to_string(), 3600), Ok(token)), (("vault".to_string(), 600), Err("failed to fetch token: 403".to_string()))].into(),
+        }
     }
 
     fn files(p: &Result<Plan, VolumeError>) -> Vec<(String, String, u32)> {
@@ -390,8 +401,14 @@ mod tests {
         assert_eq!(files(&plans[5].1), [("pw".into(), "pw".into(), 0o400)]);
         assert!(matches!(plans[5].1, Ok(Plan::Files { tmpfs: true, plugin: SECRET, .. })));
         assert_eq!(files(&plans[6].1), [("labels".into(), "a=\"1\"".into(), 0o644), ("cpu".into(), "2".into(), 0o644)]);
-        assert_eq!(files(&plans[7].1), [("k2".into(), "v2".into(), 0o644), ("pw".into(), "pw".into(), 0o644)]);
+        assert_eq!(files(&plans[7].1), [("k2".into(), "v2".into(), 0o644), ("pw".into(), "pw".into(), 0o644), ("token".into(), "jwt".into(), 0o644)]);
         assert!(files(&plans[8].1).is_empty());
+        // A token that could not be had holds the volume (and so the pod) back, saying why.
+        let p = pod(json!([{"name": "v", "projected": {"sources": [{"serviceAccountToken": {"path": "t", "audience": "vault", "expirationSeconds": 600}}]}},
+                           {"name": "w", "projected": {"sources": [{"serviceAccountToken": {"path": "t", "audience": "other"}}]}}]));
+        let plans = plan(&p, &objects(), &PodContext::default());
+        assert!(plans[0].1.as_ref().unwrap_err().to_string().contains("failed to fetch token: 403"));
+        assert!(plans[1].1.is_err());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! - read nodes, pods, services, endpoints, endpoint slices and namespaces (what its pods and its proxy need);
 //! - create, change and delete only its own Node, and its own Lease in kube-node-lease;
 //! - create only mirror pods bound to itself, and change the status of / delete only pods bound to it;
-//! - read a secret, configmap or service account only when a pod bound to it uses it;
+//! - read a secret, configmap or service account only when a pod bound to it uses it, and create service account
+//!   tokens only bound to such a pod, for its service account;
 //! - write events.
 //!
 //! Anything else gets no opinion here and goes on to RBAC.
@@ -75,18 +76,31 @@ pub async fn authorize(node: &str, a: &Attributes, body: Option<&Value>, store: 
                 NoOpinion(format!("no relationship found between node {node:?} and this object"))
             }
         }
+        ("", "serviceaccounts", "token") if verb == "create" => {
+            // Tokens only for a pod bound to this node that runs as that service account, and bound to that pod.
+            let bound = body.and_then(|b| b.pointer("/spec/boundObjectRef"));
+            let pod_name = bound.and_then(|r| r.get("name")).and_then(Value::as_str).unwrap_or_default();
+            let is_pod = bound.and_then(|r| r.get("kind")).and_then(Value::as_str) == Some("Pod");
+            match pod_of(store, &a.namespace, pod_name).await {
+                Some(pod) if is_pod && pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) && references(&pod, "serviceaccounts", &a.name) => Allow,
+                _ => NoOpinion(format!("node {node:?} can only create tokens bound to pods scheduled on it, for their service accounts")),
+            }
+        }
         ("", "events", "") | ("events.k8s.io", "events", "") if matches!(verb, "create" | "update" | "patch") => Allow,
         _ => NoOpinion(String::new()),
     }
 }
 
-async fn pod_node(store: &dyn Store, ns: &str, name: &str) -> Option<String> {
+async fn pod_of(store: &dyn Store, ns: &str, name: &str) -> Option<Value> {
     if name.is_empty() {
         return None;
     }
     let kv = store.get(&format!("/registry/core/pods/{ns}/{name}")).await.ok()??;
-    let pod: Value = serde_json::from_slice(&kv.value).ok()?;
-    pod.pointer("/spec/nodeName").and_then(Value::as_str).map(str::to_string)
+    serde_json::from_slice(&kv.value).ok()
+}
+
+async fn pod_node(store: &dyn Store, ns: &str, name: &str) -> Option<String> {
+    pod_of(store, ns, name).await?.pointer("/spec/nodeName").and_then(Value::as_str).map(str::to_string)
 }
 
 /// Does a pod bound to `node` in `ns` use the `kind` object `name`? (upstream builds a graph; reading the
