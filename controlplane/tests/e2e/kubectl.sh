@@ -312,6 +312,48 @@ expect "node may not delete pods of others"    1 'forbidden' -- kubectl --kubeco
 expect "node may not create non-mirror pods"   1 'mirror pods' -- bash -c "printf '%s' '{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"sneaky\"},\"spec\":{\"nodeName\":\"n-a\",\"containers\":[{\"name\":\"c\",\"image\":\"busybox\"}]}}' | kubectl --kubeconfig $WORK/n-a.kubeconfig create -f -"
 expect "node may not read RBAC"                1 'forbidden' -- na get clusterroles
 expect "nothing written by refused requests"   1 'NotFound|not found' -- k get node n-b
+# Service accounts: one named default in every namespace with the CA ConfigMap, tokens (bound, legacy Secrets),
+# the pod admission, reviews (kubectl auth can-i / whoami, TokenReview), OIDC discovery.
+sat() { local t=$1; shift; kubectl --request-timeout=20s --kubeconfig /dev/null --server "$U" --certificate-authority "$DATA/pki/ca.crt" --token "$t" "$@"; }
+expect "a new namespace has the default service account" 0 'serviceaccount/default' -- bash -c "kubectl create ns sa-test >/dev/null && kubectl -n sa-test get sa default -o name"
+expect "and the cluster CA as kube-root-ca.crt" 0 'BEGIN CERTIFICATE' -- k -n sa-test get cm kube-root-ca.crt -o 'jsonpath={.data.ca\.crt}'
+k -n sa-test delete sa default >/dev/null; k -n sa-test patch cm kube-root-ca.crt -p '{"data":{"ca.crt":"tampered"}}' >/dev/null
+ok=""; for _ in $(seq 1 60); do
+  [ "$(k -n sa-test get sa default -o name 2>/dev/null)" = serviceaccount/default ] &&
+    k -n sa-test get cm kube-root-ca.crt -o 'jsonpath={.data.ca\.crt}' | cmp -s - "$DATA/pki/ca.crt" && { ok=1; break; }
+  sleep 0.5; done
+[ -n "$ok" ] && pass "a deleted default account and a changed CA ConfigMap are put back" || fail "default account / CA ConfigMap repair"
+expect "kubectl create token"                  0 '^eyJ' -- k -n sa-test create token default
+SA_TOKEN=$(k -n sa-test create token default --duration 15m)
+expect "the token authenticates as the account" 0 'system:serviceaccount:sa-test:default' -- sat "$SA_TOKEN" auth whoami
+expect "the account has no role yet"           1 'cannot list resource "pods"' -- sat "$SA_TOKEN" get pods -n sa-test
+expect "a token shorter than 10 minutes is refused" 1 'less than 10 minutes' -- k -n sa-test create token default --duration 5m
+expect "a token for a missing account"         1 'serviceaccounts "nope" not found' -- k -n sa-test create token nope
+expect "a pod of a missing account is refused" 1 'error looking up service account sa-test/nope' -- k -n sa-test run p0 --image=busybox --overrides='{"spec":{"serviceAccountName":"nope"}}'
+expect "a pod gets the token volume"           0 '^kube-api-access-[a-z0-9]{5} /var/run/secrets/kubernetes.io/serviceaccount$' -- bash -c "kubectl -n sa-test run p --image=busybox >/dev/null && kubectl -n sa-test get pod p -o jsonpath='{.spec.volumes[0].name} {.spec.containers[0].volumeMounts[0].mountPath}'"
+POD_TOKEN=$(k -n sa-test create token default --bound-object-kind Pod --bound-object-name p)
+expect "a token bound to the pod names it"     0 'pod-name +\[p\]' -- sat "$POD_TOKEN" auth whoami
+expect "bound to a pod that is not there"      1 'pods "gone" not found' -- k -n sa-test create token default --bound-object-kind Pod --bound-object-name gone
+k -n sa-test delete pod p --force --grace-period=0 >/dev/null 2>&1
+expect "deleting the pod revokes its token"    0 '^401$' -- code -H "Authorization: Bearer $POD_TOKEN" "$U/api"
+printf '%s' '{"apiVersion":"v1","kind":"Secret","metadata":{"name":"legacy","annotations":{"kubernetes.io/service-account.name":"default"}},"type":"kubernetes.io/service-account-token"}' >"$WORK/legacy.json"
+expect "a service-account-token Secret is filled in" 0 'created' -- k -n sa-test create -f "$WORK/legacy.json"
+LEGACY=$(k -n sa-test get secret legacy -o 'jsonpath={.data.token}' | base64 -d)
+expect "its token authenticates"               0 '^200$' -- code -H "Authorization: Bearer $LEGACY" "$U/api"
+expect "deleting the Secret revokes it"        0 '^401$' -- bash -c "kubectl -n sa-test delete secret legacy >/dev/null; curl -s -o /dev/null -w '%{http_code}' --cacert $DATA/pki/ca.crt -H 'Authorization: Bearer $LEGACY' $U/api"
+expect "a token Secret for a missing account is refused" 1 'serviceaccount "nope" not found' -- bash -c "sed 's/\"default\"/\"nope\"/' $WORK/legacy.json | kubectl -n sa-test create -f -"
+expect "a token of a deleted account is refused" 0 '^401$' -- bash -c "kubectl -n sa-test delete sa default >/dev/null; curl -s -o /dev/null -w '%{http_code}' --cacert $DATA/pki/ca.crt -H 'Authorization: Bearer $SA_TOKEN' $U/api"
+expect "kubectl auth can-i (admin)"            0 '^yes$' -- k auth can-i create pods
+expect "kubectl auth can-i --as alice: no"     1 '^no$'  -- k auth can-i delete deployments --as alice -n default
+expect "kubectl auth can-i --as alice: yes"    0 '^yes$' -- k auth can-i list pods --as alice -n default
+expect "kubectl auth can-i --list"             0 'pods +\[\] +\[\] +\[get list watch\]' -- k auth can-i --list --as alice -n default
+expect "kubectl auth whoami"                   0 'skiff-admin' -- k auth whoami
+expect "a user asks about themselves with their own token" 0 '^no$' -- bash -c "kubectl --kubeconfig /dev/null --server $U --certificate-authority $DATA/pki/ca.crt --token $ALICE_TOKEN auth can-i delete nodes; true"
+expect "TokenReview of a forged token"         0 'invalid bearer token' -- bash -c "printf '%s' '{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenReview\",\"spec\":{\"token\":\"eyJhbGciOiJFUzI1NiJ9.e30.AAAA\"}}' | kubectl create -f - -o 'jsonpath={.status.error}'"
+expect "SubjectAccessReview"                   0 '^true$' -- bash -c "printf '%s' '{\"apiVersion\":\"authorization.k8s.io/v1\",\"kind\":\"SubjectAccessReview\",\"spec\":{\"user\":\"alice\",\"resourceAttributes\":{\"namespace\":\"default\",\"verb\":\"get\",\"resource\":\"pods\"}}}' | kubectl create -f - -o 'jsonpath={.status.allowed}'"
+expect "OIDC discovery document"               0 '"jwks_uri"' -- acurl -s "$U/.well-known/openid-configuration"
+expect "and its keys"                          0 '"kty":"EC"' -- acurl -s "$U/openid/v1/jwks"
+expect "a user without the role may not read them" 0 '^403$' -- code -H "Authorization: Bearer $ALICE_TOKEN" "$U/openid/v1/jwks"
 printf 'X-Big: %s\r\n' "$(head -c 200000 /dev/zero | tr '\0' a)" >"$WORK/big-header"
 expect "oversized request headers: 431"        0 '^431$'  -- code -H @"$WORK/big-header" -H "Authorization: Bearer $ALICE_TOKEN" "$U/api"
 expect "oversized body: 413"                   0 '^413$'  -- bash -c "head -c 4000000 /dev/zero | tr '\0' a | curl -s -o /dev/null -w '%{http_code}' --cacert $DATA/pki/ca.crt --cert $WORK/admin.crt --key $WORK/admin.key -H 'Content-Type: application/json' -X POST --data-binary @- $U/api/v1/namespaces/default/configmaps"
