@@ -13,7 +13,7 @@ use skiff_controlplane::auth::{self, tls};
 use skiff_controlplane::controllers::leader::{self, LeaderConfig};
 use skiff_controlplane::controllers::{self, ControllersConfig};
 use skiff_controlplane::scheduler::{self, SchedulerConfig};
-use skiff_controlplane::store::etcd::{EtcdConfig, EtcdStore};
+use skiff_controlplane::store::etcd::{EtcdConfig, EtcdTls, EtcdStore};
 use skiff_controlplane::store::sqlite::{Durability, SqliteConfig, SqliteStore};
 use skiff_controlplane::store::Store;
 
@@ -45,6 +45,15 @@ struct Args {
     /// the Kubernetes layout; set one (such as /cluster-a) to share an etcd between clusters.
     #[arg(long, default_value = "")]
     etcd_prefix: String,
+    /// The CA (PEM) that signed etcd's serving certificate: talk to etcd over TLS (https:// endpoints).
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth; with --etcd-keyfile.
+    #[arg(long, requires = "etcd_keyfile")]
+    etcd_certfile: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "etcd_certfile")]
+    etcd_keyfile: Option<PathBuf>,
     /// Store durability: full (fsync every commit; survives power loss) or normal (survives a crash).
     #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
     durability: String,
@@ -324,7 +333,19 @@ async fn main() -> anyhow::Result<()> {
         let store = Arc::new(store);
         (store.clone(), Some(store))
     } else {
-        let config = EtcdConfig { endpoints: args.etcd_servers.clone(), prefix: args.etcd_prefix.clone() };
+        let read = |flag: &str, p: &PathBuf| std::fs::read(p).with_context(|| format!("{flag} {}", p.display()));
+        let tls = match (&args.etcd_cafile, &args.etcd_certfile, &args.etcd_keyfile) {
+            (None, None, None) => None,
+            (None, _, _) => anyhow::bail!("--etcd-certfile/--etcd-keyfile need --etcd-cafile (the CA of etcd's serving certificate)"),
+            (Some(ca), cert, key) => Some(EtcdTls {
+                ca_pem: read("--etcd-cafile", ca)?,
+                client: match (cert, key) {
+                    (Some(c), Some(k)) => Some((read("--etcd-certfile", c)?, read("--etcd-keyfile", k)?)),
+                    _ => None,
+                },
+            }),
+        };
+        let config = EtcdConfig { endpoints: args.etcd_servers.clone(), prefix: args.etcd_prefix.clone(), tls };
         let store = EtcdStore::connect(config).await.context("connecting to etcd")?;
         tracing::info!(endpoints = %args.etcd_servers.join(","), prefix = %args.etcd_prefix, "store: etcd");
         (Arc::new(store), None)

@@ -40,6 +40,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Errors of connecting to etcd and of single etcd requests.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
+    #[error("etcd at {endpoints}: {what}")]
+    Config { endpoints: String, what: String },
     #[error("connecting to etcd at {endpoints}: {source}")]
     Connect { endpoints: String, source: etcd_client::Error },
     #[error("etcd {op} (endpoints {endpoints}): {source}")]
@@ -60,11 +62,43 @@ pub struct EtcdConfig {
     pub endpoints: Vec<String>,
     /// Prepended to every store key.
     pub prefix: String,
+    /// TLS towards etcd (`https://` endpoints): the CA that signed etcd's serving certificate and, for etcd's
+    /// `--client-cert-auth`, a client certificate and key. PEM.
+    pub tls: Option<EtcdTls>,
+}
+
+#[derive(Clone, Default)]
+pub struct EtcdTls {
+    pub ca_pem: Vec<u8>,
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    // Never print a private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls").field("client_certificate", &self.client.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl EtcdConfig {
     pub fn new(endpoints: Vec<String>) -> Self {
-        EtcdConfig { endpoints, prefix: String::new() }
+        EtcdConfig { endpoints, prefix: String::new(), tls: None }
+    }
+
+    /// Endpoints and TLS must agree: every endpoint `https://` with TLS settings, `http://` without.
+    pub fn check(&self) -> Result<(), String> {
+        if self.endpoints.is_empty() {
+            return Err("no etcd endpoints".into());
+        }
+        for e in &self.endpoints {
+            match (e.split_once("://").map(|(s, _)| s), self.tls.is_some()) {
+                (Some("https"), true) | (Some("http"), false) => {}
+                (Some("http"), true) => return Err(format!("{e}: TLS settings are given, so the endpoint must be https://")),
+                (Some("https"), false) => return Err(format!("{e}: an https:// endpoint needs the CA of etcd's certificate (--etcd-cafile)")),
+                _ => return Err(format!("{e}: not an http:// or https:// URL")),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -108,11 +142,19 @@ impl EtcdStore {
     /// Connect to the etcd cluster and check that it answers.
     pub async fn connect(config: EtcdConfig) -> Result<Self, EtcdError> {
         let endpoints = config.endpoints.join(",");
-        let opts = ConnectOptions::new()
+        config.check().map_err(|what| EtcdError::Config { endpoints: endpoints.clone(), what })?;
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_require_leader(true);
+        if let Some(tls) = &config.tls {
+            let mut t = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.client {
+                t = t.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            opts = opts.with_tls(t);
+        }
         let client = Client::connect(&config.endpoints, Some(opts))
             .await
             .map_err(|source| EtcdError::Connect { endpoints: endpoints.clone(), source })?;
