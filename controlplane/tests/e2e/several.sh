@@ -51,12 +51,27 @@ ip netns add "$LAB" && ip -n "$LAB" link set lo up || { fail "create the lab nam
 lab() { nsenter --net="/run/netns/$LAB" "$@"; }
 CPORT=$((24000 + RANDOM % 1000)); PPORT=$((CPORT + 1000))
 # nsenter execs the program: $! is the daemon's PID.
+# etcd as kubeadm runs it: TLS with client-certificate authentication (its own CA, made here with openssl).
+E=$WORK/etcd-pki; mkdir -p "$E"
+ossl_cert() { # NAME SUBJECT EXTENSIONS
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$2" -keyout "$E/$1.key" -out "$E/$1.csr" 2>/dev/null &&
+    openssl x509 -req -in "$E/$1.csr" -CA "$E/ca.crt" -CAkey "$E/ca.key" -CAcreateserial -days 2 -out "$E/$1.crt" \
+      -extfile <(printf '%s\n' "$3") 2>/dev/null
+}
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=etcd-ca" -keyout "$E/ca.key" -out "$E/ca.crt" 2>/dev/null &&
+  ossl_cert server "/CN=etcd" "subjectAltName=IP:127.0.0.1
+extendedKeyUsage=serverAuth" &&
+  ossl_cert client "/CN=kube-apiserver-etcd-client" "extendedKeyUsage=clientAuth" || { fail "make etcd's certificates"; exit 1; }
 nsenter --net="/run/netns/$LAB" etcd --name e2e --data-dir "$WORK/etcd" \
-  --listen-client-urls "http://127.0.0.1:$CPORT" --advertise-client-urls "http://127.0.0.1:$CPORT" \
+  --listen-client-urls "https://127.0.0.1:$CPORT" --advertise-client-urls "https://127.0.0.1:$CPORT" \
+  --cert-file "$E/server.crt" --key-file "$E/server.key" --trusted-ca-file "$E/ca.crt" --client-cert-auth \
   --listen-peer-urls "http://127.0.0.1:$PPORT" --initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
   --initial-cluster "e2e=http://127.0.0.1:$PPORT" --log-level error >"$WORK/etcd.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 100); do lab curl -sf "http://127.0.0.1:$CPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 1 100); do lab curl -sf --cacert "$E/ca.crt" --cert "$E/client.crt" --key "$E/client.key" "https://127.0.0.1:$CPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
+ETCD_ARGS=(--etcd-servers "https://127.0.0.1:$CPORT" --etcd-cafile "$E/ca.crt" --etcd-certfile "$E/client.crt" --etcd-keyfile "$E/client.key")
+OUT=$(lab "$BIN" --data-dir "$WORK/refused" --listen 127.0.0.1:0 --etcd-servers "https://127.0.0.1:$CPORT" --etcd-cafile "$E/ca.crt" 2>&1) &&
+  fail "an API server without an etcd client certificate started" || pass "without an etcd client certificate the API server refuses to start"
 
 PORT_A=$((26000 + RANDOM % 1000)); PORT_B=$((PORT_A + 1000))
 # start NAME PORT: an API server with controllers and scheduler over the shared etcd. B gets A's CA first (one
@@ -65,7 +80,7 @@ declare -A PID
 start() {
   mkdir -p "$WORK/$1"
   [ "$1" = b ] && cp -a "$WORK/a/pki" "$WORK/b/"
-  nsenter --net="/run/netns/$LAB" "$BIN" --data-dir "$WORK/$1" --listen "127.0.0.1:$2" --etcd-servers "http://127.0.0.1:$CPORT" >>"$WORK/$1.log" 2>&1 &
+  nsenter --net="/run/netns/$LAB" "$BIN" --data-dir "$WORK/$1" --listen "127.0.0.1:$2" "${ETCD_ARGS[@]}" >>"$WORK/$1.log" 2>&1 &
   PID[$1]=$!; PIDS+=($!)
   for _ in $(seq 1 150); do
     [ -s "$WORK/$1/kubeconfig" ] && lab curl -sf --cacert "$WORK/$1/pki/ca.crt" "https://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return 0
@@ -81,6 +96,10 @@ kb() { lab kubectl --kubeconfig "$WORK/b/kubeconfig" --request-timeout=20s "$@";
 expect "both serve"                       0 'kube-system' -- kb get ns
 expect "a write through A"                0 'created'     -- ka create configmap one --from-literal=k=v
 expect "is read through B"                0 'one'         -- kb get configmap one -o name
+# Service account tokens: one signing key per cluster (B has A's pki), so a token from A works on B, and the
+# default account of a namespace made through A is there through B.
+SA_TOKEN=$(ka create token default --duration 15m 2>&1)
+expect "a token issued by A authenticates at B" 0 'system:serviceaccount:default:default' -- lab kubectl --request-timeout=20s --kubeconfig /dev/null --server "https://127.0.0.1:$PORT_B" --certificate-authority "$WORK/b/pki/ca.crt" --token "$SA_TOKEN" auth whoami
 # A watch through B sees writes through A, in order.
 nsenter --net="/run/netns/$LAB" kubectl --kubeconfig "$WORK/b/kubeconfig" get configmaps --watch-only \
   -o 'jsonpath={.metadata.name}{"\n"}' >"$WORK/watch-b" 2>&1 &
