@@ -217,3 +217,36 @@ async fn serving_certificate_rotates_without_downtime() {
     let fresh = client(&c.ca.cert_pem, Some((&c.ca, "root", Some("system:masters"))));
     assert_eq!(fresh.get(format!("{}/api", c.url)).send().await.unwrap().status(), 200);
 }
+
+/// The default RBAC objects are brought up to date at start (missing rules and subjects added) unless an
+/// administrator turned autoupdate off.
+#[tokio::test]
+async fn bootstrap_policy_is_reconciled_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(SqliteConfig::new(dir.path().join("store.db"))).unwrap());
+    let boot = || async {
+        let authz = auth::Auth::new(store.clone(), Default::default(), None);
+        let server = ApiServer::with_auth(store.clone(), Config::default(), Some(authz), None);
+        server.start().await.unwrap();
+    };
+    boot().await;
+    let get = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            let kv = store.get(&format!("/registry/rbac.authorization.k8s.io/clusterroles/{name}")).await.unwrap().unwrap();
+            (serde_json::from_slice::<Value>(&kv.value).unwrap(), kv.mod_revision)
+        }
+    };
+    // An older cluster: edit lacks its last rules; view has an administrator's rule and autoupdate off, and lacks one.
+    let (mut edit, rev) = get("edit").await;
+    let full = edit["rules"].as_array().unwrap().len();
+    edit["rules"].as_array_mut().unwrap().truncate(2);
+    store.update("/registry/rbac.authorization.k8s.io/clusterroles/edit", serde_json::to_vec(&edit).unwrap(), rev).await.unwrap();
+    let (mut view, rev) = get("view").await;
+    view["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] = json!("false");
+    view["rules"] = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]);
+    store.update("/registry/rbac.authorization.k8s.io/clusterroles/view", serde_json::to_vec(&view).unwrap(), rev).await.unwrap();
+    boot().await;
+    assert_eq!(get("edit").await.0["rules"].as_array().unwrap().len(), full, "missing rules are added back");
+    assert_eq!(get("view").await.0["rules"], json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]), "autoupdate false is left alone");
+}

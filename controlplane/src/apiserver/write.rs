@@ -546,12 +546,64 @@ pub async fn ensure_bootstrap_policy(s: &Arc<ApiServer>) -> Result<(), ApiError>
         for obj in objs {
             let t = Target { info, namespace: None, name: None, sub: None };
             let req = Req { user: None, method: axum::http::Method::POST, headers: Default::default(), query: Default::default(), body: Default::default() };
-            match create_object(s, &t, obj, &req).await {
+            let name = name_of(&obj).to_string();
+            match create_object(s, &t, obj.clone(), &req).await {
                 Ok(_) => {}
-                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) if e.reason == "AlreadyExists" => reconcile_bootstrap(s, info, &name, &obj).await?,
                 Err(e) => return Err(e),
             }
         }
+    }
+    Ok(())
+}
+
+/// An existing default role or binding marked `rbac.authorization.kubernetes.io/autoupdate: "true"` gets what a
+/// newer Skiff adds to it (missing rules, aggregation selectors, subjects), as upstream reconciles its bootstrap
+/// policy at start; an administrator who set the annotation to "false" keeps theirs untouched.
+async fn reconcile_bootstrap(s: &ApiServer, info: &'static ResourceInfo, name: &str, want: &Value) -> Result<(), ApiError> {
+    let key = info.key(None, name);
+    let Some(kv) = s.store.get(&key).await.map_err(|e| ApiError::from_store(info, name, e))? else { return Ok(()) };
+    let mut have = codec::object_from_kv(&kv)?;
+    if have.pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate").and_then(Value::as_str) != Some("true") {
+        return Ok(());
+    }
+    let mut changed = false;
+    let mut union = |have: &mut Value, field: &str, want: &Value| {
+        let Some(wanted) = want.pointer(field).and_then(Value::as_array) else { return };
+        if have.pointer(field).is_none_or(|v| !v.is_array()) {
+            let (parent, leaf) = field.rsplit_once('/').unwrap_or(("", field));
+            if let Some(p) = if parent.is_empty() { Some(&mut *have) } else { have.pointer_mut(parent) }.and_then(Value::as_object_mut) {
+                p.insert(leaf.to_string(), json!([]));
+            } else {
+                return;
+            }
+        }
+        let Some(list) = have.pointer_mut(field).and_then(Value::as_array_mut) else { return };
+        for w in wanted {
+            if !list.contains(w) {
+                list.push(w.clone());
+                changed = true;
+            }
+        }
+    };
+    union(&mut have, "/rules", want);
+    union(&mut have, "/subjects", want);
+    if want.get("aggregationRule").is_some() {
+        if have.get("aggregationRule").is_none() {
+            have["aggregationRule"] = json!({"clusterRoleSelectors": []});
+        }
+        union(&mut have, "/aggregationRule/clusterRoleSelectors", want);
+    }
+    if !changed {
+        return Ok(());
+    }
+    if let Some(m) = have.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    match s.store.update(&key, codec::to_stored(&have), kv.mod_revision).await {
+        Ok(_) => tracing::info!(kind = info.kind, name, "default RBAC object brought up to date"),
+        // Another API server did it first.
+        Err(e) => tracing::debug!(kind = info.kind, name, error = %e, "reconciling a default RBAC object"),
     }
     Ok(())
 }
