@@ -1,8 +1,10 @@
 //! TLS bootstrap (the kubelet's `--bootstrap-kubeconfig`): a new node has only a bootstrap token; it makes a key,
 //! sends a CertificateSigningRequest for `CN=system:node:<name>, O=system:nodes` to signer
 //! `kubernetes.io/kube-apiserver-client-kubelet`, waits for the control plane to approve and sign it, and writes
-//! its own kubeconfig (mode 0600) with the certificate. On later starts, once two thirds of that certificate's life
-//! have passed, it renews it the same way with its own credentials.
+//! its own kubeconfig (mode 0600) with the certificate. While it runs ([`renewal_loop`]), and at start, it renews
+//! that certificate the same way with its own credentials once it is due: at a random point between 70 and 90 % of
+//! its life, as the kubelet's certificate manager. The API client takes the new certificate on its next connection
+//! (`skiff_tls::client`).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -39,10 +41,10 @@ pub async fn ensure_credentials(config: &Config) -> anyhow::Result<()> {
     let (Some(bootstrap), Some(target)) = (&config.bootstrap_kubeconfig, &config.kubeconfig) else { return Ok(()) };
     let creds = if target.exists() {
         match cert_validity(target) {
-            // The kubelet renews between 70 and 90 % of the lifetime; at start is when Skiff does.
-            Some((nb, na)) if SystemTime::now() < nb + na.duration_since(nb).unwrap_or_default() * 2 / 3 => return Ok(()),
+            // Not due yet (the earliest point the running agent would renew at): nothing to do.
+            Some((nb, na)) if SystemTime::now() < renewal_time(nb, na, 0.0) => return Ok(()),
             Some((_, na)) if SystemTime::now() < na => {
-                tracing::info!("node certificate past two thirds of its life: renewing");
+                tracing::info!("node certificate past 70 % of its life: renewing");
                 target.as_path()
             }
             _ => {
@@ -54,6 +56,19 @@ pub async fn ensure_credentials(config: &Config) -> anyhow::Result<()> {
         tracing::info!(bootstrap = %bootstrap.display(), "no node credentials yet: TLS bootstrap");
         bootstrap.as_path()
     };
+    let renewing = creds == target.as_path();
+    match obtain(config, creds, target).await {
+        // A renewal that fails leaves the current, still valid, certificate in use; the running agent tries again.
+        Err(e) if renewing => {
+            tracing::warn!(error = format!("{e:#}"), "renewing the node certificate at start failed; going on with the current one");
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+/// A certificate through the credentials in `creds`, written to `target`.
+async fn obtain(config: &Config, creds: &Path, target: &Path) -> anyhow::Result<()> {
     let kc = load(creds).await?;
     let ca = kc.root_cert.clone().and_then(|c| c.into_iter().next()).context("the bootstrap kubeconfig names no certificate authority")?;
     let server = kc.cluster_url.to_string().trim_end_matches('/').to_string();
@@ -65,6 +80,57 @@ pub async fn ensure_credentials(config: &Config) -> anyhow::Result<()> {
     write_private(target, &text).with_context(|| format!("writing {}", target.display()))?;
     tracing::info!(kubeconfig = %target.display(), "node credentials written");
     Ok(())
+}
+
+/// When a certificate issued at `not_before` and valid until `not_after` is due for renewal: at `jitter` (0..1)
+/// of the way between 70 and 90 % of its life.
+pub fn renewal_time(not_before: SystemTime, not_after: SystemTime, jitter: f64) -> SystemTime {
+    let life = not_after.duration_since(not_before).unwrap_or_default();
+    not_before + life.mul_f64(0.7 + 0.2 * jitter.clamp(0.0, 1.0))
+}
+
+/// Renew the node certificate whenever it is due, while the agent runs (only when the agent manages its own
+/// credentials, i.e. with --bootstrap-kubeconfig). A failed attempt is retried every 30 s.
+pub async fn renewal_loop(config: Config, client: kube::Client) {
+    let (Some(target), Some(_)) = (config.kubeconfig.clone(), &config.bootstrap_kubeconfig) else { return };
+    // Spread the nodes' renewals (no randomness needed beyond that: the clock's nanoseconds and the PID).
+    let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos() ^ std::process::id();
+    let jitter = f64::from(seed % 1000) / 999.0;
+    loop {
+        let Some((nb, na)) = cert_validity(&target) else {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            continue;
+        };
+        let due = renewal_time(nb, na, jitter);
+        let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+        if !wait.is_zero() {
+            // Wake at least hourly to look at the file again (someone may have replaced it).
+            tokio::time::sleep(wait.min(Duration::from_secs(3600))).await;
+            continue;
+        }
+        tracing::info!(expires = ?na, "node certificate due for renewal");
+        match renew(&config, &target, &client).await {
+            Ok(()) => tracing::info!(kubeconfig = %target.display(), "node certificate renewed"),
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "renewing the node certificate; retrying in 30 s");
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+    }
+}
+
+/// A new certificate through `client` (the node's own credentials), written over `target` with its server and CA.
+async fn renew(config: &Config, target: &Path, client: &kube::Client) -> anyhow::Result<()> {
+    use base64::Engine;
+    let kc = kube::config::Kubeconfig::read_from(target).with_context(|| format!("reading {}", target.display()))?;
+    let cluster = kc.clusters.first().and_then(|c| c.cluster.as_ref()).context("the node kubeconfig has no cluster")?;
+    let server = cluster.server.clone().context("the node kubeconfig names no server")?;
+    let ca = cluster.certificate_authority_data.clone().context("the node kubeconfig has no certificate-authority-data")?;
+    let ca = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(ca).context("certificate-authority-data")?)
+        .context("certificate-authority-data is not PEM")?;
+    let (cert, key) = request_certificate(client, &config.node_name).await?;
+    let user = format!("system:node:{}", config.node_name);
+    write_private(target, &skiff_tls::kubeconfig(&server, &user, &ca, &cert, &key)).with_context(|| format!("writing {}", target.display()))
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -111,4 +177,19 @@ async fn request_certificate(client: &kube::Client, node: &str) -> anyhow::Resul
         }
     }
     bail!("certificate signing request {name} was not approved within 15 minutes (kubectl certificate approve {name})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renews_between_70_and_90_percent() {
+        let nb = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let na = nb + Duration::from_secs(1_000);
+        assert_eq!(renewal_time(nb, na, 0.0), nb + Duration::from_secs(700));
+        assert_eq!(renewal_time(nb, na, 1.0), nb + Duration::from_secs(900));
+        assert_eq!(renewal_time(nb, na, 0.5), nb + Duration::from_secs(800));
+        assert_eq!(renewal_time(nb, na, 7.0), nb + Duration::from_secs(900), "jitter is clamped");
+    }
 }

@@ -13,6 +13,8 @@ pub enum ClientError {
     Failover(String),
     #[error("building the client: {0}")]
     Build(#[from] kube::Error),
+    #[error("building the client: {0}")]
+    Rotating(String),
 }
 
 #[derive(Clone, Debug)]
@@ -86,7 +88,19 @@ impl Config {
     }
 
     pub async fn client(&self) -> Result<kube::Client, ClientError> {
-        Ok(kube::Client::try_from(self.kube_config().await?)?)
+        let config = self.kube_config().await?;
+        self.client_for(config)
+    }
+
+    /// A client for `config` (from [`Config::kube_config`]). When --kubeconfig holds a client certificate, new
+    /// connections take the certificate the file holds then, so that a renewed one is used without a restart.
+    pub fn client_for(&self, config: kube::Config) -> Result<kube::Client, ClientError> {
+        match &self.kubeconfig {
+            Some(path) if skiff_tls::client::kubeconfig_credentials(path).is_ok() => {
+                skiff_tls::client::rotating_client(&config, path).map_err(ClientError::Rotating)
+            }
+            _ => Ok(kube::Client::try_from(config)?),
+        }
     }
 }
 

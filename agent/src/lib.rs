@@ -51,7 +51,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     use anyhow::Context;
     bootstrap::ensure_credentials(&config).await.context("TLS bootstrap")?;
     let kube_config = config.kube_config().await.context("reading the API client configuration")?;
-    let client = kube::Client::try_from(kube_config.clone()).context("building the API client")?;
+    let client = config.client_for(kube_config.clone()).context("building the API client")?;
+    // The node certificate is renewed while the agent runs (with --bootstrap-kubeconfig, as the kubelet's
+    // --rotate-certificates).
+    let renewal = tokio::spawn(bootstrap::renewal_loop(config.clone(), client.clone()));
     for d in [&config.root_dir, &config.run_dir, &config.log_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
@@ -96,5 +99,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     let _ = heartbeat.await;
     let _ = server.await;
+    renewal.abort();
     Ok(())
 }

@@ -44,6 +44,8 @@ pub enum RunError {
     Infer(#[from] kube::config::InferConfigError),
     #[error("building the client: {0}")]
     Client(#[from] kube::Error),
+    #[error("building the client: {0}")]
+    Rotating(String),
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
     #[error("waiting for the {0} cache: {1}")]
@@ -96,7 +98,13 @@ async fn client(config: &Config) -> Result<Client, RunError> {
         None => kube::Config::infer().await?,
     };
     let kc = skiff_tls::failover::apply(kc, &config.api_servers).await.map_err(RunError::Failover)?;
-    Ok(Client::try_from(kc)?)
+    match &config.kubeconfig {
+        // A node kubeconfig whose certificate the agent renews: new connections take the file's current one.
+        Some(path) if skiff_tls::client::kubeconfig_credentials(path).is_ok() => {
+            skiff_tls::client::rotating_client(&kc, path).map_err(RunError::Rotating)
+        }
+        _ => Ok(Client::try_from(kc)?),
+    }
 }
 
 /// A reflector cache fed by list + watch, and a task driving it that pokes `changed` on every event.

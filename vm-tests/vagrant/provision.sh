@@ -1,11 +1,14 @@
-#!/usr/bin/env bash
 # Provisions one Vagrant machine (run by `vagrant up` as root): installs Skiff's binaries from the synced folder,
-# runs them as systemd units. The control plane issues every machine's node credentials (system:node:NAME, a client
-# certificate of the cluster CA) and hands the workers theirs over the private network; the admin kubeconfig stays on
-# the control plane (vagrant ssh cp -c "kubectl get nodes").
-# Usage: provision.sh controlplane|worker NODE_NAME NODE_IP CP_IP BIN_DIR NODE_NAMES(comma-separated)
+# runs them as systemd units. Every node, the control plane's own included, joins with the bootstrap token the
+# Vagrantfile made (as kubeadm join): the agent makes its key, sends a CertificateSigningRequest, the control plane
+# approves and signs it, and the agent renews it while it runs. Workers fetch only the cluster CA (public) from the
+# control plane over the private network; the admin kubeconfig stays on the control plane
+# (vagrant ssh cp -c "kubectl get nodes").
+# Usage: provision.sh controlplane|worker NODE_NAME NODE_IP CP_IP BIN_DIR BOOTSTRAP_TOKEN(<6 hex>.<16 hex>)
 set -euo pipefail
-role=$1 name=$2 ip=$3 cp_ip=$4 bin=$5 nodes=${6:-$2}
+role=$1 name=$2 ip=$3 cp_ip=$4 bin=$5 token=$6
+[[ "$token" =~ ^([a-z0-9]{6})\.([a-z0-9]{16})$ ]] || { echo "bad bootstrap token (want <6>.<16> lower-case hex)" >&2; exit 1; }
+token_id=${BASH_REMATCH[1]} token_secret=${BASH_REMATCH[2]}
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq iptables iproute2 conntrack libseccomp2 curl ca-certificates >/dev/null
@@ -35,42 +38,48 @@ U
   systemctl daemon-reload
   systemctl enable --now skiff-controlplane
   for _ in $(seq 1 100); do [ -s /var/lib/skiff/controlplane/kubeconfig ] && break; sleep 0.2; done
-  mkdir -p /etc/skiff/nodes
-  for n in ${nodes//,/ }; do
-    skiff-controlplane kubeconfig --data-dir /var/lib/skiff/controlplane --user "system:node:$n" --group system:nodes \
-      --server "https://$cp_ip:6443" --out "/etc/skiff/nodes/$n.kubeconfig"
-  done
-  cp "/etc/skiff/nodes/$name.kubeconfig" "$kubeconfig"
   # kubectl as the admin, on the control plane only.
   for home in /root /home/vagrant; do
     mkdir -p "$home/.kube" && cp /var/lib/skiff/controlplane/kubeconfig "$home/.kube/config"
   done
   chown -R vagrant: /home/vagrant/.kube 2>/dev/null || true
-  # The workers fetch their node credentials from here, over the private network only, until provisioning is done.
-  # (No bootstrap-token join yet: see docs/security.md.)
-  cat >/etc/systemd/system/skiff-node-credentials.service <<U
+  # The bootstrap token, valid for a day from this provisioning (apply: a later provisioning extends it).
+  kubectl --kubeconfig /var/lib/skiff/controlplane/kubeconfig -n kube-system create secret generic "bootstrap-token-$token_id" \
+    --type bootstrap.kubernetes.io/token --from-literal=token-id="$token_id" --from-literal=token-secret="$token_secret" \
+    --from-literal=usage-bootstrap-authentication=true --from-literal=expiration="$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)" \
+    --dry-run=client -o yaml | kubectl --kubeconfig /var/lib/skiff/controlplane/kubeconfig apply -f - >/dev/null
+  # The cluster CA (public) for the workers, on the private network only.
+  mkdir -p /etc/skiff/public && cp /var/lib/skiff/controlplane/pki/ca.crt /etc/skiff/public/ca.crt
+  cat >/etc/systemd/system/skiff-cluster-ca.service <<U
 [Unit]
-Description=Hand the Skiff workers their node credentials on the private network
+Description=Serve the Skiff cluster CA certificate to joining nodes on the private network
 [Service]
-ExecStart=/usr/bin/python3 -m http.server 6480 --bind $cp_ip --directory /etc/skiff/nodes
+ExecStart=/usr/bin/python3 -m http.server 6480 --bind $cp_ip --directory /etc/skiff/public
 Restart=always
 [Install]
 WantedBy=multi-user.target
 U
   systemctl daemon-reload
-  systemctl enable --now skiff-node-credentials
+  systemctl enable --now skiff-cluster-ca
+  cp /etc/skiff/public/ca.crt /etc/skiff/ca.crt
 else
-  for _ in $(seq 1 300); do curl -fsS -o "$kubeconfig" "http://$cp_ip:6480/$name.kubeconfig" && break; sleep 1; done
-  [ -s "$kubeconfig" ] || { echo "could not fetch the node credentials from $cp_ip" >&2; exit 1; }
-  chmod 0600 "$kubeconfig"
+  for _ in $(seq 1 300); do curl -fsS -o /etc/skiff/ca.crt "http://$cp_ip:6480/ca.crt" && break; sleep 1; done
+  grep -q 'BEGIN CERTIFICATE' /etc/skiff/ca.crt 2>/dev/null || { echo "could not fetch the cluster CA from $cp_ip" >&2; exit 1; }
 fi
+# The bootstrap kubeconfig: the token and the CA, nothing else. The agent writes $kubeconfig with its own certificate.
+bk=/etc/skiff/bootstrap.kubeconfig
+kubectl config --kubeconfig="$bk" set-cluster skiff --server="https://$cp_ip:6443" --certificate-authority=/etc/skiff/ca.crt --embed-certs=true >/dev/null
+kubectl config --kubeconfig="$bk" set-credentials bootstrap --token="$token" >/dev/null
+kubectl config --kubeconfig="$bk" set-context skiff --cluster=skiff --user=bootstrap >/dev/null
+kubectl config --kubeconfig="$bk" use-context skiff >/dev/null
+chmod 0600 "$bk"
 cat >/etc/systemd/system/skiff-agent.service <<U
 [Unit]
 Description=Skiff node agent
 After=network-online.target
 Wants=network-online.target
 [Service]
-ExecStart=/usr/local/bin/skiff-agent --node-name $name --node-ip $ip --kubeconfig $kubeconfig --root-dir /var/lib/skiff --runtime /usr/local/bin/skiff-runtime
+ExecStart=/usr/local/bin/skiff-agent --node-name $name --node-ip $ip --bootstrap-kubeconfig $bk --kubeconfig $kubeconfig --root-dir /var/lib/skiff --runtime /usr/local/bin/skiff-runtime
 # SIGTERM only to the agent: its containers keep running across restarts.
 KillMode=process
 Restart=always
@@ -84,6 +93,9 @@ Description=Skiff service proxy (Services and pod routes)
 After=network-online.target
 Wants=network-online.target
 [Service]
+# The node's credentials are the agent's to obtain (TLS bootstrap): wait for them.
+ExecStartPre=/usr/bin/timeout 600 /bin/sh -c 'until [ -s $kubeconfig ]; do sleep 1; done'
+TimeoutStartSec=700
 ExecStart=/usr/local/bin/skiff-netproxy --kubeconfig $kubeconfig --node-name $name --node-ip $ip --cluster-cidr 10.244.0.0/16
 Restart=always
 [Install]

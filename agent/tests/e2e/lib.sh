@@ -86,7 +86,11 @@ stop_agent() {
 
 ip netns add "$LAB" && ip -n "$LAB" link set lo up || { fail "create the lab namespace"; exit 1; }
 # nsenter (not the lab function: that would fork a subshell and $! would not be the server's PID) execs the binary.
-nsenter --net="/run/netns/$LAB" "$BIN/skiff-controlplane" --data-dir "$WORK/cp" --listen "127.0.0.1:$PORT" >"$WORK/cp.log" 2>&1 &
+# Certificates of four minutes: the serving, admin, API-server-to-agent and node certificates are all renewed, in
+# place, several times during a run, under load.
+CERT_VALIDITY=${E2E_CERT_VALIDITY:-240}
+nsenter --net="/run/netns/$LAB" "$BIN/skiff-controlplane" --data-dir "$WORK/cp" --listen "127.0.0.1:$PORT" \
+  --cert-validity-secs "$CERT_VALIDITY" >"$WORK/cp.log" 2>&1 &
 CP_PID=$!
 for _ in $(seq 1 100); do [ -s "$WORK/cp/kubeconfig" ] && lab curl -sf --cacert "$WORK/cp/pki/ca.crt" "https://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 # The node joins with a bootstrap token (as kubeadm join): a token Secret, a kubeconfig holding only the token; the

@@ -35,6 +35,14 @@ cgs=$(for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do [ -d "$h$CGROOT" ] 
 monitors=$(ps -eo args= | grep -F "$WORK" | grep -cF " monitor ")
 [ "$monitors" = 0 ] && pass "no monitor process left" || fail "monitors left: $monitors"
 
+# Certificates renewed while everything ran (when the run outlived 90 % of a certificate's life).
+if [ "$SECONDS" -gt $((CERT_VALIDITY * 9 / 10 + 30)) ]; then
+  renewed=$(grep -c 'node certificate renewed' "$WORK/agent.log")
+  [ "$renewed" -ge 1 ] && pass "the agent renewed its node certificate $renewed time(s) while running" || fail "no node certificate renewal in the agent's log"
+  byself=$(k get csr -o 'jsonpath={range .items[*]}{.spec.username}{"\n"}{end}' | grep -c '^system:node:lab-node$')
+  [ "$byself" -ge 1 ] && pass "with its own credentials ($byself CSR(s) by system:node:lab-node)" || fail "no CSR by the node itself"
+  grep -q 'certificate renewed' "$WORK/cp.log" && pass "the API server renewed its certificates in place" || fail "no certificate renewal in the control plane's log"
+fi
 if [ "$FAILED" -gt 0 ]; then
   echo "--- agent log (tail)"; tail -30 "$WORK/agent.log"
 fi

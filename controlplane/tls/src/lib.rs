@@ -4,6 +4,7 @@
 //! in size (431 beyond). Hand-written over hyper-util because axum::serve has no TLS and axum-server's TLS does
 //! not expose the peer certificate per request.
 
+pub mod client;
 pub mod failover;
 
 use std::convert::Infallible;
