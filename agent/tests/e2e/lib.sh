@@ -86,9 +86,9 @@ stop_agent() {
 
 ip netns add "$LAB" && ip -n "$LAB" link set lo up || { fail "create the lab namespace"; exit 1; }
 # nsenter (not the lab function: that would fork a subshell and $! would not be the server's PID) execs the binary.
-# Certificates of four minutes: the serving, admin, API-server-to-agent and node certificates are all renewed, in
+# Certificates of two minutes: the serving, admin, API-server-to-agent and node certificates are all renewed, in
 # place, several times during a run, under load.
-CERT_VALIDITY=${E2E_CERT_VALIDITY:-240}
+CERT_VALIDITY=${E2E_CERT_VALIDITY:-120}
 nsenter --net="/run/netns/$LAB" "$BIN/skiff-controlplane" --data-dir "$WORK/cp" --listen "127.0.0.1:$PORT" \
   --cert-validity-secs "$CERT_VALIDITY" >"$WORK/cp.log" 2>&1 &
 CP_PID=$!

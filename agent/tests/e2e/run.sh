@@ -46,5 +46,5 @@ fi
 if [ "$FAILED" -gt 0 ]; then
   echo "--- agent log (tail)"; tail -30 "$WORK/agent.log"
 fi
-echo "agent e2e: $PASSED passed, $FAILED failed"
+echo "agent e2e: $PASSED passed, $FAILED failed (${SECONDS}s)"
 [ "$FAILED" -eq 0 ]

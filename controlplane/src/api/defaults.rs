@@ -52,6 +52,24 @@ pub fn apply(type_key: &str, obj: &mut Value) {
             }
         }
         "v1/Secret" => default(obj, "type", json!("Opaque")),
+        "v1/PersistentVolume" => {
+            if let Some(spec) = child(obj, "spec") {
+                default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+                default(spec, "volumeMode", json!("Filesystem"));
+                if let Some(hp) = spec.get_mut("hostPath").filter(|h| h.is_object()) {
+                    default(hp, "type", json!(""));
+                }
+            }
+        }
+        "v1/PersistentVolumeClaim" => {
+            if let Some(spec) = child(obj, "spec") {
+                default(spec, "volumeMode", json!("Filesystem"));
+            }
+        }
+        "storage.k8s.io/v1/StorageClass" => {
+            default(obj, "reclaimPolicy", json!("Delete"));
+            default(obj, "volumeBindingMode", json!("Immediate"));
+        }
         "v1/Endpoints" => {
             for subset in each_mut(obj, "subsets") {
                 for port in each_mut(subset, "ports") {

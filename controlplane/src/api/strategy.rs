@@ -55,6 +55,7 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value, uid: &str, now: &str
                 json!({"phase": "Pending", "qosClass": qos})
             }
             "Namespace" => json!({"phase": "Active"}),
+            "PersistentVolume" | "PersistentVolumeClaim" => json!({"phase": "Pending"}),
             "Service" => json!({"loadBalancer": {}}),
             _ => json!({}),
         };

@@ -213,6 +213,39 @@ const SERVICE_ACCOUNT_COLUMNS: &[Column] = &[
     AGE,
 ];
 
+const PV_COLUMNS: &[Column] = &[
+    NAME,
+    col("Capacity", "string", "capacity is the description of the persistent volume's resources and capacity."),
+    col("Access Modes", "string", "accessModes contains all ways the volume can be mounted."),
+    col("Reclaim Policy", "string", "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim."),
+    col("Status", "string", "phase indicates if a volume is available, bound to a claim, or released by a claim."),
+    col("Claim", "string", "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim."),
+    col("StorageClass", "string", "storageClassName is the name of StorageClass to which this persistent volume belongs."),
+    col("VolumeAttributesClass", "string", "Name of VolumeAttributesClass to which this persistent volume belongs."),
+    col("Reason", "string", "reason is a brief CamelCase string that describes any failure and is meant for machine parsing and tidy display in the CLI."),
+    AGE,
+];
+
+const PVC_COLUMNS: &[Column] = &[
+    NAME,
+    col("Status", "string", "phase represents the current phase of PersistentVolumeClaim."),
+    col("Volume", "string", "volumeName is the binding reference to the PersistentVolume backing this claim."),
+    col("Capacity", "string", "capacity represents the actual resources of the underlying volume."),
+    col("Access Modes", "string", "accessModes contains the actual access modes the volume backing the PVC has."),
+    col("StorageClass", "string", "storageClassName is the name of the StorageClass required by the claim."),
+    col("VolumeAttributesClass", "string", "volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim."),
+    AGE,
+];
+
+const STORAGE_CLASS_COLUMNS: &[Column] = &[
+    NAME,
+    col("Provisioner", "string", "provisioner indicates the type of the provisioner."),
+    col("ReclaimPolicy", "string", "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class."),
+    col("VolumeBindingMode", "string", "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound."),
+    col("AllowVolumeExpansion", "string", "allowVolumeExpansion shows whether the storage class allow volume expand."),
+    AGE,
+];
+
 const DEPLOYMENT_COLUMNS: &[Column] = &[
     NAME,
     col("Ready", "string", "Number of the pod with ready state"),
@@ -337,6 +370,9 @@ enum Printer {
     Lease,
     EndpointSlice,
     Csr,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    StorageClass,
 }
 
 fn printer_for(group: &str, plural: &str) -> Option<Printer> {
@@ -357,6 +393,9 @@ fn printer_for(group: &str, plural: &str) -> Option<Printer> {
         ("coordination.k8s.io", "leases") => Printer::Lease,
         ("discovery.k8s.io", "endpointslices") => Printer::EndpointSlice,
         ("certificates.k8s.io", "certificatesigningrequests") => Printer::Csr,
+        ("", "persistentvolumes") => Printer::PersistentVolume,
+        ("", "persistentvolumeclaims") => Printer::PersistentVolumeClaim,
+        ("storage.k8s.io", "storageclasses") => Printer::StorageClass,
         _ => return None,
     };
     Some(printer)
@@ -385,6 +424,9 @@ impl Printer {
             Printer::Lease => LEASE_COLUMNS,
             Printer::EndpointSlice => ENDPOINT_SLICE_COLUMNS,
             Printer::Csr => CSR_COLUMNS,
+            Printer::PersistentVolume => PV_COLUMNS,
+            Printer::PersistentVolumeClaim => PVC_COLUMNS,
+            Printer::StorageClass => STORAGE_CLASS_COLUMNS,
         }
     }
 
@@ -407,6 +449,9 @@ impl Printer {
             Printer::Lease => decode(obj).map(|o| lease_cells(&o, now)),
             Printer::Csr => decode(obj).map(|o| csr_cells(&o, now)),
             Printer::EndpointSlice => decode(obj).map(|o| endpoint_slice_cells(&o, now)),
+            Printer::PersistentVolume => decode(obj).map(|o| pv_cells(&o, now)),
+            Printer::PersistentVolumeClaim => decode(obj).map(|o| pvc_cells(&o, now)),
+            Printer::StorageClass => decode(obj).map(|o| storage_class_cells(&o, now)),
         }
     }
 }
@@ -1187,6 +1232,76 @@ fn secret_cells(secret: &Secret, now: DateTime<Utc>) -> Vec<Value> {
         Value::from(secret.type_.as_deref().unwrap_or("Opaque")),
         Value::from(keys.len()),
         age_cell(&secret.metadata, now),
+    ]
+}
+
+/// kubectl's short access modes: RWO, ROX, RWX, RWOP.
+fn access_modes(modes: Option<&Vec<String>>) -> String {
+    let short = |m: &str| match m {
+        "ReadWriteOnce" => "RWO",
+        "ReadOnlyMany" => "ROX",
+        "ReadWriteMany" => "RWX",
+        "ReadWriteOncePod" => "RWOP",
+        _ => "",
+    };
+    modes.into_iter().flatten().map(|m| short(m)).filter(|m| !m.is_empty()).collect::<Vec<_>>().join(",")
+}
+
+fn storage(q: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>) -> String {
+    q.and_then(|m| m.get("storage")).map(|q| q.0.clone()).unwrap_or_default()
+}
+
+fn pv_cells(pv: &k8s_openapi::api::core::v1::PersistentVolume, now: DateTime<Utc>) -> Vec<Value> {
+    let spec = pv.spec.clone().unwrap_or_default();
+    let status = pv.status.clone().unwrap_or_default();
+    let claim = spec
+        .claim_ref
+        .as_ref()
+        .map(|c| format!("{}/{}", c.namespace.as_deref().unwrap_or_default(), c.name.as_deref().unwrap_or_default()))
+        .unwrap_or_default();
+    vec![
+        name_cell(&pv.metadata),
+        Value::from(storage(spec.capacity.as_ref())),
+        Value::from(access_modes(spec.access_modes.as_ref())),
+        Value::from(spec.persistent_volume_reclaim_policy.unwrap_or_default()),
+        Value::from(status.phase.unwrap_or_default()),
+        Value::from(claim),
+        Value::from(spec.storage_class_name.unwrap_or_default()),
+        Value::from(spec.volume_attributes_class_name.unwrap_or_else(|| "<unset>".into())),
+        Value::from(status.reason.unwrap_or_default()),
+        age_cell(&pv.metadata, now),
+    ]
+}
+
+fn pvc_cells(pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim, now: DateTime<Utc>) -> Vec<Value> {
+    let spec = pvc.spec.clone().unwrap_or_default();
+    let status = pvc.status.clone().unwrap_or_default();
+    let phase = if pvc.metadata.deletion_timestamp.is_some() { "Terminating".to_string() } else { status.phase.unwrap_or_default() };
+    vec![
+        name_cell(&pvc.metadata),
+        Value::from(phase),
+        Value::from(spec.volume_name.unwrap_or_default()),
+        Value::from(storage(status.capacity.as_ref())),
+        Value::from(access_modes(status.access_modes.as_ref())),
+        Value::from(spec.storage_class_name.unwrap_or_default()),
+        Value::from(spec.volume_attributes_class_name.unwrap_or_else(|| "<unset>".into())),
+        age_cell(&pvc.metadata, now),
+    ]
+}
+
+fn storage_class_cells(sc: &k8s_openapi::api::storage::v1::StorageClass, now: DateTime<Utc>) -> Vec<Value> {
+    let mut name = sc.metadata.name.clone().unwrap_or_default();
+    let default = sc.metadata.annotations.as_ref().and_then(|a| a.get("storageclass.kubernetes.io/is-default-class")).map(String::as_str);
+    if default == Some("true") {
+        name.push_str(" (default)");
+    }
+    vec![
+        Value::from(name),
+        Value::from(sc.provisioner.clone()),
+        Value::from(sc.reclaim_policy.clone().unwrap_or_else(|| "Delete".into())),
+        Value::from(sc.volume_binding_mode.clone().unwrap_or_else(|| "Immediate".into())),
+        Value::from(sc.allow_volume_expansion.unwrap_or(false)),
+        age_cell(&sc.metadata, now),
     ]
 }
 

@@ -2,7 +2,7 @@
 //! upstream's decoder does), and the fields the type does not know are found for `fieldValidation=Strict`.
 //! The stored object stays the client's JSON, so nothing is lost in the round trip.
 
-use k8s_openapi::api::{apps, batch, certificates, coordination, core, discovery, rbac};
+use k8s_openapi::api::{apps, batch, certificates, coordination, core, discovery, rbac, storage};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -24,6 +24,9 @@ fn typed_round_trip(type_key: &str, obj: &Value) -> Option<Result<Value, String>
         "v1/Secret" => round_trip::<core::v1::Secret>(obj),
         "v1/Event" => round_trip::<core::v1::Event>(obj),
         "v1/ServiceAccount" => round_trip::<core::v1::ServiceAccount>(obj),
+        "v1/PersistentVolume" => round_trip::<core::v1::PersistentVolume>(obj),
+        "v1/PersistentVolumeClaim" => round_trip::<core::v1::PersistentVolumeClaim>(obj),
+        "storage.k8s.io/v1/StorageClass" => round_trip::<storage::v1::StorageClass>(obj),
         "apps/v1/Deployment" => round_trip::<apps::v1::Deployment>(obj),
         "apps/v1/ReplicaSet" => round_trip::<apps::v1::ReplicaSet>(obj),
         "apps/v1/DaemonSet" => round_trip::<apps::v1::DaemonSet>(obj),

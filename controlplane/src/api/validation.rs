@@ -324,6 +324,9 @@ pub fn validate(type_key: &str, obj: &Value, namespaced: bool) -> Vec<FieldError
             }
         }
         "v1/Service" => validate_service(&mut errs, spec),
+        "v1/PersistentVolume" => validate_pv(&mut errs, spec),
+        "v1/PersistentVolumeClaim" => validate_pvc(&mut errs, spec),
+        "storage.k8s.io/v1/StorageClass" => validate_storage_class(&mut errs, obj),
         "v1/ConfigMap" | "v1/Secret" => {
             for field in ["data", "binaryData", "stringData"] {
                 if let Some(m) = obj.get(field).and_then(Value::as_object) {
@@ -500,6 +503,104 @@ fn validate_service(errs: &mut Errs, spec: &Value) {
 }
 
 /// Checks that only apply to updates: immutable fields.
+const ACCESS_MODES: &[&str] = &["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"];
+
+fn validate_access_modes(errs: &mut Errs, spec: &Value) {
+    let modes = arr(spec, "accessModes");
+    if modes.is_empty() {
+        errs.push(FieldError { message: "Required value: at least 1 access mode is required".into(), ..FieldError::required("spec.accessModes") });
+    }
+    for m in modes {
+        if !m.as_str().is_some_and(|m| ACCESS_MODES.contains(&m)) {
+            errs.push(FieldError::not_supported("spec.accessModes", m, ACCESS_MODES));
+        }
+    }
+    if modes.len() > 1 && modes.iter().any(|m| m.as_str() == Some("ReadWriteOncePod")) {
+        errs.push(FieldError::forbidden("spec.accessModes", "may not use ReadWriteOncePod with other access modes"));
+    }
+}
+
+fn storage_quantity_ok(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str).and_then(crate::scheduler::plugins::parse_quantity_milli).is_some_and(|m| m > 0)
+}
+
+/// The volume sources a PersistentVolume may have (spec keys); Skiff's agent mounts hostPath and local.
+const PV_SOURCES: &[&str] = &[
+    "hostPath", "local", "nfs", "iscsi", "csi", "fc", "rbd", "cephfs", "cinder", "flexVolume", "flocker", "glusterfs",
+    "azureFile", "azureDisk", "awsElasticBlockStore", "gcePersistentDisk", "portworxVolume", "quobyte",
+    "scaleIO", "storageos", "vsphereVolume", "photonPersistentDisk",
+];
+
+fn validate_pv(errs: &mut Errs, spec: &Value) {
+    match spec.get("capacity").and_then(Value::as_object) {
+        None => errs.push(FieldError::required("spec.capacity")),
+        Some(c) => {
+            if !storage_quantity_ok(c.get("storage")) {
+                errs.push(FieldError::invalid("spec.capacity[storage]", c.get("storage").unwrap_or(&Value::Null), "must be a positive quantity"));
+            }
+        }
+    }
+    validate_access_modes(errs, spec);
+    if let Some(p) = spec.get("persistentVolumeReclaimPolicy").filter(|p| !p.is_null()) {
+        if !p.as_str().is_some_and(|p| ["Delete", "Recycle", "Retain"].contains(&p)) {
+            errs.push(FieldError::not_supported("spec.persistentVolumeReclaimPolicy", p, &["Delete", "Recycle", "Retain"]));
+        }
+    }
+    let sources: Vec<&str> = PV_SOURCES.iter().copied().filter(|k| spec.get(*k).is_some_and(|v| !v.is_null())).collect();
+    match sources.as_slice() {
+        [] => errs.push(FieldError { message: "Required value: must specify a volume type".into(), ..FieldError::required("spec") }),
+        [_] => {}
+        [_, rest @ ..] => {
+            for k in rest {
+                errs.push(FieldError::forbidden(format!("spec.{k}"), "may not specify more than 1 volume type"));
+            }
+        }
+    }
+    for k in ["hostPath", "local"] {
+        if let Some(src) = spec.get(k).filter(|v| v.is_object()) {
+            match s(src, "path") {
+                Some(p) if p.starts_with('/') => {}
+                Some(p) if !p.is_empty() => errs.push(FieldError::invalid(format!("spec.{k}.path"), &Value::from(p), "must be an absolute path")),
+                _ => errs.push(FieldError::required(format!("spec.{k}.path"))),
+            }
+        }
+    }
+    if spec.get("local").is_some_and(Value::is_object) && spec.pointer("/nodeAffinity/required").is_none_or(Value::is_null) {
+        errs.push(FieldError { message: "Required value: Local volumes require node affinity".into(), ..FieldError::required("spec.nodeAffinity") });
+    }
+}
+
+fn validate_pvc(errs: &mut Errs, spec: &Value) {
+    validate_access_modes(errs, spec);
+    if !storage_quantity_ok(spec.pointer("/resources/requests/storage")) {
+        match spec.pointer("/resources/requests/storage") {
+            None | Some(Value::Null) => errs.push(FieldError::required("spec.resources[storage]")),
+            Some(v) => errs.push(FieldError::invalid("spec.resources[storage]", v, "must be greater than zero")),
+        }
+    }
+    if let Some(m) = spec.get("volumeMode").and_then(Value::as_str) {
+        if !["Filesystem", "Block"].contains(&m) {
+            errs.push(FieldError::not_supported("spec.volumeMode", &Value::from(m), &["Block", "Filesystem"]));
+        }
+    }
+}
+
+fn validate_storage_class(errs: &mut Errs, obj: &Value) {
+    if s(obj, "provisioner").is_none_or(str::is_empty) {
+        errs.push(FieldError::required("provisioner"));
+    }
+    if let Some(p) = obj.get("reclaimPolicy").and_then(Value::as_str) {
+        if !["Delete", "Retain"].contains(&p) {
+            errs.push(FieldError::not_supported("reclaimPolicy", &Value::from(p), &["Delete", "Retain"]));
+        }
+    }
+    if let Some(m) = obj.get("volumeBindingMode").and_then(Value::as_str) {
+        if !["Immediate", "WaitForFirstConsumer"].contains(&m) {
+            errs.push(FieldError::not_supported("volumeBindingMode", &Value::from(m), &["Immediate", "WaitForFirstConsumer"]));
+        }
+    }
+}
+
 pub fn validate_update(type_key: &str, new: &Value, old: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let same = |ptr: &str| new.pointer(ptr) == old.pointer(ptr);
@@ -547,6 +648,37 @@ pub fn validate_update(type_key: &str, new: &Value, old: &Value) -> Vec<FieldErr
             }
             if type_key == "batch/v1/Job" && !same("/spec/template") {
                 errs.push(FieldError::immutable("spec.template", &Value::from("{...}")));
+            }
+        }
+        "v1/PersistentVolumeClaim" => {
+            // Upstream: the spec is immutable, except the requests (expansion) and the volume name the binder sets.
+            let strip = |v: &Value| {
+                let mut spec = v.get("spec").cloned().unwrap_or_default();
+                if let Some(m) = spec.as_object_mut() {
+                    m.remove("resources");
+                    if old.pointer("/spec/volumeName").and_then(Value::as_str).is_none_or(str::is_empty) {
+                        m.remove("volumeName");
+                    }
+                }
+                spec
+            };
+            if strip(new) != strip(old) {
+                errs.push(FieldError::forbidden("spec", "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"));
+            }
+        }
+        "v1/PersistentVolume" => {
+            for k in PV_SOURCES {
+                if !same(&format!("/spec/{k}")) {
+                    errs.push(FieldError::forbidden("spec.persistentvolumesource", "spec.persistentvolumesource is immutable after creation"));
+                    break;
+                }
+            }
+        }
+        "storage.k8s.io/v1/StorageClass" => {
+            for (ptr, field) in [("/parameters", "parameters"), ("/provisioner", "provisioner"), ("/reclaimPolicy", "reclaimPolicy"), ("/volumeBindingMode", "volumeBindingMode")] {
+                if !same(ptr) {
+                    errs.push(FieldError::forbidden(field, &format!("updates to {field} are forbidden.")));
+                }
             }
         }
         "v1/Node" => {

@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod read;
 pub mod reviews;
 pub mod serviceaccounts;
+pub mod storage;
 pub mod watch;
 pub mod write;
 
@@ -243,6 +244,7 @@ impl ApiServer {
     /// cleanup of namespaces that were being deleted.
     pub async fn start(self: &Arc<Self>) -> Result<(), ApiError> {
         write::ensure_system_namespaces(self).await?;
+        storage::ensure_default_class(self).await?;
         if self.auth.is_some() {
             write::ensure_bootstrap_policy(self).await?;
         }

@@ -161,6 +161,11 @@ pub async fn create_object(s: &ApiServer, t: &Target, mut obj: Value, r: &Req) -
         return Err(ApiError::invalid(t.info, "", &[validation::FieldError::required("metadata.name")]));
     }
     ensure_namespace_usable(s, t).await?;
+    match t.info.kind {
+        "PersistentVolumeClaim" => super::storage::admit_claim(s, &mut obj).await?,
+        "PersistentVolume" => super::storage::admit_volume(&mut obj),
+        _ => {}
+    }
     if let Some(sa) = s.service_accounts() {
         let ns = t.namespace.as_deref().unwrap_or("default");
         match t.info.kind {
