@@ -40,6 +40,7 @@ pub mod sandbox;
 pub mod static_pods;
 pub mod server;
 pub mod status;
+pub mod storage;
 pub mod volumes;
 
 pub use config::Config;
@@ -86,6 +87,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone(), node, stop_rx.clone()));
     let env = pods::PodEnv::new(client.clone(), config.clone(), pod_cidr).await.context("preparing the pod environment")?;
     let pods_task = tokio::spawn(pods::run(env, stop_rx.clone()));
+    let storage_task = tokio::spawn(storage::run(client.clone(), config.node_name.clone(), stop_rx.clone()));
     let static_task = config
         .pod_manifest_path
         .clone()
@@ -99,6 +101,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     let _ = heartbeat.await;
     let _ = server.await;
+    let _ = storage_task.await;
     renewal.abort();
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount};
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 
@@ -47,9 +47,17 @@ pub struct PodObjects {
     pub secrets: BTreeMap<String, Option<Secret>>,
     /// The tokens of the pod's serviceAccountToken projections, or why there is none.
     pub tokens: BTreeMap<TokenKey, Result<ProjectedToken, String>>,
+    /// The pod's PersistentVolumeClaims, and the volumes they are bound to.
+    pub claims: BTreeMap<String, Option<PersistentVolumeClaim>>,
+    pub volumes: BTreeMap<String, Option<PersistentVolume>>,
 }
 
 impl PodObjects {
+    /// A claim that is missing or not bound yet: worth asking again soon (the volume controller is at work).
+    pub fn waiting_for_claims(&self) -> bool {
+        self.claims.values().any(|c| c.as_ref().and_then(|c| c.spec.as_ref()).and_then(|s| s.volume_name.as_deref()).is_none_or(str::is_empty))
+    }
+
     pub fn config_map(&self, name: &str) -> Option<&ConfigMap> {
         self.config_maps.get(name).and_then(Option::as_ref)
     }
@@ -210,6 +218,22 @@ pub async fn fetch(client: &kube::Client, namespace: &str, pod: &Pod, previous: 
     for name in secrets {
         let v = secret_api.get_opt(&name).await?;
         out.secrets.insert(name, v);
+    }
+    let claim_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let volume_api: Api<PersistentVolume> = Api::all(client.clone());
+    let claim_names: BTreeSet<String> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
+        .collect();
+    for name in claim_names {
+        let c = claim_api.get_opt(&name).await?;
+        if let Some(pv) = c.as_ref().and_then(|c| c.spec.as_ref()).and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty()) {
+            let v = volume_api.get_opt(&pv).await?;
+            out.volumes.insert(pv, v);
+        }
+        out.claims.insert(name, c);
     }
     Ok(out)
 }

@@ -341,7 +341,8 @@ impl Worker {
     /// The pod's ConfigMaps and Secrets, fetched again when older than [`OBJECTS_REFRESH`]. A failed fetch keeps
     /// the previous ones when there are any.
     async fn refresh_objects(&mut self, pod: &Pod) -> Result<PodObjects, WorkerError> {
-        let fresh = self.objects.as_ref().is_some_and(|(at, _)| at.elapsed() < OBJECTS_REFRESH);
+        // A claim not bound yet is asked about again at every sync: the pod starts as soon as it is.
+        let fresh = self.objects.as_ref().is_some_and(|(at, o)| at.elapsed() < OBJECTS_REFRESH && !o.waiting_for_claims());
         if !fresh {
             let previous = self.objects.as_ref().map(|(_, o)| o);
             match objects::fetch(&self.env.client, &pod.namespace().unwrap_or_default(), pod, previous).await {

@@ -11,8 +11,11 @@
 //!   `serviceAccountToken` projections write the pod's bound token (fetched and refreshed in [`PodObjects`]).
 //! - fsGroup: volume files get the group (best effort) and group read (write for emptyDir) permissions.
 //!
-//! Not done: mount propagation (`mountPropagation` is ignored: every bind mount is `rprivate`), persistent
-//! volumes and the other network/cloud volume types (the pod waits with a message naming the type).
+//! - persistentVolumeClaim: the claim's bound volume when it is a hostPath (with its type; Skiff's local-path
+//!   provisioner makes DirectoryOrCreate ones) or a local volume (which must exist); `readOnly` honoured.
+//!
+//! Not done: mount propagation (`mountPropagation` is ignored: every bind mount is `rprivate`), the network/cloud
+//! volume types (the pod waits with a message naming the type).
 
 pub mod atomic;
 pub mod host_path;
@@ -59,6 +62,8 @@ pub enum Plan {
     HostPath { path: PathBuf, kind: String },
     /// configMap, secret, downwardAPI and projected: files under `<plugin>/<name>`, on a tmpfs when `tmpfs`.
     Files { plugin: &'static str, tmpfs: bool, files: Vec<Projection> },
+    /// persistentVolumeClaim: the bound volume's host directory (hostPath with its type, or local).
+    Persistent { path: PathBuf, kind: String, read_only: bool },
 }
 
 pub const EMPTY_DIR: &str = "kubernetes.io~empty-dir";
@@ -162,6 +167,34 @@ fn plan_one(pod: &Pod, v: &Volume, objects: &PodObjects, ctx: &PodContext) -> Re
     }
     if let Some(h) = &v.host_path {
         return Ok(Plan::HostPath { path: PathBuf::from(&h.path), kind: h.type_.clone().unwrap_or_default() });
+    }
+    if let Some(c) = &v.persistent_volume_claim {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let claim = objects
+            .claims
+            .get(&c.claim_name)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| VolumeError::NotFound(format!("persistentvolumeclaim \"{}\" not found", c.claim_name)))?;
+        let pv_name = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| VolumeError::NotFound(format!("error processing PVC {ns}/{}: PVC is not bound", c.claim_name)))?;
+        let pv = objects
+            .volumes
+            .get(&pv_name)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| VolumeError::NotFound(format!("persistentvolume \"{pv_name}\" not found")))?;
+        let spec = pv.spec.clone().unwrap_or_default();
+        let read_only = c.read_only == Some(true);
+        if let Some(h) = spec.host_path {
+            return Ok(Plan::Persistent { path: PathBuf::from(h.path), kind: h.type_.unwrap_or_default(), read_only });
+        }
+        if let Some(l) = spec.local {
+            return Ok(Plan::Persistent { path: PathBuf::from(l.path), kind: String::new(), read_only });
+        }
+        return Err(VolumeError::Unsupported(format!("persistentVolumeClaim (volume {pv_name} is neither hostPath nor local)")));
     }
     if let Some(c) = &v.config_map {
         let mode = c.default_mode.unwrap_or(DEFAULT_MODE);
@@ -315,6 +348,12 @@ pub fn setup(
                 host_path::check(&path, &kind).map_err(|e| wrap(VolumeError::HostPath(e)))?;
                 Mounted { path, read_only: false }
             }
+            Plan::Persistent { path, kind, read_only } => {
+                // local volumes must exist (upstream); hostPath ones follow their type (local-path: DirectoryOrCreate).
+                let kind = if kind.is_empty() && !path.exists() { "Directory".to_string() } else { kind };
+                host_path::check(&path, &kind).map_err(|e| wrap(VolumeError::HostPath(e)))?;
+                Mounted { path, read_only }
+            }
             Plan::Files { plugin, tmpfs, files } => {
                 let dir = volume_dir(pod_dir, plugin, &name);
                 ensure_dir(&dir, 0o755).map_err(wrap)?;
@@ -365,6 +404,7 @@ mod tests {
             config_maps: [("cm".to_string(), Some(cm))].into(),
             secrets: [("s".to_string(), Some(s))].into(),
             tokens: [(("".to_string(), 3600), Ok(token)), (("vault".to_string(), 600), Err("failed to fetch token: 403".to_string()))].into(),
+            ..Default::default()
         }
     }
 
@@ -447,8 +487,43 @@ mod tests {
         assert_eq!(msg(1), "configmap references non-existent config key: nope");
         assert_eq!(msg(2), "secret references non-existent secret key: nope");
         assert_eq!(msg(3), "secret \"gone\" not found");
-        assert_eq!(msg(4), "volume type persistentVolumeClaim is not supported by skiff-agent");
+        assert_eq!(msg(4), "persistentvolumeclaim \"x\" not found");
         assert!(files(&plans[5].1).is_empty());
+    }
+
+    #[test]
+    fn claims_mount_their_bound_volumes() {
+        let claim = |name: &str, volume: Option<&str>| -> (String, Option<k8s_openapi::api::core::v1::PersistentVolumeClaim>) {
+            (name.into(), Some(serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"volumeName": volume}})).unwrap()))
+        };
+        let volume = |name: &str, source: serde_json::Value| -> (String, Option<k8s_openapi::api::core::v1::PersistentVolume>) {
+            let mut v = json!({"metadata": {"name": name}, "spec": {}});
+            json_patch::merge(&mut v["spec"], &source);
+            (name.into(), Some(serde_json::from_value(v).unwrap()))
+        };
+        let objects = PodObjects {
+            claims: [claim("data", Some("pv-1")), claim("logs", Some("pv-2")), claim("pending", None), claim("nfs", Some("pv-3"))].into(),
+            volumes: [
+                volume("pv-1", json!({"hostPath": {"path": "/srv/pvc-1", "type": "DirectoryOrCreate"}})),
+                volume("pv-2", json!({"local": {"path": "/mnt/disk"}})),
+                volume("pv-3", json!({"nfs": {"server": "x", "path": "/"}})),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let mut p = pod(json!([
+            {"name": "a", "persistentVolumeClaim": {"claimName": "data"}},
+            {"name": "b", "persistentVolumeClaim": {"claimName": "logs", "readOnly": true}},
+            {"name": "c", "persistentVolumeClaim": {"claimName": "pending"}},
+            {"name": "d", "persistentVolumeClaim": {"claimName": "nfs"}},
+        ]));
+        p.metadata.namespace = Some("ns".into());
+        let plans = plan(&p, &objects, &PodContext::default());
+        assert_eq!(plans[0].1.as_ref().unwrap(), &Plan::Persistent { path: "/srv/pvc-1".into(), kind: "DirectoryOrCreate".into(), read_only: false });
+        assert_eq!(plans[1].1.as_ref().unwrap(), &Plan::Persistent { path: "/mnt/disk".into(), kind: String::new(), read_only: true });
+        assert_eq!(plans[2].1.as_ref().unwrap_err().to_string(), "error processing PVC ns/pending: PVC is not bound");
+        assert!(plans[3].1.as_ref().unwrap_err().to_string().contains("neither hostPath nor local"));
+        assert!(objects.waiting_for_claims());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - create only mirror pods bound to itself, and change the status of / delete only pods bound to it;
 //! - read a secret, configmap or service account only when a pod bound to it uses it, and create service account
 //!   tokens only bound to such a pod, for its service account;
+//! - read persistent volumes, and claims its pods use; change only local-path volumes provisioned on it;
 //! - write events;
 //! - create and read CertificateSigningRequests (to renew its certificate; only its own name is auto-approved).
 //!
@@ -70,7 +71,14 @@ pub async fn authorize(node: &str, a: &Attributes, body: Option<&Value>, store: 
                 _ => NoOpinion(format!("node {node:?} can only change pods bound to it")),
             }
         }
-        ("", kind @ ("secrets" | "configmaps" | "serviceaccounts"), "") if verb == "get" => {
+        // Persistent volumes: read (the agent mounts them and sweeps the data of deleted local-path ones); change
+        // only a local-path volume provisioned on this node (to release its data finalizer).
+        ("", "persistentvolumes", "") if reads(verb) => Allow,
+        ("", "persistentvolumes", "") if matches!(verb, "update" | "patch") => match pv_node(store, name).await {
+            Some(n) if n == node => Allow,
+            _ => NoOpinion(format!("node {node:?} can only change local-path volumes provisioned on it")),
+        },
+        ("", kind @ ("secrets" | "configmaps" | "serviceaccounts" | "persistentvolumeclaims"), "") if verb == "get" => {
             if used_by_node(store, node, &a.namespace, kind, name).await {
                 Allow
             } else {
@@ -100,6 +108,19 @@ async fn pod_of(store: &dyn Store, ns: &str, name: &str) -> Option<Value> {
     }
     let kv = store.get(&format!("/registry/core/pods/{ns}/{name}")).await.ok()??;
     serde_json::from_slice(&kv.value).ok()
+}
+
+/// The node a local-path volume was provisioned on.
+async fn pv_node(store: &dyn Store, name: &str) -> Option<String> {
+    if name.is_empty() {
+        return None;
+    }
+    let kv = store.get(&format!("/registry/core/persistentvolumes/{name}")).await.ok()??;
+    let pv: Value = serde_json::from_slice(&kv.value).ok()?;
+    if pv.pointer("/metadata/annotations/pv.kubernetes.io~1provisioned-by").and_then(Value::as_str) != Some("skiff.io/local-path") {
+        return None;
+    }
+    pv.pointer("/metadata/annotations/volume.kubernetes.io~1selected-node").and_then(Value::as_str).map(str::to_string)
 }
 
 async fn pod_node(store: &dyn Store, ns: &str, name: &str) -> Option<String> {
@@ -138,6 +159,7 @@ pub fn references(pod: &Value, kind: &str, name: &str) -> bool {
                         || arr(c.get("envFrom")).iter().any(|e| is(e.pointer("/secretRef/name")))
                 })
         }
+        "persistentvolumeclaims" => arr(spec.get("volumes")).iter().any(|v| is(v.pointer("/persistentVolumeClaim/claimName"))),
         "configmaps" => {
             arr(spec.get("volumes")).iter().any(|v| {
                 is(v.pointer("/configMap/name")) || arr(v.pointer("/projected/sources")).iter().any(|s| is(s.pointer("/configMap/name")))

@@ -8,8 +8,9 @@
 //!
 //! Modules: [`informers`] (the per-process shared informers), [`replicaset`], [`deployment`], [`daemonset`],
 //! [`job`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod CIDR per node), [`node_lifecycle`],
-//! [`gc`] (the garbage collector over ownerReferences), [`leader`] (leader election), [`expectations`] (no
-//! duplicate pods while the cache catches up).
+//! [`gc`] (the garbage collector over ownerReferences), [`volume`] (persistent volume binding, local-path
+//! provisioning, reclaim, protection), [`leader`] (leader election), [`expectations`] (no duplicate pods while the
+//! cache catches up).
 
 pub mod daemonset;
 pub mod deployment;
@@ -22,6 +23,7 @@ pub mod leader;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
+pub mod volume;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -129,7 +131,8 @@ pub async fn run_with(informers: Informers, config: ControllersConfig, shutdown:
     );
     let lifecycle = node_lifecycle::run(informers.clone(), config.lifecycle.clone(), shutdown.clone());
     let gc = gc::run(informers.clone(), gc::GcConfig::default(), shutdown.clone());
-    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle, gc);
+    let volumes = volume::run(informers.clone(), shutdown.clone());
+    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle, gc, volumes);
 }
 
 /// `namespace/name` of an object, for messages.

@@ -11,6 +11,7 @@ pub mod nominator;
 pub mod plugins;
 pub mod preemption;
 pub mod topology;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -201,6 +202,10 @@ pub struct Scheduler {
     nodes: Store<Node>,
     /// Their labels, for the namespaceSelector of affinity terms.
     namespaces: Store<Namespace>,
+    /// Claims, volumes and classes, for pods with PersistentVolumeClaims.
+    claims: Store<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    volumes: Store<k8s_openapi::api::core::v1::PersistentVolume>,
+    classes: Store<k8s_openapi::api::storage::v1::StorageClass>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -277,6 +282,39 @@ impl Scheduler {
         pending.sort_by(|a, b| {
             priority(b).cmp(&priority(a)).then_with(|| a.metadata.creation_timestamp.as_ref().map(|t| t.0).cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0)))
         });
+        // Pods with claims: those that cannot be placed now wait; the others carry their volumes' node
+        // restrictions in their required node affinity (VolumeBinding).
+        let mut volume_unschedulable: Vec<(Pod, String)> = Vec::new();
+        let mut restricted: Vec<Pod> = Vec::new();
+        let mut annotate: HashMap<String, Vec<String>> = HashMap::new();
+        if pending.iter().any(|p| volumes::has_claims(p)) {
+            let view = volumes::VolumeView::new(self.claims.state(), self.volumes.state(), self.classes.state());
+            let mut keep: Vec<&Pod> = Vec::new();
+            let mut swap: Vec<usize> = Vec::new();
+            for p in pending.drain(..) {
+                if !volumes::has_claims(p) {
+                    keep.push(p);
+                    continue;
+                }
+                match view.needs(p) {
+                    Err(why) => volume_unschedulable.push((p.clone(), why)),
+                    Ok(needs) => {
+                        annotate.insert(p.uid().unwrap_or_default(), needs.to_annotate);
+                        if needs.terms.is_empty() {
+                            keep.push(p);
+                        } else {
+                            swap.push(keep.len());
+                            restricted.push(volumes::restrict(p, &needs.terms));
+                            keep.push(p);
+                        }
+                    }
+                }
+            }
+            let mut it = restricted.iter();
+            for (i, p) in keep.into_iter().enumerate() {
+                pending.push(if swap.contains(&i) { it.next().unwrap_or(p) } else { p });
+            }
+        }
         let views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n)).collect();
         let namespaces: NamespaceLabels =
             self.namespaces.state().iter().map(|n| (n.name_any(), n.metadata.labels.clone().unwrap_or_default())).collect();
@@ -312,6 +350,17 @@ impl Scheduler {
                 }
             }
         }
+        for (p, why) in &volume_unschedulable {
+            let uid = p.uid().unwrap_or_default();
+            let n = views.len();
+            let msg = format!("0/{n} nodes are available: {why}. preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling.");
+            let delay = st.backoff.get(&uid).map(|b| (b.delay * 2).min(self.config.backoff_max)).unwrap_or(self.config.backoff_initial);
+            st.backoff.insert(uid.clone(), Backoff { until: now + delay, delay });
+            if st.reported.get(&uid) != Some(&msg) {
+                st.reported.insert(uid, msg.clone());
+                self.report_unschedulable(p, &msg).await;
+            }
+        }
         drop(st);
         for p in expired {
             self.clear_nomination(&p).await;
@@ -320,10 +369,12 @@ impl Scheduler {
             self.preempt(&p, &pre).await;
         }
         let results: Vec<(String, bool)> = futures::stream::iter(binds)
-            .map(|(p, node)| async move {
-                let ok = self.bind(&p, &node).await;
+            .map(|(p, node)| {
+                let claims = annotate.get(&p.uid().unwrap_or_default()).cloned().unwrap_or_default();
+                async move {
+                let ok = self.annotate_claims(&p, &claims, &node).await && self.bind(&p, &node).await;
                 (p.uid().unwrap_or_default(), ok)
-            })
+            }})
             .buffer_unordered(self.config.parallel_binds.max(1))
             .collect()
             .await;
@@ -338,6 +389,20 @@ impl Scheduler {
             }
         }
         bound
+    }
+
+    /// Tell the volume controller where the pod goes: `volume.kubernetes.io/selected-node` on its unbound
+    /// WaitForFirstConsumer claims (before the binding, as upstream's PreBind).
+    async fn annotate_claims(&self, p: &Pod, claims: &[String], node: &str) -> bool {
+        let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &p.namespace().unwrap_or_default());
+        for c in claims {
+            let patch = json!({"metadata": {"annotations": {crate::controllers::volume::SELECTED_NODE: node}}});
+            if let Err(e) = api.patch(c, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                tracing::warn!(claim = %c, node, error = %e, "could not record the selected node on a claim; will retry");
+                return false;
+            }
+        }
+        true
     }
 
     async fn bind(&self, p: &Pod, node: &str) -> bool {
@@ -459,18 +524,32 @@ pub async fn run(client: Client, config: SchedulerConfig, shutdown: impl Future<
 pub async fn run_with(informers: Informers, config: SchedulerConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
     let (pod_informer, node_informer, ns_informer) = (informers.get::<Pod>(), informers.get::<Node>(), informers.get::<Namespace>());
     let (mut pod_changes, mut node_changes) = (pod_informer.subscribe(), node_informer.subscribe());
+    let claim_informer = informers.get::<k8s_openapi::api::core::v1::PersistentVolumeClaim>();
+    let volume_informer = informers.get::<k8s_openapi::api::core::v1::PersistentVolume>();
+    let class_informer = informers.get::<k8s_openapi::api::storage::v1::StorageClass>();
+    let mut claim_changes = claim_informer.subscribe();
     let sched = Arc::new(Scheduler {
         client: informers.client().clone(),
         config,
         pods: pod_informer.store(),
         nodes: node_informer.store(),
         namespaces: ns_informer.store(),
+        claims: claim_informer.store(),
+        volumes: volume_informer.store(),
+        classes: class_informer.store(),
         state: Default::default(),
     });
     let wake = Arc::new(Notify::new());
-    let (w1, w2) = (wake.clone(), wake.clone());
-    let s2 = sched.clone();
+    let (w1, w2, w3) = (wake.clone(), wake.clone(), wake.clone());
+    let (s2, s3) = (sched.clone(), sched.clone());
     let drivers = [
+        tokio::spawn(async move {
+            while claim_changes.recv().await.is_some() {
+                // A claim was bound or made: pods waiting for it may fit now.
+                s3.state.lock().await.backoff.clear();
+                w3.notify_one();
+            }
+        }),
         tokio::spawn(async move {
             while pod_changes.recv().await.is_some() {
                 w1.notify_one();
@@ -484,7 +563,14 @@ pub async fn run_with(informers: Informers, config: SchedulerConfig, shutdown: i
             }
         }),
     ];
-    tokio::join!(pod_informer.ready(), node_informer.ready(), ns_informer.ready());
+    tokio::join!(
+        pod_informer.ready(),
+        node_informer.ready(),
+        ns_informer.ready(),
+        claim_informer.ready(),
+        volume_informer.ready(),
+        class_informer.ready()
+    );
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
