@@ -514,16 +514,19 @@ pub async fn run(informers: Informers, shutdown: impl Future<Output = ()> + Send
         // Forget the events of claims that are gone.
         let live: HashSet<String> = snapshot.claims.iter().filter_map(|c| c.uid()).collect();
         runner.reported.retain(|(uid, _)| live.contains(uid));
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
-            Some(_) = c_rx.recv() => {}
-            Some(_) = v_rx.recv() => {}
-            Some(_) = s_rx.recv() => {}
-            Some(ch) = p_rx.recv() => {
-                if pod_claims(ch.object()).next().is_none() {
-                    // Pods without claims do not concern this controller; wait for the next change.
-                    continue;
+        // Wait for a change that matters (pods without claims do not), or the resync.
+        let resync = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep_until(resync) => break,
+                Some(_) = c_rx.recv() => break,
+                Some(_) = v_rx.recv() => break,
+                Some(_) = s_rx.recv() => break,
+                Some(ch) = p_rx.recv() => {
+                    if pod_claims(ch.object()).next().is_some() {
+                        break;
+                    }
                 }
             }
         }
