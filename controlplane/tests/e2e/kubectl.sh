@@ -354,6 +354,18 @@ expect "SubjectAccessReview"                   0 '^true$' -- bash -c "printf '%s
 expect "OIDC discovery document"               0 '"jwks_uri"' -- acurl -s "$U/.well-known/openid-configuration"
 expect "and its keys"                          0 '"kty":"EC"' -- acurl -s "$U/openid/v1/jwks"
 expect "a user without the role may not read them" 0 '^403$' -- code -H "Authorization: Bearer $ALICE_TOKEN" "$U/openid/v1/jwks"
+# Storage: the default class, a claim's defaults, validation, static binding, release.
+expect "the default StorageClass"              0 '^local-path \(default\) +skiff.io/local-path +Delete +WaitForFirstConsumer' -- k get storageclass --no-headers
+expect "a claim without a class gets the default" 0 '^local-path kubernetes.io/pvc-protection$' -- bash -c "printf '%s' '{\"apiVersion\":\"v1\",\"kind\":\"PersistentVolumeClaim\",\"metadata\":{\"name\":\"lazy\"},\"spec\":{\"accessModes\":[\"ReadWriteOnce\"],\"resources\":{\"requests\":{\"storage\":\"1Gi\"}}}}' | kubectl create -f - >/dev/null && kubectl get pvc lazy -o 'jsonpath={.spec.storageClassName} {.metadata.finalizers[0]}'"
+expect "a bad claim is refused"                1 'spec.accessModes: Unsupported value: "Sometimes"' -- bash -c "printf '%s' '{\"apiVersion\":\"v1\",\"kind\":\"PersistentVolumeClaim\",\"metadata\":{\"name\":\"bad\"},\"spec\":{\"accessModes\":[\"Sometimes\"],\"resources\":{\"requests\":{\"storage\":\"1Gi\"}}}}' | kubectl create -f -"
+expect "a local volume needs node affinity"    1 'Local volumes require node affinity' -- bash -c "printf '%s' '{\"apiVersion\":\"v1\",\"kind\":\"PersistentVolume\",\"metadata\":{\"name\":\"l\"},\"spec\":{\"capacity\":{\"storage\":\"1Gi\"},\"accessModes\":[\"ReadWriteOnce\"],\"local\":{\"path\":\"/mnt\"}}}' | kubectl create -f -"
+printf '%s' '{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"PersistentVolume","metadata":{"name":"static-pv"},"spec":{"capacity":{"storage":"2Gi"},"accessModes":["ReadWriteOnce"],"storageClassName":"","hostPath":{"path":"/srv/x"}}},{"apiVersion":"v1","kind":"PersistentVolumeClaim","metadata":{"name":"static-claim"},"spec":{"storageClassName":"","accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}}}]}' >"$WORK/static-pv.json"
+expect "a static volume and a claim"           0 'created' -- k create -f "$WORK/static-pv.json"
+eventually "they bind"                         '^static-claim +Bound +static-pv +2Gi +RWO ' -- k get pvc static-claim --no-headers
+expect "the claim is immutable"                1 'spec is immutable after creation' -- k patch pvc static-claim -p '{"spec":{"accessModes":["ReadWriteMany"]}}'
+k delete pvc static-claim lazy >/dev/null 2>&1
+eventually "its volume is Released (Retain)"   '^static-pv +2Gi +RWO +Retain +Released +default/static-claim ' -- k get pv static-pv --no-headers
+expect "and deleted when asked"                0 'deleted' -- k delete pv static-pv
 printf 'X-Big: %s\r\n' "$(head -c 200000 /dev/zero | tr '\0' a)" >"$WORK/big-header"
 expect "oversized request headers: 431"        0 '^431$'  -- code -H @"$WORK/big-header" -H "Authorization: Bearer $ALICE_TOKEN" "$U/api"
 expect "oversized body: 413"                   0 '^413$'  -- bash -c "head -c 4000000 /dev/zero | tr '\0' a | curl -s -o /dev/null -w '%{http_code}' --cacert $DATA/pki/ca.crt --cert $WORK/admin.crt --key $WORK/admin.key -H 'Content-Type: application/json' -X POST --data-binary @- $U/api/v1/namespaces/default/configmaps"
