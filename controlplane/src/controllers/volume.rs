@@ -34,13 +34,10 @@ use serde_json::{json, Value};
 use super::informers::Informers;
 use crate::scheduler::plugins::{parse_quantity_milli, term_matches};
 
-pub const PROVISIONER: &str = "skiff.io/local-path";
+pub use crate::apiserver::storage::{DEFAULT_NODE_PATH, LOCAL_PATH_PROVISIONER as PROVISIONER, PVC_PROTECTION, PV_PROTECTION};
 pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 pub const DATA_FINALIZER: &str = "skiff.io/local-path-data";
-pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
-pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
 pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
-const DEFAULT_NODE_PATH: &str = "/var/lib/skiff/storage";
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -328,7 +325,7 @@ pub fn plan(s: &Snapshot) -> Vec<Action> {
             (Some(_), Some(c)) => {
                 let bound = c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(pv.as_str());
                 let want = if bound { "Bound" } else { "Available" };
-                if phase != want && !(phase == "Bound" && !bound) {
+                if phase != want && (bound || phase != "Bound") {
                     out.push(Action::VolumePhase { pv, phase: want, message: None });
                 }
             }
