@@ -38,7 +38,9 @@ monitors=$(ps -eo args= | grep -F "$WORK" | grep -cF " monitor ")
 # Certificates renewed while everything ran (when the run outlived 90 % of a certificate's life).
 if [ "$SECONDS" -gt $((CERT_VALIDITY * 9 / 10 + 30)) ]; then
   renewed=$(grep -c 'node certificate renewed' "$WORK/agent.log")
+  most=$((SECONDS / (CERT_VALIDITY * 7 / 10) + 1))
   [ "$renewed" -ge 1 ] && pass "the agent renewed its node certificate $renewed time(s) while running" || fail "no node certificate renewal in the agent's log"
+  [ "$renewed" -le "$most" ] && pass "and not more often than due (at most $most in ${SECONDS}s)" || fail "the node certificate was renewed $renewed times in ${SECONDS}s (at most $most expected)"
   byself=$(k get csr -o 'jsonpath={range .items[*]}{.spec.username}{"\n"}{end}' | grep -c '^system:node:lab-node$')
   [ "$byself" -ge 1 ] && pass "with its own credentials ($byself CSR(s) by system:node:lab-node)" || fail "no CSR by the node itself"
   grep -q 'certificate renewed' "$WORK/cp.log" && pass "the API server renewed its certificates in place" || fail "no certificate renewal in the control plane's log"

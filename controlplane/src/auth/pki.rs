@@ -171,10 +171,13 @@ impl Ca {
             p.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
         }
         p.use_authority_key_identifier_extension = true;
-        // Back-dated a little for clocks that disagree, as kubeadm does.
+        // Back-dated a little for clocks that disagree, as kubeadm does (five minutes), but never by more than a
+        // tenth of the lifetime: holders that renew at a share of notBefore..notAfter (the agent, at 70-90 %) would
+        // otherwise find a short-lived certificate due at once.
         let now = SystemTime::now();
-        let na = now + spec.validity.unwrap_or(LEAF_VALIDITY);
-        p.not_before = (now - Duration::from_secs(300)).into();
+        let validity = spec.validity.unwrap_or(LEAF_VALIDITY);
+        let na = now + validity;
+        p.not_before = (now - Duration::from_secs(300).min(validity / 10)).into();
         p.not_after = na.into();
         p.serial_number = Some(serial());
         Ok((p, now, na))
