@@ -205,8 +205,12 @@ async fn compacted_resource_version_is_410() {
     s.post(CMS, cm("b")).await;
     let now = s.store.current_revision().await.unwrap();
     s.store.compact(now).await.unwrap();
-    let (code, status) = s.get(&format!("{CMS}?watch=true&resourceVersion={old_rv}")).await;
-    assert_eq!(code, StatusCode::GONE);
+    // As kube-apiserver: 200, then one ERROR event with the 410 Status (clients relist on it).
+    let (code, event) = s.get(&format!("{CMS}?watch=true&resourceVersion={old_rv}")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(event["type"], "ERROR");
+    let status = &event["object"];
+    assert_eq!(status["code"], 410);
     assert_eq!(status["reason"], "Expired");
     assert_eq!(status["kind"], "Status");
     // Watching from the compaction point still works.

@@ -2,7 +2,8 @@
 //!
 //! Without a resourceVersion (or with "0") the stream starts with a synthetic ADDED event for every existing
 //! object, then continues live from the revision of that list. With a resourceVersion it resumes after it, or
-//! fails with 410 Expired when history has been compacted. Selectors are applied to both the old and the new
+//! ends at once with an ERROR event holding a 410 Expired Status when history has been compacted (kube-apiserver's
+//! way). Selectors are applied to both the old and the new
 //! version of each change, so that an object that stops matching is reported as DELETED (as upstream does).
 
 use std::collections::VecDeque;
@@ -166,12 +167,21 @@ pub async fn watch(s: Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, A
             (page.items, page.revision)
         }
     };
-    let mut events = s.store.watch(&prefix, from).await.map_err(|e| match e {
-        StoreError::Compacted { requested, compacted } => {
-            ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
+    let ct = match format {
+        Format::Json => "application/json",
+        Format::Table => codec::TABLE_CONTENT_TYPE,
+    };
+    let mut events = match s.store.watch(&prefix, from).await {
+        Ok(e) => e,
+        // As kube-apiserver: the watch starts (200) and its one event is an ERROR with the 410 Status. Clients relist
+        // on that event; kube-rs retries a watch refused with a 410 response with the same revision forever.
+        Err(StoreError::Compacted { requested, compacted }) => {
+            let err = ApiError::expired(format!("too old resource version: {requested} ({compacted})"));
+            return Ok((StatusCode::OK, [(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "no-cache, private")], Body::from(error_event(&err)))
+                .into_response());
         }
-        other => ApiError::from_store(t.info, "", other),
-    })?;
+        Err(other) => return Err(ApiError::from_store(t.info, "", other)),
+    };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let info = t.info;
     let mut closing = s.closing();
@@ -238,10 +248,6 @@ pub async fn watch(s: Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, A
         }
         metrics.watches.dec();
     });
-    let ct = match format {
-        Format::Json => "application/json",
-        Format::Table => codec::TABLE_CONTENT_TYPE,
-    };
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "no-cache, private")], body).into_response())
 }
