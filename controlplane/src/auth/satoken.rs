@@ -319,8 +319,8 @@ impl TokenIssuer {
         })
     }
 
-    /// `/.well-known/openid-configuration` (upstream's ServiceAccountIssuerDiscovery), for `api_url` (the
-    /// issuer's external URL is the issuer itself).
+    /// `/.well-known/openid-configuration` (upstream's ServiceAccountIssuerDiscovery); the keys are published under
+    /// the issuer's own URL.
     pub fn openid_configuration(&self) -> Value {
         json!({
             "issuer": self.issuer,
