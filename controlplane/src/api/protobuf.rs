@@ -727,12 +727,17 @@ convert! { certificates::CertificateSigningRequestCondition {
     r#type: req "type", status: req "status", reason: opt "reason", message: opt "message",
     last_update_time: req "lastUpdateTime", last_transition_time: req "lastTransitionTime",
 } }
-/// `ExtraValue` is a Go `[]string`: a JSON array.
-impl ToJson for certificates::ExtraValue {
-    fn to_json(self) -> Res {
-        Ok(Value::Array(self.items.into_iter().map(Value::String).collect()))
-    }
+/// `ExtraValue` (in certificates, authentication and authorization) is a Go `[]string`: a JSON array.
+macro_rules! extra_value {
+    ($($ty:ty),*) => {$(
+        impl ToJson for $ty {
+            fn to_json(self) -> Res {
+                Ok(Value::Array(self.items.into_iter().map(Value::String).collect()))
+            }
+        }
+    )*};
 }
+extra_value!(certificates::ExtraValue, authn::ExtraValue, authz::ExtraValue);
 // authentication.k8s.io/v1: TokenRequest (`kubectl create token`), TokenReview, SelfSubjectReview
 // (`kubectl auth whoami`).
 convert! { authn::TokenRequest {
@@ -766,11 +771,6 @@ convert! { authn::SelfSubjectReviewStatus {
 convert! { authn::UserInfo {
     username: opt "username", uid: opt "uid", groups: list "groups", extra: map "extra",
 } }
-impl ToJson for authn::ExtraValue {
-    fn to_json(self) -> Res {
-        Ok(Value::Array(self.items.into_iter().map(Value::String).collect()))
-    }
-}
 // authorization.k8s.io/v1: the access and rules reviews (`kubectl auth can-i [--list]`).
 convert! { authz::SelfSubjectAccessReview {
     metadata: req "metadata", spec: req "spec", status: req "status",
@@ -825,11 +825,6 @@ convert! { authz::ResourceRule {
 convert! { authz::NonResourceRule {
     verbs: list_req "verbs", non_resource_ur_ls: list "nonResourceURLs",
 } }
-impl ToJson for authz::ExtraValue {
-    fn to_json(self) -> Res {
-        Ok(Value::Array(self.items.into_iter().map(Value::String).collect()))
-    }
-}
 convert! { rbac::Role {
     metadata: req "metadata", rules: list_req "rules",
 } }

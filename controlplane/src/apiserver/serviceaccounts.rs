@@ -20,7 +20,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::errors::ApiError;
-use super::write::{create_object, now_rfc3339};
+use super::write::{create_if_missing, now_rfc3339};
 use super::{codec, ApiServer, Req, Target};
 use crate::api::resources::{self, ResourceInfo};
 use crate::api::validation::FieldError;
@@ -41,10 +41,6 @@ fn info(plural: &str) -> Result<&'static ResourceInfo, ApiError> {
     resources::find("", "v1", plural).ok_or_else(|| ApiError::internal(format!("no {plural} resource")))
 }
 
-fn internal_req() -> Req {
-    Req { user: None, method: axum::http::Method::POST, headers: Default::default(), query: Default::default(), body: Default::default() }
-}
-
 async fn get(s: &ApiServer, info: &ResourceInfo, ns: &str, name: &str) -> Result<Option<Value>, ApiError> {
     match s.store.get(&info.key(Some(ns), name)).await.map_err(|e| ApiError::from_store(info, name, e))? {
         Some(kv) => Ok(Some(codec::object_from_kv(&kv)?)),
@@ -60,23 +56,13 @@ fn root_ca_configmap(sa: &ServiceAccounts) -> Value {
 /// Make `default` and `kube-root-ca.crt` in `ns` where missing, and put the CA back where it was changed.
 pub async fn ensure_namespace_defaults(s: &ApiServer, sa: &ServiceAccounts, ns: &str) -> Result<(), ApiError> {
     let (sa_info, cm_info) = (info("serviceaccounts")?, info("configmaps")?);
-    if get(s, sa_info, ns, "default").await?.is_none() {
-        let t = Target { info: sa_info, namespace: Some(ns.into()), name: None, sub: None };
-        match create_object(s, &t, json!({"metadata": {"name": "default"}}), &internal_req()).await {
-            Ok(_) => tracing::debug!(namespace = ns, "service account default created"),
-            Err(e) if e.reason == "AlreadyExists" => {}
-            Err(e) => return Err(e),
-        }
+    if get(s, sa_info, ns, "default").await?.is_none() && create_if_missing(s, sa_info, Some(ns), json!({"metadata": {"name": "default"}})).await? {
+        tracing::debug!(namespace = ns, "service account default created");
     }
     let key = cm_info.key(Some(ns), ROOT_CA_CONFIGMAP);
     match s.store.get(&key).await.map_err(|e| ApiError::from_store(cm_info, ROOT_CA_CONFIGMAP, e))? {
         None => {
-            let t = Target { info: cm_info, namespace: Some(ns.into()), name: None, sub: None };
-            match create_object(s, &t, root_ca_configmap(sa), &internal_req()).await {
-                Ok(_) => {}
-                Err(e) if e.reason == "AlreadyExists" => {}
-                Err(e) => return Err(e),
-            }
+            create_if_missing(s, cm_info, Some(ns), root_ca_configmap(sa)).await?;
         }
         Some(kv) => {
             let cm = codec::object_from_kv(&kv)?;
@@ -133,8 +119,7 @@ fn is_mirror_pod(pod: &Value) -> bool {
 }
 
 /// The ServiceAccount admission for a new pod (see the module doc). `pod` is changed in place.
-pub async fn admit_pod(s: &ApiServer, sa: &ServiceAccounts, ns: &str, pod: &mut Value) -> Result<(), ApiError> {
-    let _ = sa;
+pub async fn admit_pod(s: &ApiServer, ns: &str, pod: &mut Value) -> Result<(), ApiError> {
     if is_mirror_pod(pod) {
         return Ok(());
     }

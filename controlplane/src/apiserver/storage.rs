@@ -14,8 +14,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::errors::ApiError;
-use super::write::create_object;
-use super::{codec, ApiServer, Req, Target};
+use super::write::create_if_missing;
+use super::{codec, ApiServer};
 use crate::api::resources;
 
 pub const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
@@ -86,11 +86,5 @@ pub async fn ensure_default_class(s: &Arc<ApiServer>) -> Result<(), ApiError> {
         "metadata": {"name": LOCAL_PATH_CLASS, "annotations": {DEFAULT_CLASS_ANNOTATION: if default { "true" } else { "false" }}},
         "provisioner": LOCAL_PATH_PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer",
         "parameters": {"nodePath": DEFAULT_NODE_PATH}});
-    let t = Target { info, namespace: None, name: None, sub: None };
-    let req = Req { user: None, method: axum::http::Method::POST, headers: Default::default(), query: Default::default(), body: Default::default() };
-    match create_object(s, &t, sc, &req).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.reason == "AlreadyExists" => Ok(()),
-        Err(e) => Err(e),
-    }
+    create_if_missing(s, info, None, sc).await.map(|_| ())
 }

@@ -169,7 +169,7 @@ pub async fn create_object(s: &ApiServer, t: &Target, mut obj: Value, r: &Req) -
     if let Some(sa) = s.service_accounts() {
         let ns = t.namespace.as_deref().unwrap_or("default");
         match t.info.kind {
-            "Pod" => super::serviceaccounts::admit_pod(s, sa, ns, &mut obj).await?,
+            "Pod" => super::serviceaccounts::admit_pod(s, ns, &mut obj).await?,
             "Secret" => super::serviceaccounts::fill_token_secret(s, sa, ns, &mut obj).await?,
             _ => {}
         }
@@ -541,21 +541,27 @@ pub async fn bind(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, A
     Ok(codec::json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
 }
 
-/// Create the namespaces every cluster has.
-/// Create the default ClusterRoles and ClusterRoleBindings that do not exist (existing ones are left as the
-/// administrator made them).
+/// Create an object the server itself keeps (bootstrap policy, system namespaces, namespace defaults, the
+/// default StorageClass) unless it exists. Ok(true): created now.
+pub async fn create_if_missing(s: &ApiServer, info: &'static ResourceInfo, namespace: Option<&str>, obj: Value) -> Result<bool, ApiError> {
+    let t = Target { info, namespace: namespace.map(str::to_string), name: None, sub: None };
+    let req = Req { user: None, method: axum::http::Method::POST, headers: Default::default(), query: Default::default(), body: Default::default() };
+    match create_object(s, &t, obj, &req).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.reason == "AlreadyExists" => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Create the default ClusterRoles and ClusterRoleBindings that do not exist, and reconcile the existing ones.
 pub async fn ensure_bootstrap_policy(s: &Arc<ApiServer>) -> Result<(), ApiError> {
     let (roles, bindings) = crate::auth::bootstrap_policy();
     for (plural, objs) in [("clusterroles", roles), ("clusterrolebindings", bindings)] {
         let info = resources::find("rbac.authorization.k8s.io", "v1", plural).ok_or_else(|| ApiError::internal("no RBAC resources"))?;
         for obj in objs {
-            let t = Target { info, namespace: None, name: None, sub: None };
-            let req = Req { user: None, method: axum::http::Method::POST, headers: Default::default(), query: Default::default(), body: Default::default() };
             let name = name_of(&obj).to_string();
-            match create_object(s, &t, obj.clone(), &req).await {
-                Ok(_) => {}
-                Err(e) if e.reason == "AlreadyExists" => reconcile_bootstrap(s, info, &name, &obj).await?,
-                Err(e) => return Err(e),
+            if !create_if_missing(s, info, None, obj.clone()).await? {
+                reconcile_bootstrap(s, info, &name, &obj).await?;
             }
         }
     }
@@ -616,13 +622,7 @@ async fn reconcile_bootstrap(s: &ApiServer, info: &'static ResourceInfo, name: &
 pub async fn ensure_system_namespaces(s: &Arc<ApiServer>) -> Result<(), ApiError> {
     let info = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces resource"))?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let t = Target { info, namespace: None, name: None, sub: None };
-        let req = Req { user: None, method: axum::http::Method::POST, headers: Default::default(), query: Default::default(), body: Default::default() };
-        match create_object(s, &t, json!({"metadata": {"name": ns}}), &req).await {
-            Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {}
-            Err(e) => return Err(e),
-        }
+        create_if_missing(s, info, None, json!({"metadata": {"name": ns}})).await?;
     }
     Ok(())
 }
