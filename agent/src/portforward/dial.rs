@@ -139,8 +139,21 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_listening_is_refused_on_both_families() {
-        // Bind then drop: a port nothing listens on.
-        let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+        // A port held on both loopback addresses by sockets that are bound but never listen: connections are
+        // refused, and no other test can start listening there meanwhile (a bound-then-dropped port could be).
+        let mut held = None;
+        for _ in 0..100 {
+            let v4 = tokio::net::TcpSocket::new_v4().unwrap();
+            v4.bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+            let port = v4.local_addr().unwrap().port();
+            let v6 = tokio::net::TcpSocket::new_v6().ok().filter(|v6| v6.bind((std::net::Ipv6Addr::LOCALHOST, port).into()).is_ok());
+            let both = v6.is_some();
+            held = Some((port, v4, v6));
+            if both {
+                break;
+            }
+        }
+        let (port, _v4, _v6) = held.unwrap();
         let e = PodNetwork { netns: None }.dial(port).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
         assert!(e.to_string().contains("IPv4") && e.to_string().contains("IPv6"), "{e}");
