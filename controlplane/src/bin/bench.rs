@@ -562,7 +562,8 @@ fn full_mix_pod(i: usize, v: &mut serde_json::Value) {
 }
 
 fn bench_scheduler(node_counts: &[usize], pods: usize, full: bool) {
-    use k8s_openapi::api::core::v1::{Node, Pod};
+    use k8s_openapi::api::core::v1::Node;
+    use skiff_controlplane::controllers::cached_pod::CachedPod;
     use skiff_controlplane::scheduler::plugins::NodeView;
     use skiff_controlplane::scheduler::{place_views, Decision};
     let mix = if full {
@@ -586,7 +587,7 @@ fn bench_scheduler(node_counts: &[usize], pods: usize, full: bool) {
                 serde_json::from_value(v).expect("node")
             })
             .collect();
-        let pod_objs: Vec<Pod> = (0..pods)
+        let pod_objs: Vec<CachedPod> = (0..pods)
             .map(|i| {
                 let mut v = serde_json::json!({"metadata": {"name": format!("p{i}"), "uid": format!("uid-{i}")},
                     "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}});

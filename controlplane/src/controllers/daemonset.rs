@@ -22,19 +22,20 @@ use super::expectations::Expectations;
 use super::replicaset::{is_active, is_ready};
 use super::{controlled_by, delete_owned_pods, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
 use crate::scheduler::plugins::node_allows;
+use crate::controllers::cached_pod::CachedPod;
 
 pub const HASH_LABEL: &str = "controller-revision-hash";
 
 pub struct Context {
     client: Client,
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     nodes: Store<Node>,
     expectations: Expectations,
     config: ControllersConfig,
 }
 
 impl Context {
-    pub fn new(client: Client, pods: Store<Pod>, nodes: Store<Node>, config: ControllersConfig) -> Self {
+    pub fn new(client: Client, pods: Store<CachedPod>, nodes: Store<Node>, config: ControllersConfig) -> Self {
         Context { client, pods, nodes, expectations: Expectations::new(config.expectations_timeout), config }
     }
 }
@@ -97,7 +98,7 @@ pub fn pod_for(ds: &DaemonSet, node: &str) -> Result<Pod, ControllerError> {
 }
 
 /// The node a DaemonSet pod is for: where it runs, else the node its affinity names.
-fn target_node(p: &Pod) -> Option<String> {
+fn target_node(p: &CachedPod) -> Option<String> {
     if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()) {
         return Some(n);
     }
@@ -105,11 +106,11 @@ fn target_node(p: &Pod) -> Option<String> {
     terms.node_selector_terms.iter().flat_map(|t| t.match_fields.iter().flatten()).find(|f| f.key == "metadata.name").and_then(|f| f.values.as_ref()?.first().cloned())
 }
 
-pub fn plan(ds: &DaemonSet, nodes: &[&Node], owned: &[&Pod]) -> Result<Plan, ControllerError> {
+pub fn plan(ds: &DaemonSet, nodes: &[&Node], owned: &[&CachedPod]) -> Result<Plan, ControllerError> {
     let hash = template_hash(ds);
-    let probe = base_pod(ds)?;
+    let probe = CachedPod::from(base_pod(ds)?);
     let eligible: Vec<String> = nodes.iter().filter(|n| node_allows(&probe, n)).map(|n| n.name_any()).collect();
-    let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
+    let mut by_node: BTreeMap<String, Vec<&CachedPod>> = BTreeMap::new();
     let mut plan = Plan::default();
     for p in owned.iter().copied().filter(|p| is_active(p)) {
         match target_node(p) {
@@ -132,8 +133,8 @@ pub fn plan(ds: &DaemonSet, nodes: &[&Node], owned: &[&Pod]) -> Result<Plan, Con
     }
     // Rolling update: replace outdated pods while at most maxUnavailable are unavailable.
     let desired = eligible.len() as i32;
-    let on_eligible: Vec<&Pod> = eligible.iter().filter_map(|n| by_node.get(n).and_then(|v| v.first().copied())).collect();
-    let updated: Vec<&&Pod> = on_eligible.iter().filter(|p| p.labels().get(HASH_LABEL) == Some(&hash)).collect();
+    let on_eligible: Vec<&CachedPod> = eligible.iter().filter_map(|n| by_node.get(n).and_then(|v| v.first().copied())).collect();
+    let updated: Vec<&&CachedPod> = on_eligible.iter().filter(|p| p.labels().get(HASH_LABEL) == Some(&hash)).collect();
     let ready = on_eligible.iter().filter(|p| is_ready(p)).count() as i32;
     let rolling = ds.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
     if rolling && !deleting {
@@ -145,7 +146,7 @@ pub fn plan(ds: &DaemonSet, nodes: &[&Node], owned: &[&Pod]) -> Result<Plan, Con
         let unavailable = desired - ready;
         let mut budget = (max_unavailable - unavailable).max(0);
         // Outdated pods that are not ready anyway go first; ready ones within the budget.
-        let mut outdated: Vec<&&Pod> = on_eligible.iter().filter(|p| p.labels().get(HASH_LABEL) != Some(&hash)).collect();
+        let mut outdated: Vec<&&CachedPod> = on_eligible.iter().filter(|p| p.labels().get(HASH_LABEL) != Some(&hash)).collect();
         outdated.sort_by_key(|p| is_ready(p));
         for p in outdated {
             if !is_ready(p) {
@@ -178,7 +179,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, 
     let ns = ds.namespace().unwrap_or_default();
     let name = object_name(ds.as_ref());
     let all = ctx.pods.state();
-    let owned: Vec<&Pod> = all.iter().map(|p| p.as_ref()).filter(|p| p.namespace().as_deref() == Some(&ns) && controlled_by(*p, &uid)).collect();
+    let owned: Vec<&CachedPod> = all.iter().map(|p| p.as_ref()).filter(|p| p.namespace().as_deref() == Some(&ns) && controlled_by(*p, &uid)).collect();
     let observed: HashSet<String> = owned.iter().map(|p| p.name_any()).collect();
     if !ctx.expectations.satisfied(&uid, &observed) {
         return Ok(Action::requeue(std::time::Duration::from_millis(500)));
@@ -206,7 +207,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, 
 pub fn run(
     daemonsets: Api<DaemonSet>,
     ctx: Arc<Context>,
-    pod_events: impl futures::Stream<Item = Result<Pod, kube::runtime::watcher::Error>> + Send + 'static,
+    pod_events: impl futures::Stream<Item = Result<CachedPod, kube::runtime::watcher::Error>> + Send + 'static,
     node_events: impl futures::Stream<Item = Result<Node, kube::runtime::watcher::Error>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
@@ -240,8 +241,8 @@ mod tests {
         serde_json::from_value(n).unwrap()
     }
 
-    fn pod_on(ds: &DaemonSet, node: &str, name: &str, ready: bool) -> Pod {
-        let mut p = pod_for(ds, node).unwrap();
+    fn pod_on(ds: &DaemonSet, node: &str, name: &str, ready: bool) -> CachedPod {
+        let mut p = CachedPod::from(pod_for(ds, node).unwrap());
         p.metadata.name = Some(name.into());
         p.spec.as_mut().unwrap().node_name = Some(node.into());
         p.status = Some(serde_json::from_value(json!({"phase": "Running", "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]})).unwrap());

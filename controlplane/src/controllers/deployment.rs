@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -19,6 +18,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use super::{controlled_by, error_policy, object_name, ControllerError, ControllersConfig};
+use crate::controllers::cached_pod::CachedPod;
 
 pub const HASH_LABEL: &str = "pod-template-hash";
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -27,12 +27,12 @@ pub struct Context {
     client: Client,
     replicasets: Store<ReplicaSet>,
     #[allow(dead_code)]
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     config: ControllersConfig,
 }
 
 impl Context {
-    pub fn new(client: Client, replicasets: Store<ReplicaSet>, pods: Store<Pod>, config: ControllersConfig) -> Self {
+    pub fn new(client: Client, replicasets: Store<ReplicaSet>, pods: Store<CachedPod>, config: ControllersConfig) -> Self {
         Context { client, replicasets, pods, config }
     }
 }

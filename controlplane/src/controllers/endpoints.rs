@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -19,29 +19,30 @@ use serde_json::{json, Value};
 
 use super::replicaset::{is_active, is_ready};
 use super::{error_policy, object_name, ControllerError, ControllersConfig};
+use crate::controllers::cached_pod::CachedPod;
 
 pub const MANAGER: &str = "endpointslice-controller.k8s.io";
 const FIELD_MANAGER: &str = "skiff-endpoints-controller";
 
 pub struct Context {
     client: Client,
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     config: ControllersConfig,
 }
 
 impl Context {
-    pub fn new(client: Client, pods: Store<Pod>, config: ControllersConfig) -> Self {
+    pub fn new(client: Client, pods: Store<CachedPod>, config: ControllersConfig) -> Self {
         Context { client, pods, config }
     }
 }
 
-fn selects(svc: &Service, pod: &Pod) -> bool {
+fn selects(svc: &Service, pod: &CachedPod) -> bool {
     let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty()) else { return false };
     svc.namespace() == pod.namespace() && sel.iter().all(|(k, v)| pod.labels().get(k) == Some(v))
 }
 
 /// The pod's port for a service port's targetPort: a number as is, a name looked up in its containers.
-fn resolve_port(pod: &Pod, target: &Value, protocol: &str) -> Option<i64> {
+fn resolve_port(pod: &CachedPod, target: &Value, protocol: &str) -> Option<i64> {
     match target {
         Value::Number(n) => n.as_i64(),
         Value::String(name) => pod.spec.as_ref()?.containers.iter().flat_map(|c| c.ports.iter().flatten()).find_map(|p| {
@@ -53,7 +54,7 @@ fn resolve_port(pod: &Pod, target: &Value, protocol: &str) -> Option<i64> {
 }
 
 /// Endpoints and EndpointSlices (JSON, ready to apply) for a Service and the pods it selects.
-pub fn desired(svc: &Service, pods: &[&Pod]) -> (Value, Vec<Value>) {
+pub fn desired(svc: &Service, pods: &[&CachedPod]) -> (Value, Vec<Value>) {
     let name = svc.name_any();
     let ns = svc.namespace().unwrap_or_default();
     let publish_not_ready = svc.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
@@ -73,7 +74,7 @@ pub fn desired(svc: &Service, pods: &[&Pod]) -> (Value, Vec<Value>) {
         })
         .collect();
     // Pods grouped by their resolved port list (a subset / slice per distinct list).
-    let mut groups: BTreeMap<Vec<ResolvedPort>, Vec<(&Pod, bool)>> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<ResolvedPort>, Vec<(&CachedPod, bool)>> = BTreeMap::new();
     for p in pods.iter().copied().filter(|p| selects(svc, p) && is_active(p)) {
         let has_ip = p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).is_some_and(|ip| !ip.is_empty());
         if !has_ip {
@@ -91,8 +92,8 @@ pub fn desired(svc: &Service, pods: &[&Pod]) -> (Value, Vec<Value>) {
         groups.entry(ports).or_default().push((p, ready));
     }
     let owner = json!([{"apiVersion": "v1", "kind": "Service", "name": name, "uid": svc.uid(), "controller": true, "blockOwnerDeletion": true}]);
-    let target_ref = |p: &Pod| json!({"kind": "Pod", "name": p.name_any(), "namespace": ns, "uid": p.uid()});
-    let address = |p: &Pod| {
+    let target_ref = |p: &CachedPod| json!({"kind": "Pod", "name": p.name_any(), "namespace": ns, "uid": p.uid()});
+    let address = |p: &CachedPod| {
         let mut a = json!({"ip": p.status.as_ref().and_then(|s| s.pod_ip.clone()), "targetRef": target_ref(p)});
         if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
             a["nodeName"] = json!(n);
@@ -179,7 +180,7 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, C
     let ns = svc.namespace().unwrap_or_default();
     let name = object_name(svc.as_ref());
     let all = ctx.pods.state();
-    let pods: Vec<&Pod> = all.iter().map(|p| p.as_ref()).filter(|p| p.namespace().as_deref() == Some(&ns)).collect();
+    let pods: Vec<&CachedPod> = all.iter().map(|p| p.as_ref()).filter(|p| p.namespace().as_deref() == Some(&ns)).collect();
     let (endpoints, slices) = desired(&svc, &pods);
     let err = |e| ControllerError::Api { object: name.clone(), source: Box::new(e) };
     let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -210,7 +211,7 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, C
 pub fn run(
     services: Api<Service>,
     ctx: Arc<Context>,
-    pod_events: impl futures::Stream<Item = Result<Pod, kube::runtime::watcher::Error>> + Send + 'static,
+    pod_events: impl futures::Stream<Item = Result<CachedPod, kube::runtime::watcher::Error>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
     let controller = Controller::new(services, kube::runtime::watcher::Config::default());
@@ -218,7 +219,7 @@ pub fn run(
     // A pod change wakes every Service with a selector in its namespace: the watch event carries only the new
     // labels, and a pod that stopped matching must leave the endpoints of the Service it matched before.
     controller
-        .watches_stream(pod_events, move |pod: Pod| {
+        .watches_stream(pod_events, move |pod: CachedPod| {
             let ns = pod.namespace();
             svc_store
                 .state()
@@ -242,7 +243,7 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(name: &str, ip: &str, ready: bool, port_name: Option<(&str, i32)>) -> Pod {
+    fn pod(name: &str, ip: &str, ready: bool, port_name: Option<(&str, i32)>) -> CachedPod {
         let ports = port_name.map(|(n, p)| json!([{"name": n, "containerPort": p}])).unwrap_or(json!([]));
         serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default", "uid": name, "labels": {"app": "web"}},
             "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x", "ports": ports}]},

@@ -58,55 +58,6 @@ fn uid<K: kube::Resource>(o: &K) -> String {
     o.meta().uid.clone().unwrap_or_default()
 }
 
-/// Drop from a cached object what no controller and not the scheduler reads (upstream's informer transforms, which
-/// drop managedFields): of a pod, the containers' env, mounts, probes, lifecycle hooks, commands and security
-/// contexts, every volume but PersistentVolumeClaim references, the container statuses, and the
-/// last-applied-configuration annotation. A pod's projected service account volume alone is ~3 KB in memory;
-/// with 10,000 pods that is what decides the controller manager's size. Nothing writes cached pods back (updates
-/// read the object from the API, or patch).
-fn trim<K: 'static>(o: &mut K) {
-    use std::any::Any;
-    let Some(p) = (o as &mut dyn Any).downcast_mut::<k8s_openapi::api::core::v1::Pod>() else { return };
-    trim_pod(p);
-}
-
-pub fn trim_pod(p: &mut k8s_openapi::api::core::v1::Pod) {
-    p.metadata.managed_fields = None;
-    if let Some(a) = p.metadata.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-    if let Some(spec) = p.spec.as_mut() {
-        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
-            c.env = None;
-            c.env_from = None;
-            c.volume_mounts = None;
-            c.volume_devices = None;
-            c.liveness_probe = None;
-            c.readiness_probe = None;
-            c.startup_probe = None;
-            c.lifecycle = None;
-            c.command = None;
-            c.args = None;
-            c.working_dir = None;
-            c.security_context = None;
-            c.termination_message_path = None;
-            c.termination_message_policy = None;
-        }
-        spec.ephemeral_containers = None;
-        if let Some(vols) = spec.volumes.as_mut() {
-            vols.retain(|v| v.persistent_volume_claim.is_some());
-            if vols.is_empty() {
-                spec.volumes = None;
-            }
-        }
-    }
-    if let Some(st) = p.status.as_mut() {
-        st.container_statuses = None;
-        st.init_container_statuses = None;
-        st.ephemeral_container_statuses = None;
-    }
-}
-
 impl<K: Informable> SharedInformer<K> {
     /// Start list + watch of `api` until `shutdown` resolves. Watch errors are logged; the watcher retries with
     /// backoff and relists on 410.
@@ -133,7 +84,6 @@ impl<K: Informable> SharedInformer<K> {
                         }
                     },
                 };
-                let event = event.modify(trim);
                 // Subscribers get the cached object itself (one copy of each object in the process, not one more
                 // per change in flight), looked up once the cache has it.
                 let cached = |o: &K| store.get(&reflector::ObjectRef::from_obj(o)).unwrap_or_else(|| Arc::new(o.clone()));
@@ -242,40 +192,5 @@ impl Informers {
         let informer = SharedInformer::start(Api::<K>::all(self.client.clone()), self.shutdown.clone());
         started.insert(TypeId::of::<K>(), Box::new(informer.clone()));
         informer
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cached_pods_keep_what_controllers_and_the_scheduler_read() {
-        let mut p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "labels": {"app": "web"}, "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u"}],
-                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}", "keep": "me"}},
-            "spec": {"nodeName": "n1", "tolerations": [{"key": "k", "operator": "Exists"}],
-                     "containers": [{"name": "c", "image": "x", "env": [{"name": "A", "value": "1"}], "ports": [{"name": "http", "containerPort": 80, "hostPort": 8080}],
-                                     "resources": {"requests": {"cpu": "1"}}, "readinessProbe": {"exec": {"command": ["true"]}},
-                                     "volumeMounts": [{"name": "t", "mountPath": "/t"}]}],
-                     "volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}},
-                                 {"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]},
-            "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}],
-                       "containerStatuses": [{"name": "c", "ready": true, "restartCount": 0, "image": "x", "imageID": ""}]}
-        }))
-        .unwrap();
-        trim_pod(&mut p);
-        let spec = p.spec.as_ref().unwrap();
-        let c = &spec.containers[0];
-        assert!(c.env.is_none() && c.readiness_probe.is_none() && c.volume_mounts.is_none());
-        assert_eq!(c.ports.as_ref().unwrap()[0].host_port, Some(8080), "host ports and named ports stay");
-        assert!(c.resources.is_some());
-        assert_eq!(spec.volumes.as_ref().unwrap().len(), 1, "only claim references stay");
-        assert!(spec.tolerations.is_some() && spec.node_name.is_some());
-        let st = p.status.as_ref().unwrap();
-        assert!(st.container_statuses.is_none() && st.conditions.is_some() && st.pod_ip.is_some());
-        let ann = p.metadata.annotations.as_ref().unwrap();
-        assert!(!ann.contains_key("kubectl.kubernetes.io/last-applied-configuration") && ann.contains_key("keep"));
-        assert!(p.metadata.owner_references.is_some() && p.metadata.labels.is_some());
     }
 }

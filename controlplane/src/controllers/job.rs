@@ -22,16 +22,17 @@ use kube::{Api, Client, ResourceExt};
 use super::expectations::Expectations;
 use super::replicaset::is_ready;
 use super::{controlled_by, delete_owned_pods, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
+use crate::controllers::cached_pod::CachedPod;
 
 pub struct Context {
     client: Client,
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     expectations: Expectations,
     config: ControllersConfig,
 }
 
 impl Context {
-    pub fn new(client: Client, pods: Store<Pod>, config: ControllersConfig) -> Self {
+    pub fn new(client: Client, pods: Store<CachedPod>, config: ControllersConfig) -> Self {
         Context { client, pods, expectations: Expectations::new(config.expectations_timeout), config }
     }
 }
@@ -47,7 +48,7 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
 }
 
-fn phase(p: &Pod) -> &str {
+fn phase(p: &CachedPod) -> &str {
     p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
 }
 
@@ -70,11 +71,11 @@ fn condition(type_: &str, reason: &str, message: &str, now: DateTime<Utc>) -> Jo
 }
 
 /// Decide the next step of a Job at time `now`.
-pub fn plan(job: &Job, owned: &[&Pod], now: DateTime<Utc>) -> Plan {
+pub fn plan(job: &Job, owned: &[&CachedPod], now: DateTime<Utc>) -> Plan {
     let spec = job.spec.clone().unwrap_or_default();
     let old = job.status.clone().unwrap_or_default();
     let mut plan = Plan::default();
-    let active: Vec<&Pod> = owned
+    let active: Vec<&CachedPod> = owned
         .iter()
         .copied()
         .filter(|p| p.metadata.deletion_timestamp.is_none() && !matches!(phase(p), "Succeeded" | "Failed"))
@@ -143,7 +144,7 @@ pub fn plan(job: &Job, owned: &[&Pod], now: DateTime<Utc>) -> Plan {
         if active.len() < want {
             plan.create = want - active.len();
         } else if active.len() > want {
-            let mut newest: Vec<&Pod> = active.clone();
+            let mut newest: Vec<&CachedPod> = active.clone();
             newest.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)));
             plan.delete = newest[..active.len() - want].iter().map(|p| p.name_any()).collect();
         }
@@ -169,7 +170,7 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contr
         return Ok(Action::await_change());
     }
     let all = ctx.pods.state();
-    let owned: Vec<&Pod> = all.iter().map(|p| p.as_ref()).filter(|p| p.namespace().as_deref() == Some(&ns) && controlled_by(*p, &uid)).collect();
+    let owned: Vec<&CachedPod> = all.iter().map(|p| p.as_ref()).filter(|p| p.namespace().as_deref() == Some(&ns) && controlled_by(*p, &uid)).collect();
     let observed: HashSet<String> = owned.iter().map(|p| p.name_any()).collect();
     if !ctx.expectations.satisfied(&uid, &observed) {
         return Ok(Action::requeue(Duration::from_millis(500)));
@@ -209,7 +210,7 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contr
 pub fn run(
     jobs: Api<Job>,
     ctx: Arc<Context>,
-    pod_events: impl futures::Stream<Item = Result<Pod, kube::runtime::watcher::Error>> + Send + 'static,
+    pod_events: impl futures::Stream<Item = Result<CachedPod, kube::runtime::watcher::Error>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
     Controller::new(jobs, kube::runtime::watcher::Config::default())
@@ -230,7 +231,7 @@ mod tests {
         serde_json::from_value(json!({"metadata": {"name": "pi", "namespace": "default", "uid": "job-uid"}, "spec": s})).unwrap()
     }
 
-    fn pod(name: &str, phase: &str) -> Pod {
+    fn pod(name: &str, phase: &str) -> CachedPod {
         serde_json::from_value(json!({"metadata": {"name": name, "creationTimestamp": "2026-01-01T00:00:00Z"}, "status": {"phase": phase}})).unwrap()
     }
 

@@ -6,12 +6,13 @@
 //! reconcile first decides with a pure planner (unit-tested) and then acts. Errors requeue with backoff; a
 //! successful reconcile requeues after the resync period.
 //!
-//! Modules: [`informers`] (the per-process shared informers), [`replicaset`], [`deployment`], [`daemonset`],
+//! Modules: [`informers`] (the per-process shared informers), [`cached_pod`] (the pod as they cache it), [`replicaset`], [`deployment`], [`daemonset`],
 //! [`job`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod CIDR per node), [`node_lifecycle`],
 //! [`gc`] (the garbage collector over ownerReferences), [`volume`] (persistent volume binding, local-path
 //! provisioning, reclaim, protection), [`leader`] (leader election), [`expectations`] (no duplicate pods while the
 //! cache catches up).
 
+pub mod cached_pod;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
+use crate::controllers::cached_pod::CachedPod;
 
 pub use informers::Informers;
 use kube::{Api, Client};
@@ -81,7 +83,7 @@ pub async fn run_with(informers: Informers, config: ControllersConfig, shutdown:
     let client = informers.client().clone();
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     // One pod cache for the controllers; each controller woken by pod changes gets its own stream of them.
-    let pod_informer = informers.get::<Pod>();
+    let pod_informer = informers.get::<CachedPod>();
     let pods = pod_informer.store();
     let (pod_events, pod_events_for_endpoints, pod_events_for_jobs, pod_events_for_ds) =
         (pod_informer.touched(), pod_informer.touched(), pod_informer.touched(), pod_informer.touched());

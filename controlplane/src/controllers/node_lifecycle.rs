@@ -21,6 +21,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use super::Informers;
+use crate::controllers::cached_pod::CachedPod;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -124,7 +125,7 @@ pub fn plan_node(node: &Node, lease: Option<&Lease>, now: DateTime<Utc>, grace: 
 }
 
 /// Pods on a node with NoExecute taints that must go now, and the soonest later eviction (to look again then).
-pub fn evictions(node: &Node, pods: &[&Pod], now: DateTime<Utc>) -> (Vec<String>, Option<Duration>) {
+pub fn evictions(node: &Node, pods: &[&CachedPod], now: DateTime<Utc>) -> (Vec<String>, Option<Duration>) {
     let taints: Vec<Taint> =
         node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default().into_iter().filter(|t| t.effect == "NoExecute").collect();
     let mut now_out = Vec::new();
@@ -172,7 +173,7 @@ pub fn evictions(node: &Node, pods: &[&Pod], now: DateTime<Utc>) -> (Vec<String>
     (now_out, soonest)
 }
 
-async fn pass(client: &Client, nodes: &Store<Node>, leases: &Store<Lease>, pods: &Store<Pod>, config: &LifecycleConfig) {
+async fn pass(client: &Client, nodes: &Store<Node>, leases: &Store<Lease>, pods: &Store<CachedPod>, config: &LifecycleConfig) {
     let now = Utc::now();
     let node_api: Api<Node> = Api::all(client.clone());
     let lease_list = leases.state();
@@ -200,7 +201,7 @@ async fn pass(client: &Client, nodes: &Store<Node>, leases: &Store<Lease>, pods:
         } else {
             node
         };
-        let on_node: Vec<&Pod> = all_pods
+        let on_node: Vec<&CachedPod> = all_pods
             .iter()
             .map(|p| p.as_ref())
             .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
@@ -222,7 +223,7 @@ async fn pass(client: &Client, nodes: &Store<Node>, leases: &Store<Lease>, pods:
 /// informers.
 pub async fn run(informers: Informers, config: LifecycleConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
     let client = informers.client().clone();
-    let (node_informer, lease_informer, pod_informer) = (informers.get::<Node>(), informers.get::<Lease>(), informers.get::<Pod>());
+    let (node_informer, lease_informer, pod_informer) = (informers.get::<Node>(), informers.get::<Lease>(), informers.get::<CachedPod>());
     tokio::join!(node_informer.ready(), lease_informer.ready(), pod_informer.ready());
     let (nodes, leases, pods) = (node_informer.store(), lease_informer.store(), pod_informer.store());
     tokio::pin!(shutdown);
@@ -289,7 +290,7 @@ mod tests {
     #[test]
     fn eviction_respects_toleration_seconds() {
         let n = node("Unknown", 0, json!([{"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": t(100)}]));
-        let pod = |name: &str, tol: serde_json::Value| -> Pod {
+        let pod = |name: &str, tol: serde_json::Value| -> CachedPod {
             serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"containers": [], "tolerations": tol}})).unwrap()
         };
         let none = pod("none", json!([]));

@@ -17,16 +17,17 @@ use kube::{Api, Client, ResourceExt};
 use super::expectations::Expectations;
 use super::informers::SharedInformer;
 use super::{controlled_by, delete_owned_pods, error_policy, object_name, owned_pod, ControllerError, ControllersConfig};
+use crate::controllers::cached_pod::CachedPod;
 
 pub struct Context {
     client: Client,
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     expectations: Expectations,
     config: ControllersConfig,
 }
 
 impl Context {
-    pub fn new(client: Client, pods: Store<Pod>, config: ControllersConfig) -> Self {
+    pub fn new(client: Client, pods: Store<CachedPod>, config: ControllersConfig) -> Self {
         Context { client, pods, expectations: Expectations::new(config.expectations_timeout), config }
     }
 }
@@ -41,12 +42,12 @@ pub struct Plan {
     pub status: ReplicaSetStatus,
 }
 
-pub fn is_active(p: &Pod) -> bool {
+pub fn is_active(p: &CachedPod) -> bool {
     let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
     p.metadata.deletion_timestamp.is_none() && phase != "Succeeded" && phase != "Failed"
 }
 
-pub fn is_ready(p: &Pod) -> bool {
+pub fn is_ready(p: &CachedPod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -55,7 +56,7 @@ pub fn is_ready(p: &Pod) -> bool {
 
 /// Deletion preference, as upstream's `ActivePods` ordering: unscheduled before scheduled, pending before
 /// running, not ready before ready, then the newest first.
-fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<String>) {
+fn deletion_rank(p: &CachedPod) -> (u8, u8, u8, std::cmp::Reverse<String>) {
     let scheduled = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
     let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
     let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0.to_rfc3339()).unwrap_or_default();
@@ -63,9 +64,9 @@ fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<String>) {
 }
 
 /// Decide creations, deletions and status from the ReplicaSet and the pods it controls.
-pub fn plan(rs: &ReplicaSet, owned: &[&Pod]) -> Plan {
+pub fn plan(rs: &ReplicaSet, owned: &[&CachedPod]) -> Plan {
     let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
-    let mut active: Vec<&Pod> = owned.iter().copied().filter(|p| is_active(p)).collect();
+    let mut active: Vec<&CachedPod> = owned.iter().copied().filter(|p| is_active(p)).collect();
     let mut plan = Plan::default();
     if rs.metadata.deletion_timestamp.is_none() {
         if active.len() < want {
@@ -76,7 +77,7 @@ pub fn plan(rs: &ReplicaSet, owned: &[&Pod]) -> Plan {
         }
     }
     let template_labels = rs.spec.as_ref().and_then(|s| s.template.as_ref()).and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
-    let counted: Vec<&&Pod> = owned.iter().filter(|p| is_active(p)).collect();
+    let counted: Vec<&&CachedPod> = owned.iter().filter(|p| is_active(p)).collect();
     let ready = counted.iter().filter(|p| is_ready(p)).count() as i32;
     plan.status = ReplicaSetStatus {
         replicas: counted.len() as i32,
@@ -101,7 +102,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action,
     let ns = rs.namespace().unwrap_or_default();
     let name = object_name(rs.as_ref());
     let all = ctx.pods.state();
-    let owned: Vec<&Pod> = all.iter().map(|p| p.as_ref()).filter(|p| p.namespace().as_deref() == Some(&ns) && controlled_by(*p, &uid)).collect();
+    let owned: Vec<&CachedPod> = all.iter().map(|p| p.as_ref()).filter(|p| p.namespace().as_deref() == Some(&ns) && controlled_by(*p, &uid)).collect();
     let observed: HashSet<String> = owned.iter().map(|p| p.name_any()).collect();
     if !ctx.expectations.satisfied(&uid, &observed) {
         return Ok(Action::requeue(std::time::Duration::from_millis(500)));
@@ -137,7 +138,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action,
 pub fn run(
     replicasets: SharedInformer<ReplicaSet>,
     ctx: Arc<Context>,
-    pod_events: impl futures::Stream<Item = Result<Pod, kube::runtime::watcher::Error>> + Send + 'static,
+    pod_events: impl futures::Stream<Item = Result<CachedPod, kube::runtime::watcher::Error>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
     Controller::for_stream(replicasets.touched(), replicasets.store())
@@ -162,8 +163,8 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(name: &str, node: Option<&str>, phase: &str, ready: bool, created_secs: i64) -> Pod {
-        Pod {
+    fn pod(name: &str, node: Option<&str>, phase: &str, ready: bool, created_secs: i64) -> CachedPod {
+        CachedPod::from(Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 labels: Some([("app".to_string(), "web".to_string())].into()),
@@ -176,7 +177,7 @@ mod tests {
                 conditions: Some(vec![PodCondition { type_: "Ready".into(), status: if ready { "True" } else { "False" }.into(), ..Default::default() }]),
                 ..Default::default()
             }),
-        }
+        })
     }
 
     #[test]
@@ -197,7 +198,7 @@ mod tests {
             pod("pending", Some("n1"), "Pending", false, 50),
             pod("unscheduled", None, "Pending", false, 10),
         ];
-        let refs: Vec<&Pod> = pods.iter().collect();
+        let refs: Vec<&CachedPod> = pods.iter().collect();
         let p = plan(&rs(1), &refs);
         assert_eq!(p.create, 0);
         assert_eq!(p.delete, ["unscheduled", "pending", "running-ready-new"]);

@@ -25,7 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -33,6 +33,7 @@ use serde_json::{json, Value};
 
 use super::informers::Informers;
 use crate::scheduler::plugins::{parse_quantity_milli, term_matches};
+use crate::controllers::cached_pod::CachedPod;
 
 pub use crate::apiserver::storage::{DEFAULT_NODE_PATH, LOCAL_PATH_PROVISIONER as PROVISIONER, PVC_PROTECTION, PV_PROTECTION};
 pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
@@ -62,7 +63,7 @@ pub struct Snapshot {
     pub claims: Vec<Arc<PersistentVolumeClaim>>,
     pub volumes: Vec<Arc<PersistentVolume>>,
     pub classes: Vec<Arc<StorageClass>>,
-    pub pods: Vec<Arc<Pod>>,
+    pub pods: Vec<Arc<CachedPod>>,
     pub nodes: Vec<Arc<Node>>,
 }
 
@@ -87,11 +88,11 @@ fn volume_phase(v: &PersistentVolume) -> &str {
 }
 
 /// Claims a pod refers to.
-pub fn pod_claims(p: &Pod) -> impl Iterator<Item = &str> {
+pub fn pod_claims(p: &CachedPod) -> impl Iterator<Item = &str> {
     p.spec.iter().flat_map(|s| s.volumes.iter().flatten()).filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()))
 }
 
-fn pod_done(p: &Pod) -> bool {
+fn pod_done(p: &CachedPod) -> bool {
     matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"))
 }
 
@@ -488,7 +489,7 @@ pub async fn run(informers: Informers, shutdown: impl Future<Output = ()> + Send
     let claims = informers.get::<PersistentVolumeClaim>();
     let volumes = informers.get::<PersistentVolume>();
     let classes = informers.get::<StorageClass>();
-    let pods = informers.get::<Pod>();
+    let pods = informers.get::<CachedPod>();
     let nodes = informers.get::<Node>();
     tokio::join!(claims.ready(), volumes.ready(), classes.ready(), pods.ready(), nodes.ready());
     let (mut c_rx, mut v_rx, mut s_rx, mut p_rx) = (claims.subscribe(), volumes.subscribe(), classes.subscribe(), pods.subscribe());
@@ -657,7 +658,7 @@ mod tests {
         assert!(matches!(&a[..], [Action::VolumePhase { phase: "Failed", .. }]));
         // A claim being deleted keeps its finalizer while a running pod uses it.
         let deleting = claim("data", "1Gi", Some(""), json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"volumeName": "v"}}));
-        let user: Arc<Pod> = Arc::new(serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"},
+        let user: Arc<CachedPod> = Arc::new(serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"},
             "spec": {"containers": [], "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}, "status": {"phase": "Running"}})).unwrap());
         let a = plan(&Snapshot { claims: vec![deleting.clone()], volumes: vec![bound_volume.clone()], pods: vec![user], ..Default::default() });
         assert!(!a.iter().any(|x| matches!(x, Action::RemoveClaimFinalizer { .. })), "{a:?}");

@@ -30,6 +30,7 @@ use crate::controllers::Informers;
 use nominator::Nominations;
 use topology::NamespaceLabels;
 use plugins::{filter_view, score_view, unschedulable_message, NodeUsage, NodeView, PodView, Unfit};
+use crate::controllers::cached_pod::CachedPod;
 
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -63,7 +64,7 @@ struct Backoff {
 #[derive(Default)]
 struct State {
     /// Bound by us, not yet seen bound in the cache: pod uid → (node, pod).
-    assumed: HashMap<String, (String, Pod)>,
+    assumed: HashMap<String, (String, CachedPod)>,
     backoff: HashMap<String, Backoff>,
     /// The unschedulable message last reported per pod uid (reported again only when it changes).
     reported: HashMap<String, String>,
@@ -81,7 +82,7 @@ pub enum Decision {
     Unschedulable(String),
 }
 
-fn is_active(p: &Pod) -> bool {
+fn is_active(p: &CachedPod) -> bool {
     let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
     phase != "Succeeded" && phase != "Failed"
 }
@@ -100,7 +101,7 @@ pub fn feasible_nodes_to_find(nodes: usize) -> usize {
 ///
 /// Like upstream, each pod's search starts where the previous one stopped and ends once enough feasible nodes
 /// were found, so large clusters are not scanned whole for every pod.
-pub fn place(pending: &[&Pod], nodes: &[&Node], usage: &mut HashMap<String, NodeUsage>, namespaces: &NamespaceLabels) -> Vec<Decision> {
+pub fn place(pending: &[&CachedPod], nodes: &[&Node], usage: &mut HashMap<String, NodeUsage>, namespaces: &NamespaceLabels) -> Vec<Decision> {
     let views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n)).collect();
     place_views(pending, &views, usage, namespaces, &mut Nominations::default())
 }
@@ -108,7 +109,7 @@ pub fn place(pending: &[&Pod], nodes: &[&Node], usage: &mut HashMap<String, Node
 /// [`place`] with the node views already built (a scheduling pass builds them once), and the nominated pods,
 /// whose room on their node is kept for them: a pod placed ends its nomination.
 pub fn place_views(
-    pending: &[&Pod],
+    pending: &[&CachedPod],
     nodes: &[NodeView],
     usage: &mut HashMap<String, NodeUsage>,
     namespaces: &NamespaceLabels,
@@ -191,14 +192,14 @@ fn fnv2(a: &str, b: &str) -> u64 {
     a.bytes().chain(std::iter::once(b'/')).chain(b.bytes()).fold(0xcbf29ce484222325u64, |h, x| (h ^ x as u64).wrapping_mul(0x100000001b3))
 }
 
-fn priority(p: &Pod) -> i32 {
+fn priority(p: &CachedPod) -> i32 {
     p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
 }
 
 pub struct Scheduler {
     client: Client,
     config: SchedulerConfig,
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     nodes: Store<Node>,
     /// Their labels, for the namespaceSelector of affinity terms.
     namespaces: Store<Namespace>,
@@ -243,7 +244,7 @@ impl Scheduler {
         // their status after a restart. A nomination that has not led to a binding in time is dropped (and
         // cleared from the status), so that the pod may preempt afresh and its room is not held forever.
         let mut nominations = Nominations::default();
-        let mut expired: Vec<Pod> = Vec::new();
+        let mut expired: Vec<CachedPod> = Vec::new();
         for p in pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_none_or(str::is_empty)) {
             let uid = p.uid().unwrap_or_default();
             let in_status = p.status.as_ref().and_then(|s| s.nominated_node_name.clone()).filter(|n| !n.is_empty());
@@ -264,7 +265,7 @@ impl Scheduler {
             }
             nominations.add(&node, p);
         }
-        let mut pending: Vec<&Pod> = pods
+        let mut pending: Vec<&CachedPod> = pods
             .iter()
             .map(|p| p.as_ref())
             .filter(|p| {
@@ -284,12 +285,12 @@ impl Scheduler {
         });
         // Pods with claims: those that cannot be placed now wait; the others carry their volumes' node
         // restrictions in their required node affinity (VolumeBinding).
-        let mut volume_unschedulable: Vec<(Pod, String)> = Vec::new();
-        let mut restricted: Vec<Pod> = Vec::new();
+        let mut volume_unschedulable: Vec<(CachedPod, String)> = Vec::new();
+        let mut restricted: Vec<CachedPod> = Vec::new();
         let mut annotate: HashMap<String, Vec<String>> = HashMap::new();
         if pending.iter().any(|p| volumes::has_claims(p)) {
             let view = volumes::VolumeView::new(self.claims.state(), self.volumes.state(), self.classes.state());
-            let mut keep: Vec<&Pod> = Vec::new();
+            let mut keep: Vec<&CachedPod> = Vec::new();
             let mut swap: Vec<usize> = Vec::new();
             for p in pending.drain(..) {
                 if !volumes::has_claims(p) {
@@ -393,7 +394,7 @@ impl Scheduler {
 
     /// Tell the volume controller where the pod goes: `volume.kubernetes.io/selected-node` on its unbound
     /// WaitForFirstConsumer claims (before the binding, as upstream's PreBind).
-    async fn annotate_claims(&self, p: &Pod, claims: &[String], node: &str) -> bool {
+    async fn annotate_claims(&self, p: &CachedPod, claims: &[String], node: &str) -> bool {
         let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &p.namespace().unwrap_or_default());
         for c in claims {
             let patch = json!({"metadata": {"annotations": {crate::controllers::volume::SELECTED_NODE: node}}});
@@ -405,7 +406,7 @@ impl Scheduler {
         true
     }
 
-    async fn bind(&self, p: &Pod, node: &str) -> bool {
+    async fn bind(&self, p: &CachedPod, node: &str) -> bool {
         let ns = p.namespace().unwrap_or_default();
         let name = p.name_any();
         let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "uid": p.uid()},
@@ -431,7 +432,7 @@ impl Scheduler {
     }
 
     /// Evicts the victims (graceful delete, a `Preempted` event each) and nominates the node for the preemptor.
-    async fn preempt(&self, p: &Pod, pre: &preemption::Preemption) {
+    async fn preempt(&self, p: &CachedPod, pre: &preemption::Preemption) {
         let ns = p.namespace().unwrap_or_default();
         let name = p.name_any();
         tracing::info!(pod = %format!("{ns}/{name}"), node = %pre.node, victims = pre.victims.len(), "preempting");
@@ -459,7 +460,7 @@ impl Scheduler {
         }
     }
 
-    async fn clear_nomination(&self, p: &Pod) {
+    async fn clear_nomination(&self, p: &CachedPod) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &p.namespace().unwrap_or_default());
         let patch = json!({"status": {"nominatedNodeName": null}});
         match pods.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
@@ -485,7 +486,7 @@ impl Scheduler {
         }
     }
 
-    async fn report_unschedulable(&self, p: &Pod, msg: &str) {
+    async fn report_unschedulable(&self, p: &CachedPod, msg: &str) {
         let ns = p.namespace().unwrap_or_default();
         let name = p.name_any();
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -522,7 +523,7 @@ pub async fn run(client: Client, config: SchedulerConfig, shutdown: impl Future<
 /// Run the scheduler until `shutdown` resolves, on the process's shared pod and node informers (those of the
 /// controller manager, when it runs in the same process).
 pub async fn run_with(informers: Informers, config: SchedulerConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let (pod_informer, node_informer, ns_informer) = (informers.get::<Pod>(), informers.get::<Node>(), informers.get::<Namespace>());
+    let (pod_informer, node_informer, ns_informer) = (informers.get::<CachedPod>(), informers.get::<Node>(), informers.get::<Namespace>());
     let (mut pod_changes, mut node_changes) = (pod_informer.subscribe(), node_informer.subscribe());
     let claim_informer = informers.get::<k8s_openapi::api::core::v1::PersistentVolumeClaim>();
     let volume_informer = informers.get::<k8s_openapi::api::core::v1::PersistentVolume>();
@@ -595,7 +596,7 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(name: &str, cpu: &str) -> Pod {
+    fn pod(name: &str, cpu: &str) -> CachedPod {
         serde_json::from_value(json!({"metadata": {"name": name, "uid": name}, "spec": {"containers": [{"name": "c", "image": "x",
             "resources": {"requests": {"cpu": cpu}}}]}}))
         .unwrap()
@@ -606,7 +607,7 @@ mod tests {
         let nodes = [node("a", "2"), node("b", "2")];
         let pods = [pod("p1", "1500m"), pod("p2", "1500m"), pod("p3", "1500m")];
         let node_refs: Vec<&Node> = nodes.iter().collect();
-        let pod_refs: Vec<&Pod> = pods.iter().collect();
+        let pod_refs: Vec<&CachedPod> = pods.iter().collect();
         let d = place(&pod_refs, &node_refs, &mut HashMap::new(), &NamespaceLabels::new());
         let bound: Vec<&Decision> = d.iter().filter(|d| matches!(d, Decision::Bind(_))).collect();
         assert_eq!(bound.len(), 2);
@@ -625,13 +626,13 @@ mod tests {
     #[test]
     fn spreads_small_pods() {
         let nodes = [node("a", "4"), node("b", "4")];
-        let pods: Vec<Pod> = (0..10).map(|i| pod(&format!("p{i}"), "100m")).collect();
+        let pods: Vec<CachedPod> = (0..10).map(|i| pod(&format!("p{i}"), "100m")).collect();
         let d = place(&pods.iter().collect::<Vec<_>>(), &nodes.iter().collect::<Vec<_>>(), &mut HashMap::new(), &NamespaceLabels::new());
         let on_a = d.iter().filter(|d| **d == Decision::Bind("a".into())).count();
         assert!((4..=6).contains(&on_a), "{d:?}");
     }
 
-    fn pod_p(name: &str, cpu: &str, prio: i32) -> Pod {
+    fn pod_p(name: &str, cpu: &str, prio: i32) -> CachedPod {
         let mut p = pod(name, cpu);
         p.spec.as_mut().unwrap().priority = Some(prio);
         p

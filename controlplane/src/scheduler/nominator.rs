@@ -11,10 +11,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
 
 use super::plugins::NodeUsage;
 use super::topology::{PodInfo, PodRef};
+use crate::controllers::cached_pod::CachedPod;
 
 /// The pods nominated to each node.
 #[derive(Clone, Debug, Default)]
@@ -25,7 +25,7 @@ pub struct Nominations {
 
 impl Nominations {
     /// Nominate `p` to `node` (replacing an earlier nomination of it).
-    pub fn add(&mut self, node: &str, p: &Pod) {
+    pub fn add(&mut self, node: &str, p: &CachedPod) {
         let info = Arc::new(PodInfo::new(p));
         self.remove(&info.uid);
         self.node_of.insert(info.uid.clone(), node.to_string());
@@ -89,7 +89,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(name: &str, cpu: &str, priority: i32) -> Pod {
+    fn pod(name: &str, cpu: &str, priority: i32) -> CachedPod {
         serde_json::from_value(json!({"metadata": {"name": name, "uid": name, "namespace": "default"},
             "spec": {"priority": priority, "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": cpu}}}]}}))
         .unwrap()

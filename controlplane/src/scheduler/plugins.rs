@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration};
+use crate::controllers::cached_pod::CachedPod;
 
 /// Parse a Kubernetes quantity ("100m", "1.5", "64Mi", "1G", "1e3") into thousandths of its unit, the
 /// precision the scheduler needs for cpu (millicores) and that is exact enough for bytes. Written by hand: the
@@ -66,7 +67,7 @@ fn from_map(m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::res
 
 /// What a pod asks for: the larger of its containers' sum and its largest init container (upstream's rule), one
 /// pod slot.
-pub fn pod_requests(p: &Pod) -> Resources {
+pub fn pod_requests(p: &CachedPod) -> Resources {
     let Some(spec) = p.spec.as_ref() else { return Resources { pods: 1000, ..Default::default() } };
     let mut sum = Resources::default();
     for c in &spec.containers {
@@ -99,7 +100,7 @@ pub struct NodeUsage {
 }
 
 impl NodeUsage {
-    pub fn add_pod(&mut self, p: &Pod) {
+    pub fn add_pod(&mut self, p: &CachedPod) {
         self.add_info(std::sync::Arc::new(super::topology::PodInfo::new(p)));
     }
 
@@ -122,7 +123,7 @@ impl NodeUsage {
     }
 }
 
-pub fn host_ports(p: &Pod) -> Vec<(String, String, i32)> {
+pub fn host_ports(p: &CachedPod) -> Vec<(String, String, i32)> {
     let mut out = Vec::new();
     for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
         for port in c.ports.iter().flatten() {
@@ -231,7 +232,7 @@ pub fn term_matches(term: &NodeSelectorTerm, n: &Node) -> bool {
 }
 
 /// nodeSelector and required node affinity.
-pub fn node_affinity_ok(p: &Pod, n: &Node) -> bool {
+pub fn node_affinity_ok(p: &CachedPod, n: &Node) -> bool {
     let spec = p.spec.as_ref();
     let labels = n.metadata.labels.clone().unwrap_or_default();
     let selector_ok = spec
@@ -246,7 +247,7 @@ pub fn node_affinity_ok(p: &Pod, n: &Node) -> bool {
 
 /// Whether a pod may run on a node at all, leaving resources aside: cordon, taints and node affinity (the
 /// DaemonSet controller's question).
-pub fn node_allows(p: &Pod, n: &Node) -> bool {
+pub fn node_allows(p: &CachedPod, n: &Node) -> bool {
     let tolerations = p.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
     let cordon = Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), ..Default::default() };
     let cordoned = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) && !tolerates(&tolerations, &cordon);
@@ -279,14 +280,14 @@ impl<'a> NodeView<'a> {
 
 /// What the filters and scores need of a pod, computed once per pod.
 pub struct PodView<'a> {
-    pub pod: &'a Pod,
+    pub pod: &'a CachedPod,
     pub requests: Resources,
     pub tolerations: Vec<Toleration>,
     pub host_ports: Vec<(String, String, i32)>,
 }
 
 impl<'a> PodView<'a> {
-    pub fn new(pod: &'a Pod) -> Self {
+    pub fn new(pod: &'a CachedPod) -> Self {
         PodView {
             pod,
             requests: pod_requests(pod),
@@ -299,7 +300,7 @@ impl<'a> PodView<'a> {
 /// Run the filters in upstream's order (NodeUnschedulable, TaintToleration, NodeAffinity, NodePorts,
 /// NodeResourcesFit) and stop at the first that fails, as upstream does; NodeResourcesFit reports every resource
 /// that is short.
-pub fn filter(p: &Pod, n: &Node, usage: &NodeUsage) -> Vec<Unfit> {
+pub fn filter(p: &CachedPod, n: &Node, usage: &NodeUsage) -> Vec<Unfit> {
     filter_view(&PodView::new(p), &NodeView::new(n), usage)
 }
 
@@ -342,7 +343,7 @@ pub fn filter_view(p: &PodView, n: &NodeView, usage: &NodeUsage) -> Vec<Unfit> {
 }
 
 /// Score a node that fits, higher is better (0..=300).
-pub fn score(p: &Pod, n: &Node, usage: &NodeUsage) -> i64 {
+pub fn score(p: &CachedPod, n: &Node, usage: &NodeUsage) -> i64 {
     score_view(&PodView::new(p), &NodeView::new(n), usage)
 }
 
@@ -408,7 +409,7 @@ mod tests {
         serde_json::from_value(n).unwrap()
     }
 
-    fn pod(cpu: &str, mem: &str, extra: serde_json::Value) -> Pod {
+    fn pod(cpu: &str, mem: &str, extra: serde_json::Value) -> CachedPod {
         let mut p = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x",
             "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}});
         json_patch::merge(&mut p, &extra);

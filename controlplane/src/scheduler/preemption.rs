@@ -8,10 +8,10 @@
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::Pod;
 
 use super::plugins::{filter_view, NodeUsage, NodeView, PodView};
 use super::topology::PodRef;
+use crate::controllers::cached_pod::CachedPod;
 
 #[derive(Debug)]
 pub struct Preemption {
@@ -19,11 +19,11 @@ pub struct Preemption {
     pub victims: Vec<PodRef>,
 }
 
-pub fn can_preempt(p: &Pod) -> bool {
+pub fn can_preempt(p: &CachedPod) -> bool {
     p.spec.as_ref().and_then(|s| s.preemption_policy.as_deref()) != Some("Never")
 }
 
-pub fn preempt(p: &Pod, nodes: &[NodeView], usage: &HashMap<String, NodeUsage>) -> Option<Preemption> {
+pub fn preempt(p: &CachedPod, nodes: &[NodeView], usage: &HashMap<String, NodeUsage>) -> Option<Preemption> {
     if !can_preempt(p) {
         return None;
     }
@@ -80,13 +80,13 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(name: &str, cpu: &str, priority: i32) -> Pod {
+    fn pod(name: &str, cpu: &str, priority: i32) -> CachedPod {
         serde_json::from_value(json!({"metadata": {"name": name, "uid": name, "namespace": "default"},
             "spec": {"priority": priority, "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": cpu}}}]}}))
         .unwrap()
     }
 
-    fn usage(placed: &[(&str, Pod)]) -> HashMap<String, NodeUsage> {
+    fn usage(placed: &[(&str, CachedPod)]) -> HashMap<String, NodeUsage> {
         let mut u: HashMap<String, NodeUsage> = HashMap::new();
         for (n, p) in placed {
             u.entry(n.to_string()).or_default().add_pod(p);

@@ -9,10 +9,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{PodAffinityTerm, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::plugins::{NodeUsage, NodeView, PodView, Unfit};
+use crate::controllers::cached_pod::CachedPod;
 
 /// What the scheduler keeps of a pod placed on a node.
 #[derive(Clone, Debug, Default)]
@@ -31,7 +32,7 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
-    pub fn new(p: &Pod) -> PodInfo {
+    pub fn new(p: &CachedPod) -> PodInfo {
         let spec = p.spec.as_ref();
         PodInfo {
             uid: p.metadata.uid.clone().unwrap_or_default(),
@@ -309,11 +310,11 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(name: &str, labels: serde_json::Value, spec_extra: serde_json::Value) -> Pod {
+    fn pod(name: &str, labels: serde_json::Value, spec_extra: serde_json::Value) -> CachedPod {
         pod_in("default", name, labels, spec_extra)
     }
 
-    fn pod_in(ns: &str, name: &str, labels: serde_json::Value, spec_extra: serde_json::Value) -> Pod {
+    fn pod_in(ns: &str, name: &str, labels: serde_json::Value, spec_extra: serde_json::Value) -> CachedPod {
         let mut spec = json!({"containers": [{"name": "c", "image": "x"}]});
         json_patch::merge(&mut spec, &spec_extra);
         serde_json::from_value(json!({"metadata": {"name": name, "uid": name, "namespace": ns, "labels": labels}, "spec": spec})).unwrap()
@@ -328,7 +329,7 @@ mod tests {
             .collect()
     }
 
-    fn usage_with(placed: &[(&str, Pod)]) -> HashMap<String, NodeUsage> {
+    fn usage_with(placed: &[(&str, CachedPod)]) -> HashMap<String, NodeUsage> {
         let mut u: HashMap<String, NodeUsage> = HashMap::new();
         for (n, p) in placed {
             u.entry(n.to_string()).or_default().add_pod(p);
@@ -336,7 +337,7 @@ mod tests {
         u
     }
 
-    fn judge(p: &Pod, nodes: &[Node], usage: &HashMap<String, NodeUsage>) -> Vec<Option<Unfit>> {
+    fn judge(p: &CachedPod, nodes: &[Node], usage: &HashMap<String, NodeUsage>) -> Vec<Option<Unfit>> {
         let views: Vec<NodeView> = nodes.iter().map(NodeView::new).collect();
         let pv = PodView::new(p);
         let t = Topology::for_pod(&pv, &views, &node_index(&views), usage, &namespaces());

@@ -8,11 +8,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{NodeSelectorTerm, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{NodeSelectorTerm, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
 
 use crate::controllers::volume::{fits, pod_claims, PROVISIONER, SELECTED_NODE};
+use crate::controllers::cached_pod::CachedPod;
 
 pub struct VolumeView {
     claims: HashMap<(String, String), Arc<PersistentVolumeClaim>>,
@@ -39,7 +40,7 @@ impl VolumeView {
     }
 
     /// What `p`'s claims need, or why it cannot be scheduled now.
-    pub fn needs(&self, p: &Pod) -> Result<Needs, String> {
+    pub fn needs(&self, p: &CachedPod) -> Result<Needs, String> {
         let ns = p.namespace().unwrap_or_default();
         let mut out = Needs::default();
         for name in pod_claims(p) {
@@ -91,7 +92,7 @@ impl VolumeView {
     }
 }
 
-pub fn has_claims(p: &Pod) -> bool {
+pub fn has_claims(p: &CachedPod) -> bool {
     pod_claims(p).next().is_some()
 }
 
@@ -104,11 +105,11 @@ fn merge(a: &NodeSelectorTerm, b: &NodeSelectorTerm) -> NodeSelectorTerm {
 }
 
 /// `p` with `terms` ANDed into its required node affinity (terms are ORed, so the result is every combination).
-pub fn restrict(p: &Pod, groups: &[Vec<NodeSelectorTerm>]) -> Pod {
-    use k8s_openapi::api::core::v1::{Affinity, NodeAffinity, NodeSelector};
+pub fn restrict(p: &CachedPod, groups: &[Vec<NodeSelectorTerm>]) -> CachedPod {
+    use k8s_openapi::api::core::v1::{NodeAffinity, NodeSelector};
     let mut p = p.clone();
     let spec = p.spec.get_or_insert_with(Default::default);
-    let affinity = spec.affinity.get_or_insert_with(Affinity::default);
+    let affinity = spec.affinity.get_or_insert_with(Box::default);
     let na = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
     let mut current: Vec<NodeSelectorTerm> = na
         .required_during_scheduling_ignored_during_execution
@@ -157,7 +158,7 @@ mod tests {
         )
     }
 
-    fn pod(claims: &[&str]) -> Pod {
+    fn pod(claims: &[&str]) -> CachedPod {
         let vols: Vec<_> = claims.iter().map(|c| json!({"name": c, "persistentVolumeClaim": {"claimName": c}})).collect();
         serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": [], "volumes": vols,
             "nodeSelector": {"disk": "ssd"}}})).unwrap()

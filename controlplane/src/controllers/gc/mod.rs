@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Node as K8sNode, Pod};
+use k8s_openapi::api::core::v1::Node as K8sNode;
+use crate::controllers::cached_pod::CachedPod;
 use kube::api::{DeleteParams, DynamicObject, PostParams, Preconditions, PropagationPolicy};
 use kube::core::ApiResource;
 use kube::runtime::{watcher, WatchStreamExt};
@@ -415,7 +416,7 @@ pub async fn run(informers: Informers, config: GcConfig, shutdown: impl Future<O
     // The types the controllers and the scheduler cache anyway come from the shared informers.
     let (pods, nodes, replicasets) = (resource_index("pods", ""), resource_index("nodes", ""), resource_index("replicasets", "apps"));
     let mut feeds = vec![
-        tokio::spawn(gc.clone().follow_shared::<Pod>(informers.clone(), pods)),
+        tokio::spawn(gc.clone().follow_shared::<CachedPod>(informers.clone(), pods)),
         tokio::spawn(gc.clone().follow_shared::<K8sNode>(informers.clone(), nodes)),
         tokio::spawn(gc.clone().follow_shared::<ReplicaSet>(informers.clone(), replicasets)),
     ];
