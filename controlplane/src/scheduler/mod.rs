@@ -115,76 +115,91 @@ pub fn place_views(
     namespaces: &NamespaceLabels,
     nominations: &mut Nominations,
 ) -> Vec<Decision> {
-    let empty = NodeUsage::default();
-    let want = feasible_nodes_to_find(nodes.len());
-    let index = topology::node_index(nodes);
-    let mut start = 0usize;
-    pending
-        .iter()
-        .map(|p| {
-            let pv = PodView::new(p);
-            let topo = topology::Topology::for_pod(&pv, nodes, &index, usage, namespaces);
-            let pod_uid = p.metadata.uid.as_deref().unwrap_or_default();
-            let prio = priority(p);
-            let fits = |n: &NodeView| -> Result<(), Vec<Unfit>> {
-                let u = nominations.usage_for(n.name, usage.get(n.name).unwrap_or(&empty), pod_uid, prio);
-                let unfit = filter_view(&pv, n, &u);
-                if !unfit.is_empty() {
-                    return Err(unfit);
-                }
-                match topo.as_ref().and_then(|t| t.filter(n)) {
-                    Some(u) => Err(vec![u]),
-                    None => Ok(()),
-                }
-            };
-            // A nominated pod goes to its node if it fits there now (upstream's PreferNominatedNode).
-            let preferred = nominations.node_of(pod_uid).and_then(|nn| nodes.iter().find(|n| n.name == nn)).filter(|n| fits(n).is_ok());
-            let chosen = match preferred {
-                Some(n) => Ok(n.name.to_string()),
-                None => {
-                    let mut best: Option<(i64, u64, usize)> = None;
-                    let mut reasons: Vec<Vec<Unfit>> = Vec::new();
-                    let mut feasible = 0;
-                    let mut examined = 0;
-                    for i in 0..nodes.len() {
-                        let idx = (start + i) % nodes.len();
-                        let n = &nodes[idx];
-                        examined += 1;
-                        if let Err(unfit) = fits(n) {
-                            reasons.push(unfit);
-                            continue;
-                        }
-                        feasible += 1;
-                        let u = nominations.usage_for(n.name, usage.get(n.name).unwrap_or(&empty), pod_uid, prio);
-                        let s = score_view(&pv, n, &u) + topo.as_ref().map(|t| t.score(n)).unwrap_or(0);
-                        // Ties go to a node picked by a hash of pod and node, so equal nodes share the load.
-                        let tie = fnv2(pod_uid, n.name);
-                        if best.is_none_or(|(bs, bt, _)| (s, tie) > (bs, bt)) {
-                            best = Some((s, tie, idx));
-                        }
-                        if feasible >= want {
-                            break;
-                        }
-                    }
-                    if !nodes.is_empty() {
-                        start = (start + examined) % nodes.len();
-                    }
-                    match best {
-                        Some((_, _, idx)) => Ok(nodes[idx].name.to_string()),
-                        None => Err(unschedulable_message(nodes.len(), &reasons)),
-                    }
-                }
-            };
-            match chosen {
-                Ok(name) => {
-                    usage.entry(name.clone()).or_default().add_pod(p);
-                    nominations.remove(pod_uid);
-                    Decision::Bind(name)
-                }
-                Err(msg) => Decision::Unschedulable(msg),
+    let mut placer = Placer::new(nodes);
+    pending.iter().map(|p| placer.place(p, usage, namespaces, nominations)).collect()
+}
+
+/// Places pods one after another on one set of nodes: what a scheduling pass does for its pending pods. It keeps
+/// the node index by name (built once) and where the last search stopped, so that each pod's search starts there
+/// (upstream's round-robin over nodes when not all are scored).
+pub struct Placer<'v, 'n> {
+    nodes: &'v [NodeView<'n>],
+    index: topology::NodeIndex<'n>,
+    want: usize,
+    start: usize,
+}
+
+impl<'v, 'n> Placer<'v, 'n> {
+    pub fn new(nodes: &'v [NodeView<'n>]) -> Self {
+        Placer { nodes, index: topology::node_index(nodes), want: feasible_nodes_to_find(nodes.len()), start: 0 }
+    }
+
+    /// Decide for `p`, updating `usage` (and ending its nomination) when it is placed.
+    pub fn place(&mut self, p: &CachedPod, usage: &mut HashMap<String, NodeUsage>, namespaces: &NamespaceLabels, nominations: &mut Nominations) -> Decision {
+        let empty = NodeUsage::default();
+        let nodes = self.nodes;
+        let pv = PodView::new(p);
+        let topo = topology::Topology::for_pod(&pv, nodes, &self.index, usage, namespaces);
+        let pod_uid = p.metadata.uid.as_deref().unwrap_or_default();
+        let prio = priority(p);
+        let fits = |n: &NodeView| -> Result<(), Vec<Unfit>> {
+            let u = nominations.usage_for(n.name, usage.get(n.name).unwrap_or(&empty), pod_uid, prio);
+            let unfit = filter_view(&pv, n, &u);
+            if !unfit.is_empty() {
+                return Err(unfit);
             }
-        })
-        .collect()
+            match topo.as_ref().and_then(|t| t.filter(n)) {
+                Some(u) => Err(vec![u]),
+                None => Ok(()),
+            }
+        };
+        // A nominated pod goes to its node if it fits there now (upstream's PreferNominatedNode).
+        let preferred = nominations.node_of(pod_uid).and_then(|nn| self.index.get(nn).map(|&i| &nodes[i])).filter(|n| fits(n).is_ok());
+        let chosen = match preferred {
+            Some(n) => Ok(n.name.to_string()),
+            None => {
+                let mut best: Option<(i64, u64, usize)> = None;
+                let mut reasons: Vec<Vec<Unfit>> = Vec::new();
+                let mut feasible = 0;
+                let mut examined = 0;
+                for i in 0..nodes.len() {
+                    let idx = (self.start + i) % nodes.len();
+                    let n = &nodes[idx];
+                    examined += 1;
+                    if let Err(unfit) = fits(n) {
+                        reasons.push(unfit);
+                        continue;
+                    }
+                    feasible += 1;
+                    let u = nominations.usage_for(n.name, usage.get(n.name).unwrap_or(&empty), pod_uid, prio);
+                    let s = score_view(&pv, n, &u) + topo.as_ref().map(|t| t.score(n)).unwrap_or(0);
+                    // Ties go to a node picked by a hash of pod and node, so equal nodes share the load.
+                    let tie = fnv2(pod_uid, n.name);
+                    if best.is_none_or(|(bs, bt, _)| (s, tie) > (bs, bt)) {
+                        best = Some((s, tie, idx));
+                    }
+                    if feasible >= self.want {
+                        break;
+                    }
+                }
+                if !nodes.is_empty() {
+                    self.start = (self.start + examined) % nodes.len();
+                }
+                match best {
+                    Some((_, _, idx)) => Ok(nodes[idx].name.to_string()),
+                    None => Err(unschedulable_message(nodes.len(), &reasons)),
+                }
+            }
+        };
+        match chosen {
+            Ok(name) => {
+                usage.entry(name.clone()).or_default().add_pod(p);
+                nominations.remove(pod_uid);
+                Decision::Bind(name)
+            }
+            Err(msg) => Decision::Unschedulable(msg),
+        }
+    }
 }
 
 /// FNV-1a of `a/b`, without building the string.

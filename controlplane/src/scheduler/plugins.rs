@@ -234,10 +234,10 @@ pub fn term_matches(term: &NodeSelectorTerm, n: &Node) -> bool {
 /// nodeSelector and required node affinity.
 pub fn node_affinity_ok(p: &CachedPod, n: &Node) -> bool {
     let spec = p.spec.as_ref();
-    let labels = n.metadata.labels.clone().unwrap_or_default();
+    let labels = n.metadata.labels.as_ref();
     let selector_ok = spec
         .and_then(|s| s.node_selector.as_ref())
-        .is_none_or(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+        .is_none_or(|sel| sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)));
     let required = spec
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
