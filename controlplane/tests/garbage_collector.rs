@@ -232,3 +232,41 @@ async fn replicaset_deleted_in_foreground_after_its_pods() {
     .await;
     drop(stop);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_in_another_namespace_are_absent_and_reported() {
+    use k8s_openapi::api::core::v1::{Event, Namespace};
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let s = server().await;
+    let namespaces: Api<Namespace> = Api::all(s.client.clone());
+    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap()).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    let others: Api<ConfigMap> = Api::namespaced(s.client.clone(), "other");
+    let owner = create(&cms, cm("owner", json!([]), &[])).await;
+    create(&cms, cm("same-ns", owned_by(&owner, false), &[])).await;
+    // A namespaced dependent whose owner lives in another namespace: the owner counts as absent there.
+    create(&others, cm("cross", owned_by(&owner, false), &[])).await;
+    // A cluster-scoped dependent of a namespaced owner: the reference cannot be resolved; the object stays.
+    let roles: Api<ClusterRole> = Api::all(s.client.clone());
+    let role: ClusterRole = serde_json::from_value(json!({"metadata": {"name": "owned-role", "ownerReferences": owned_by(&owner, false)}, "rules": []})).unwrap();
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    let _gc = start_gc(&s.client);
+    eventually("the cross-namespace dependent is collected", || async { gone(&others, "cross").await }).await;
+    let reason = ListParams::default().fields("reason=OwnerRefInvalidNamespace");
+    let (ev_other, ev_default): (Api<Event>, Api<Event>) = (Api::namespaced(s.client.clone(), "other"), Api::namespaced(s.client.clone(), "default"));
+    eventually("both invalid references are reported", || async {
+        let a = ev_other.list(&reason).await.map(|l| l.items).unwrap_or_default();
+        let b = ev_default.list(&reason).await.map(|l| l.items).unwrap_or_default();
+        a.iter().any(|e| e.involved_object.name.as_deref() == Some("cross")) && b.iter().any(|e| e.involved_object.name.as_deref() == Some("owned-role"))
+    })
+    .await;
+    let ev = ev_other.list(&reason).await.unwrap().items.into_iter().find(|e| e.involved_object.name.as_deref() == Some("cross")).unwrap();
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    let msg = ev.message.unwrap_or_default();
+    assert!(msg.starts_with("ownerRef [v1/ConfigMap, namespace: other, name: owner, uid: ") && msg.ends_with("does not exist in namespace \"other\""), "{msg}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(roles.get("owned-role").await.is_ok(), "a cluster-scoped dependent of a namespaced owner is kept");
+    assert!(!gone(&cms, "same-ns").await && !gone(&cms, "owner").await, "the owner and its same-namespace dependent stay");
+    let reported = ev_default.list(&reason).await.unwrap().items.iter().filter(|e| e.involved_object.name.as_deref() == Some("owned-role")).count();
+    assert_eq!(reported, 1, "reported once, not on every look");
+}

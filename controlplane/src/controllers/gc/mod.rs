@@ -86,6 +86,8 @@ pub struct GarbageCollector {
     queue: Mutex<Queue>,
     wake: Notify,
     synced: AtomicUsize,
+    /// (dependent uid, owner uid) already reported as OwnerRefInvalidNamespace: one event each, not one per look.
+    reported_invalid: Mutex<HashSet<(String, String)>>,
 }
 
 fn api_resource(info: &ResourceInfo) -> ApiResource {
@@ -94,6 +96,14 @@ fn api_resource(info: &ResourceInfo) -> ApiResource {
 
 fn resource_index(plural: &str, group: &str) -> usize {
     RESOURCES.iter().position(|r| r.plural == plural && r.group == group).expect("served resource")
+}
+
+/// Upstream's message: `ownerRef [apiVersion/kind, namespace: ns, name: n, uid: u] does not exist in namespace "ns"`.
+fn invalid_owner_message(o: &graph::Owner, dependent_namespace: &str) -> String {
+    format!(
+        "ownerRef [{}/{}, namespace: {dependent_namespace}, name: {}, uid: {}] does not exist in namespace {dependent_namespace:?}",
+        o.api_version, o.kind, o.name, o.uid
+    )
 }
 
 fn not_found(e: &kube::Error) -> bool {
@@ -109,6 +119,7 @@ impl GarbageCollector {
             queue: Mutex::default(),
             wake: Notify::new(),
             synced: AtomicUsize::new(0),
+            reported_invalid: Mutex::default(),
         })
     }
 
@@ -206,13 +217,20 @@ impl GarbageCollector {
     }
 
     /// The state of `node`'s owners: from the graph, or asked of the API server for owners the graph lacks.
-    async fn owner_states(&self, node: &Node) -> Result<HashMap<String, OwnerState>, GcError> {
+    async fn owner_states(&self, uid: &str, node: &Node) -> Result<HashMap<String, OwnerState>, GcError> {
         let mut states = HashMap::new();
         let mut unknown = Vec::new();
+        let mut invalid = Vec::new();
         {
             let g = self.graph.lock().unwrap_or_else(|e| e.into_inner());
             for o in &node.owners {
                 match g.get(&o.uid) {
+                    // A namespaced owner must be in its dependent's namespace: one elsewhere is treated as absent
+                    // (looked up in the dependent's namespace, where it is not), as upstream, and reported.
+                    Some(owner) if owner.namespace.is_some() && owner.namespace != node.namespace => {
+                        invalid.push(o.clone());
+                        unknown.push(o.clone());
+                    }
                     Some(owner) if owner.foreground => {
                         states.insert(o.uid.clone(), OwnerState::WaitingForDependents);
                     }
@@ -230,7 +248,9 @@ impl GarbageCollector {
                 continue;
             };
             if info.namespaced && node.namespace.is_none() {
-                // A cluster-scoped object cannot be owned by a namespaced one; nothing safe to decide.
+                // A cluster-scoped object cannot be owned by a namespaced one: the reference cannot be resolved, so
+                // the object is kept (as upstream) and the reference reported.
+                invalid.push(o.clone());
                 continue;
             }
             let state = match self.api(info, node.namespace.as_deref()).get(&o.name).await {
@@ -249,13 +269,46 @@ impl GarbageCollector {
             };
             states.insert(o.uid.clone(), state);
         }
+        for o in invalid {
+            self.report_invalid_owner(uid, node, &o).await;
+        }
         Ok(states)
+    }
+
+    /// A Warning event `OwnerRefInvalidNamespace` on the dependent, once per dependent and reference (upstream's
+    /// reason and message).
+    async fn report_invalid_owner(&self, uid: &str, node: &Node, o: &graph::Owner) {
+        if !self.reported_invalid.lock().unwrap_or_else(|e| e.into_inner()).insert((uid.to_string(), o.uid.clone())) {
+            return;
+        }
+        let info = &RESOURCES[node.resource];
+        let dep_ns = node.namespace.as_deref().unwrap_or("");
+        let msg = invalid_owner_message(o, dep_ns);
+        tracing::warn!(resource = info.plural, namespace = dep_ns, name = %node.name, "{msg}");
+        // Events about cluster-scoped objects go to the default namespace, as upstream's recorder puts them.
+        let ev_ns = node.namespace.as_deref().unwrap_or("default");
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let ev = serde_json::json!({
+            "metadata": {"generateName": format!("{}.", node.name), "namespace": ev_ns},
+            "involvedObject": {"apiVersion": info.api_version(), "kind": info.kind, "name": node.name, "namespace": dep_ns, "uid": uid},
+            "reason": "OwnerRefInvalidNamespace", "message": msg, "type": "Warning", "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": "garbage-collector-controller"}, "reportingComponent": "garbage-collector-controller",
+        });
+        let ev: k8s_openapi::api::core::v1::Event = match serde_json::from_value(ev) {
+            Ok(ev) => ev,
+            Err(e) => return tracing::debug!(error = %e, "could not build an event"),
+        };
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), ev_ns);
+        if let Err(e) = events.create(&PostParams::default(), &ev).await {
+            tracing::debug!(error = %e, "could not record an OwnerRefInvalidNamespace event");
+        }
     }
 
     /// Look at one object and do what the plan says.
     async fn process(&self, uid: &str) -> Result<(), GcError> {
         let Some(node) = self.graph.lock().unwrap_or_else(|e| e.into_inner()).get(uid).cloned() else { return Ok(()) };
-        let states = if node.deleting || node.owners.is_empty() { HashMap::new() } else { self.owner_states(&node).await? };
+        let states = if node.deleting || node.owners.is_empty() { HashMap::new() } else { self.owner_states(uid, &node).await? };
         let action = graph::plan(&self.graph.lock().unwrap_or_else(|e| e.into_inner()), uid, &states);
         let info = &RESOURCES[node.resource];
         let span = tracing::debug_span!("gc", resource = info.plural, namespace = node.namespace.as_deref().unwrap_or(""), name = %node.name);
