@@ -69,18 +69,45 @@ fn summary(what: &str, mut v: Vec<Duration>) {
     );
 }
 
-type Events = tokio::sync::mpsc::UnboundedReceiver<(String, bool, Instant)>;
+/// What the watch saw of a pod: bound to a node, first status from the agent (hostIP set), Ready, gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Stage {
+    Bound,
+    AgentStatus,
+    Ready,
+    Gone,
+}
 
-/// Waits until `want` pods were seen Ready.
-async fn wait_for(want: usize, running: &mut HashMap<String, Instant>, rx: &mut Events, timeout: Duration) -> anyhow::Result<()> {
+type Events = tokio::sync::mpsc::UnboundedReceiver<(String, Stage, Instant)>;
+
+/// When each pod first reached each stage.
+#[derive(Default)]
+struct Seen(HashMap<(String, Stage), Instant>);
+
+impl Seen {
+    fn record(&mut self, name: String, stage: Stage, at: Instant) {
+        self.0.entry((name, stage)).or_insert(at);
+    }
+    fn count(&self, stage: Stage) -> usize {
+        self.0.keys().filter(|(_, s)| *s == stage).count()
+    }
+    fn at(&self, name: &str, stage: Stage) -> Option<Instant> {
+        self.0.get(&(name.to_string(), stage)).copied()
+    }
+}
+
+/// For each pod, the time from `from` to its first `to`.
+fn between(names: &[String], seen: &Seen, from: &dyn Fn(&str) -> Option<Instant>, to: Stage) -> Vec<Duration> {
+    names.iter().filter_map(|n| Some(seen.at(n, to)?.saturating_duration_since(from(n)?))).collect()
+}
+
+/// Waits until `want` pods reached `stage`.
+async fn wait_for(want: usize, stage: Stage, seen: &mut Seen, rx: &mut Events, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    while running.len() < want {
+    while seen.count(stage) < want {
         match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), rx.recv()).await {
-            Ok(Some((name, true, at))) => {
-                running.entry(name).or_insert(at);
-            }
-            Ok(Some(_)) => {}
-            _ => anyhow::bail!("only {} of {want} pods became Ready within {timeout:?}", running.len()),
+            Ok(Some((name, s, at))) => seen.record(name, s, at),
+            _ => anyhow::bail!("only {} of {want} pods reached {stage:?} within {timeout:?}", seen.count(stage)),
         }
     }
     Ok(())
@@ -106,18 +133,26 @@ async fn run() -> anyhow::Result<()> {
     let names: Vec<String> = (0..a.pods).map(|i| format!("bench-{run}-{i}")).collect();
 
     // One watch sees every transition; the main task records when each pod first became Ready and when it went.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool, Instant)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Stage, Instant)>();
     let wc = watcher::Config::default().labels(&format!("skiff-bench={run}"));
     let mut stream = watcher(api.clone(), wc).boxed();
     let watch = tokio::spawn(async move {
         while let Some(ev) = stream.next().await {
             let now = Instant::now();
             match ev {
-                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) if ready(&p) => {
-                    let _ = tx.send((p.name_any(), true, now));
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    if p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty()) {
+                        let _ = tx.send((p.name_any(), Stage::Bound, now));
+                    }
+                    if p.status.as_ref().and_then(|s| s.host_ip.as_deref()).is_some_and(|n| !n.is_empty()) {
+                        let _ = tx.send((p.name_any(), Stage::AgentStatus, now));
+                    }
+                    if ready(&p) {
+                        let _ = tx.send((p.name_any(), Stage::Ready, now));
+                    }
                 }
                 Ok(watcher::Event::Delete(p)) => {
-                    let _ = tx.send((p.name_any(), false, now));
+                    let _ = tx.send((p.name_any(), Stage::Gone, now));
                 }
                 _ => {}
             }
@@ -126,14 +161,14 @@ async fn run() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut created: HashMap<String, Instant> = HashMap::new();
-    let mut running: HashMap<String, Instant> = HashMap::new();
+    let mut seen = Seen::default();
     let timeout = Duration::from_secs(120);
     let start = Instant::now();
     if a.mode == "serial" {
         for (i, n) in names.iter().enumerate() {
             created.insert(n.clone(), Instant::now());
             api.create(&PostParams::default(), &pod(n, &run, &a.image)?).await.context("creating a pod")?;
-            wait_for(i + 1, &mut running, &mut rx, timeout).await?;
+            wait_for(i + 1, Stage::Ready, &mut seen, &mut rx, timeout).await?;
         }
     } else {
         let creates = names.iter().map(|n| {
@@ -149,18 +184,21 @@ async fn run() -> anyhow::Result<()> {
             let (n, t) = r?;
             created.insert(n, t);
         }
-        wait_for(names.len(), &mut running, &mut rx, timeout).await?;
+        wait_for(names.len(), Stage::Ready, &mut seen, &mut rx, timeout).await?;
     }
     let all = start.elapsed();
-    let lat: Vec<Duration> = names.iter().filter_map(|n| Some(running.get(n)?.saturating_duration_since(*created.get(n)?))).collect();
+    let lat = between(&names, &seen, &|n| created.get(n).copied(), Stage::Ready);
     summary(&format!("startup ({}, {} pods, all Ready in {:.2}s)", a.mode, a.pods, all.as_secs_f64()), lat);
+    // Where the time went: create → bound by the scheduler → first status from the agent → Ready.
+    summary("  create → bound", between(&names, &seen, &|n| created.get(n).copied(), Stage::Bound));
+    summary("  bound → agent's first status", between(&names, &seen, &|n| seen.at(n, Stage::Bound), Stage::AgentStatus));
+    summary("  agent's first status → Ready", between(&names, &seen, &|n| seen.at(n, Stage::AgentStatus), Stage::Ready));
     if a.hold_secs > 0 {
         println!("holding {} pods for {} s", a.pods, a.hold_secs);
         tokio::time::sleep(Duration::from_secs(a.hold_secs)).await;
     }
 
     let mut deleted: HashMap<String, Instant> = HashMap::new();
-    let mut gone: HashMap<String, Instant> = HashMap::new();
     let deletes = names.iter().map(|n| {
         let api = api.clone();
         async move {
@@ -173,17 +211,8 @@ async fn run() -> anyhow::Result<()> {
         let (n, t) = r?;
         deleted.insert(n, t);
     }
-    let deadline = Instant::now() + timeout;
-    while gone.len() < names.len() {
-        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), rx.recv()).await {
-            Ok(Some((name, false, at))) => {
-                gone.insert(name, at);
-            }
-            Ok(Some(_)) => {}
-            _ => anyhow::bail!("only {} of {} pods were gone within {timeout:?}", gone.len(), names.len()),
-        }
-    }
-    let lat: Vec<Duration> = names.iter().filter_map(|n| Some(gone.get(n)?.saturating_duration_since(*deleted.get(n)?))).collect();
+    wait_for(names.len(), Stage::Gone, &mut seen, &mut rx, timeout).await?;
+    let lat = between(&names, &seen, &|n| deleted.get(n).copied(), Stage::Gone);
     summary(&format!("delete-to-gone ({} pods at once, grace 2 s)", a.pods), lat);
     watch.abort();
     // Exit now: the client's connection tasks would otherwise keep the runtime's shutdown waiting.
