@@ -104,8 +104,11 @@ pub fn parse_hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
     out
 }
 
+/// The host's cgroup hierarchies, read once: they do not change while the agent runs, and mountinfo grows with every
+/// pod's mounts.
 pub fn hierarchies() -> Vec<Hierarchy> {
-    parse_hierarchies(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+    static HIERARCHIES: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
+    HIERARCHIES.get_or_init(|| parse_hierarchies(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())).clone()
 }
 
 /// `<root>/<qos>/pod<uid>` below each hierarchy.

@@ -30,11 +30,12 @@ pub enum NetnsError {
     Thread,
 }
 
-/// True when `path` is a mounted network namespace (a bind mount of nsfs), not just a leftover file.
+/// True when `path` is a mounted network namespace (a bind mount of nsfs), not just a leftover file. Asked of the
+/// file itself (statfs: nsfs), not of mountinfo, whose read costs ~0.5 ms of kernel time on a node with a few
+/// hundred mounts and is done for every pod.
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let want = path.to_string_lossy();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_ref()))
+    const NSFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6e73_6673);
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC)
 }
 
 /// Creates a network namespace pinned at `path` (idempotent: an existing mount is kept).

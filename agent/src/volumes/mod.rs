@@ -289,7 +289,7 @@ fn ensure_dir(dir: &Path, mode: u32) -> Result<bool, VolumeError> {
 }
 
 fn ensure_tmpfs(m: &dyn Mounter, dir: &Path, options: &str) -> Result<(), VolumeError> {
-    if !m.mounts_under(dir).iter().any(|p| p == dir) {
+    if !m.is_tmpfs_mounted(dir) {
         m.mount_tmpfs(dir, options).map_err(io("mounting a tmpfs on", dir))?;
     }
     Ok(())

@@ -39,6 +39,9 @@ cleanup() {
   [ -n "${E2E_KEEP:-}" ] && { echo "kept $WORK"; return; }; rm -rf "$WORK"
 }
 trap cleanup EXIT
+# The agent's run directory on a tmpfs, as its default /run/skiff is on a real host (runtime state, netns pins,
+# monitor state: nothing that outlives a reboot). Unmounted by cleanup with the other mounts under WORK.
+mkdir -p "$WORK/run" && mount -t tmpfs -o mode=0755 tmpfs "$WORK/run"
 
 pass() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/    /'; }
