@@ -92,3 +92,34 @@ async fn a_relist_after_compaction_reports_what_was_deleted_meanwhile() {
     .await;
     assert!(!deleted.iter().any(|n| n == "kept"), "only what was deleted is reported deleted: {deleted:?}");
 }
+
+/// A controller that starts after the first list (after a restart, or after waiting for other caches) is triggered
+/// by every object already cached, then by changes: a Node that exists before node IPAM subscribes still gets its
+/// pod CIDR (this was missed when the Node's event came before the subscription).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_trigger_stream_starts_with_every_cached_object() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(SqliteConfig::new(dir.path().join("s.db"))).unwrap());
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let _stop = serve_on(store, addr).await;
+    let client = Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let (_shutdown, never) = tokio::sync::oneshot::channel::<()>();
+    let informers = Informers::new(client.clone(), async move {
+        let _ = never.await;
+    });
+    let informer = informers.get::<ConfigMap>();
+    informer.ready().await;
+    let cm = |name: &str| -> ConfigMap { serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap() };
+    cms.create(&PostParams::default(), &cm("before")).await.unwrap();
+    eventually("the cache holds the first object", || async { informer.store().state().iter().any(|c| c.name_any() == "before") }).await;
+    let mut triggers = Box::pin(informer.touched());
+    cms.create(&PostParams::default(), &cm("after")).await.unwrap();
+    let mut seen = Vec::new();
+    while !(seen.contains(&"before".to_string()) && seen.contains(&"after".to_string())) {
+        let t = tokio::time::timeout(std::time::Duration::from_secs(10), triggers.next()).await.expect("a trigger in time").expect("stream open");
+        seen.push(t.unwrap().name_any());
+    }
+    assert!(seen.iter().position(|n| n == "before") < seen.iter().position(|n| n == "after"), "{seen:?}");
+}

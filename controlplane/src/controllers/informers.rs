@@ -147,21 +147,26 @@ impl<K: Informable> SharedInformer<K> {
     }
 
     /// The objects that changed (deleted ones included), as the stream a `kube_runtime::Controller` is
-    /// triggered by. They carry their metadata only: a trigger is mapped to the objects to reconcile by name,
-    /// namespace, labels and owner references, and reconciles read the cache; a copy of every spec and status for
-    /// each subscriber would only cost memory.
+    /// triggered by: first every object the cache holds now, then each change — so a controller that starts after
+    /// the first list (after a restart, or once the caches it waits for are ready) still looks at every object once,
+    /// as one fed by its own watch would. They carry their metadata only: a trigger is mapped to the objects to
+    /// reconcile by name, namespace, labels and owner references, and reconciles read the cache; a copy of every
+    /// spec and status for each subscriber would only cost memory.
     pub fn touched(&self) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
     where
         K: Default,
     {
+        let trigger = |o: &K| {
+            let mut t = K::default();
+            *t.meta_mut() = o.meta().clone();
+            t
+        };
+        // Subscribed before the cache is read: a change lands in one or the other (or both; a second look is
+        // harmless), never in neither.
         let rx = self.subscribe();
-        futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|c| {
-                let mut trigger = K::default();
-                *trigger.meta_mut() = c.object().meta().clone();
-                (Ok(trigger), rx)
-            })
-        })
+        let now: Vec<Result<K, watcher::Error>> = self.store.state().iter().map(|o| Ok(trigger(o))).collect();
+        let changes = futures::stream::unfold(rx, move |mut rx| async move { rx.recv().await.map(|c| (Ok(trigger(c.object())), rx)) });
+        futures::stream::iter(now).chain(changes)
     }
 }
 
