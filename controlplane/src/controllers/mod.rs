@@ -137,6 +137,37 @@ pub async fn run_with(informers: Informers, config: ControllersConfig, shutdown:
     tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle, gc, volumes);
 }
 
+/// A core/v1 Event about `involved`, reported by `component`: recorded in the object's namespace, or in `default`
+/// for a cluster-scoped object (as upstream's recorder does). Shared by the controllers and the scheduler.
+pub fn core_event(involved: k8s_openapi::api::core::v1::ObjectReference, reason: &str, message: String, type_: &str, component: &str) -> k8s_openapi::api::core::v1::Event {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    let now = Time(chrono::Utc::now());
+    let namespace = involved.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
+    k8s_openapi::api::core::v1::Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", involved.name.as_deref().unwrap_or_default())),
+            namespace: Some(namespace),
+            ..Default::default()
+        },
+        involved_object: involved,
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some(type_.into()),
+        count: Some(1),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        source: Some(k8s_openapi::api::core::v1::EventSource { component: Some(component.into()), host: None }),
+        reporting_component: Some(component.into()),
+        ..Default::default()
+    }
+}
+
+/// Records `event` (from [`core_event`]) in its namespace.
+pub async fn record_event(client: &Client, event: &k8s_openapi::api::core::v1::Event) -> Result<(), kube::Error> {
+    let ns = event.metadata.namespace.as_deref().unwrap_or("default");
+    Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), ns).create(&kube::api::PostParams::default(), event).await.map(|_| ())
+}
+
 /// `namespace/name` of an object, for messages.
 pub fn object_name<K: kube::Resource>(o: &K) -> String {
     format!("{}/{}", o.meta().namespace.as_deref().unwrap_or_default(), o.meta().name.as_deref().unwrap_or_default())

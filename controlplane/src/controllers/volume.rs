@@ -461,17 +461,16 @@ impl Runner {
                 if !self.reported.insert((uid.clone(), *reason)) {
                     return Ok(());
                 }
-                let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-                let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), ns);
-                let ev: k8s_openapi::api::core::v1::Event = serde_json::from_value(json!({
-                    "metadata": {"generateName": format!("{claim}."), "namespace": ns},
-                    "involvedObject": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": claim, "namespace": ns, "uid": uid},
-                    "reason": reason, "message": message, "type": if *warning { "Warning" } else { "Normal" }, "count": 1,
-                    "firstTimestamp": now, "lastTimestamp": now,
-                    "source": {"component": "persistentvolume-controller"}, "reportingComponent": "persistentvolume-controller",
-                }))
-                .map_err(kube::Error::SerdeError)?;
-                events.create(&PostParams::default(), &ev).await.map(|_| ())
+                let involved = k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("PersistentVolumeClaim".into()),
+                    name: Some(claim.clone()),
+                    namespace: Some(ns.clone()),
+                    uid: Some(uid.clone()),
+                    ..Default::default()
+                };
+                let ev = super::core_event(involved, reason, message.clone(), if *warning { "Warning" } else { "Normal" }, "persistentvolume-controller");
+                super::record_event(&self.client, &ev).await
             }
         };
         match r {

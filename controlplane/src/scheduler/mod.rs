@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -485,18 +485,17 @@ impl Scheduler {
     }
 
     async fn event(&self, ns: &str, name: &str, uid: &str, reason: &str, msg: &str, kind: &str) {
-        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), ns);
-        let Ok(ev) = serde_json::from_value::<k8s_openapi::api::core::v1::Event>(json!({
-            "metadata": {"generateName": format!("{name}."), "namespace": ns},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns, "uid": uid},
-            "reason": reason, "message": msg, "type": kind, "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now,
-            "source": {"component": self.config.name}, "reportingComponent": self.config.name, "reportingInstance": self.config.name,
-        })) else {
-            return;
+        let involved = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            uid: Some(uid.into()),
+            ..Default::default()
         };
-        if let Err(e) = events.create(&PostParams::default(), &ev).await {
+        let mut ev = crate::controllers::core_event(involved, reason, msg.into(), kind, &self.config.name);
+        ev.reporting_instance = Some(self.config.name.clone());
+        if let Err(e) = crate::controllers::record_event(&self.client, &ev).await {
             tracing::debug!(pod = %name, error = %e, reason, "could not record an event");
         }
     }
@@ -511,20 +510,7 @@ impl Scheduler {
         if let Err(e) = pods.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&cond)).await {
             tracing::debug!(pod = %name, error = %e, "could not set PodScheduled=False");
         }
-        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &ns);
-        let ev: k8s_openapi::api::core::v1::Event = match serde_json::from_value(json!({
-            "metadata": {"generateName": format!("{name}."), "namespace": ns},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns, "uid": p.uid()},
-            "reason": "FailedScheduling", "message": msg, "type": "Warning", "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now,
-            "source": {"component": self.config.name}, "reportingComponent": self.config.name, "reportingInstance": self.config.name,
-        })) {
-            Ok(ev) => ev,
-            Err(_) => return,
-        };
-        if let Err(e) = events.create(&PostParams::default(), &ev).await {
-            tracing::debug!(pod = %name, error = %e, "could not record FailedScheduling event");
-        }
+        self.event(&ns, &name, &p.uid().unwrap_or_default(), "FailedScheduling", msg, "Warning").await;
         tracing::info!(pod = %format!("{ns}/{name}"), message = msg, "unschedulable");
     }
 }

@@ -285,22 +285,16 @@ impl GarbageCollector {
         let dep_ns = node.namespace.as_deref().unwrap_or("");
         let msg = invalid_owner_message(o, dep_ns);
         tracing::warn!(resource = info.plural, namespace = dep_ns, name = %node.name, "{msg}");
-        // Events about cluster-scoped objects go to the default namespace, as upstream's recorder puts them.
-        let ev_ns = node.namespace.as_deref().unwrap_or("default");
-        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let ev = serde_json::json!({
-            "metadata": {"generateName": format!("{}.", node.name), "namespace": ev_ns},
-            "involvedObject": {"apiVersion": info.api_version(), "kind": info.kind, "name": node.name, "namespace": dep_ns, "uid": uid},
-            "reason": "OwnerRefInvalidNamespace", "message": msg, "type": "Warning", "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now,
-            "source": {"component": "garbage-collector-controller"}, "reportingComponent": "garbage-collector-controller",
-        });
-        let ev: k8s_openapi::api::core::v1::Event = match serde_json::from_value(ev) {
-            Ok(ev) => ev,
-            Err(e) => return tracing::debug!(error = %e, "could not build an event"),
+        let involved = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(info.api_version()),
+            kind: Some(info.kind.into()),
+            name: Some(node.name.clone()),
+            namespace: Some(dep_ns.into()),
+            uid: Some(uid.into()),
+            ..Default::default()
         };
-        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), ev_ns);
-        if let Err(e) = events.create(&PostParams::default(), &ev).await {
+        let ev = super::core_event(involved, "OwnerRefInvalidNamespace", msg, "Warning", "garbage-collector-controller");
+        if let Err(e) = super::record_event(&self.client, &ev).await {
             tracing::debug!(error = %e, "could not record an OwnerRefInvalidNamespace event");
         }
     }
