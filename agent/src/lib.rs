@@ -48,17 +48,20 @@ pub use config::Config;
 use std::future::Future;
 
 /// Runs the agent until `shutdown` resolves. Containers keep running when it returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     use anyhow::Context;
+    // The directories as the kernel names them (symlinks resolved, as the kubelet does with its root dir): mounts
+    // under them are found by comparing with mountinfo's paths, and a path through a symlink never matches there.
+    for d in [&mut config.root_dir, &mut config.run_dir, &mut config.log_dir] {
+        std::fs::create_dir_all(&*d).with_context(|| format!("creating {}", d.display()))?;
+        *d = std::fs::canonicalize(&*d).with_context(|| format!("resolving {}", d.display()))?;
+    }
     bootstrap::ensure_credentials(&config).await.context("TLS bootstrap")?;
     let kube_config = config.kube_config().await.context("reading the API client configuration")?;
     let client = config.client_for(kube_config.clone()).context("building the API client")?;
     // The node certificate is renewed while the agent runs (with --bootstrap-kubeconfig, as the kubelet's
     // --rotate-certificates).
     let renewal = tokio::spawn(bootstrap::renewal_loop(config.clone(), client.clone()));
-    for d in [&config.root_dir, &config.run_dir, &config.log_dir] {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind((config.node_ip, config.port))
         .await

@@ -1,9 +1,10 @@
 //! The per-container monitor (`skiff-agent monitor ...`), the role of conmon / containerd-shim.
 //!
 //! A single-threaded process in its own session (so it outlives the agent and is not hit by signals aimed at the
-//! agent's process group). It makes itself a child subreaper, runs `skiff-runtime create` with pipes as the
-//! container's stdout/stderr, then `skiff-runtime start`, relays both pipes into the CRI log file, reaps the
-//! container's init when it exits (it is re-parented here when the runtime exits) and writes `exit.json`.
+//! agent's process group). It makes itself a child subreaper, runs `skiff-runtime run --detach` (create and start
+//! in one runtime process, as `runc run -d`) with pipes as the container's stdout/stderr, relays both pipes into the
+//! CRI log file, reaps the container's init when it exits (it is re-parented here when the runtime exits) and writes
+//! `exit.json`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -144,11 +145,27 @@ fn runtime(args: &MonitorArgs) -> Command {
     c
 }
 
-/// `skiff-runtime create ID -b BUNDLE --pid-file PID_FILE`.
-fn create_command(args: &MonitorArgs, pid_file: &Path) -> Command {
+/// `skiff-runtime run --detach ID -b BUNDLE --pid-file PID_FILE`: one runtime process instead of `create` then
+/// `start` (an exec, a state load and a state write less per container start).
+fn run_command(args: &MonitorArgs, pid_file: &Path) -> Command {
     let mut c = runtime(args);
-    c.arg("create").arg(&args.id).arg("-b").arg(&args.bundle).arg("--pid-file").arg(pid_file);
+    c.arg("run").arg("--detach").arg(&args.id).arg("-b").arg(&args.bundle).arg("--pid-file").arg(pid_file);
     c
+}
+
+/// Why `run --detach` failed, as the kubelet tells CreateContainer from StartContainer failures: the runtime writes
+/// the pid file once the container is created, so a failure with a pid file is a failed start (the runtime has
+/// already deleted the container then).
+fn run_failure(pid_file: &Path) -> &'static str {
+    if read_pid(pid_file) > 0 {
+        "RunContainerError"
+    } else {
+        "CreateContainerError"
+    }
+}
+
+fn read_pid(pid_file: &Path) -> i32 {
+    std::fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
 fn last_error(state_dir: &Path, fallback: &str) -> String {
@@ -181,18 +198,19 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
         let sock = args.state_dir.join("console.sock");
         let _ = std::fs::remove_file(&sock);
         let listener = std::os::unix::net::UnixListener::bind(&sock).context("binding the console socket")?;
-        let mut child = create_command(&args, &pid_file)
+        let _ = std::fs::remove_file(&pid_file);
+        let mut child = run_command(&args, &pid_file)
             .arg("--console-socket")
             .arg(&sock)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("running skiff-runtime create")?;
+            .context("running skiff-runtime run")?;
         let master = crate::exec::tty::receive_master(&listener, &mut child);
-        let status = child.wait().context("waiting for skiff-runtime create")?;
+        let status = child.wait().context("waiting for skiff-runtime run")?;
         let _ = std::fs::remove_file(&sock);
         if !status.success() {
-            return fail(&args.state_dir, "CreateContainerError", last_error(&args.state_dir, "skiff-runtime create failed"));
+            return fail(&args.state_dir, run_failure(&pid_file), last_error(&args.state_dir, "skiff-runtime run failed"));
         }
         let master = match master {
             Ok(m) => m,
@@ -214,26 +232,23 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
         } else {
             (Stdio::null(), None)
         };
-        let status = create_command(&args, &pid_file)
+        let _ = std::fs::remove_file(&pid_file);
+        let status = run_command(&args, &pid_file)
             .stdin(stdin)
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(err_w))
             .status()
-            .context("running skiff-runtime create")?;
+            .context("running skiff-runtime run")?;
         if !status.success() {
-            return fail(&args.state_dir, "CreateContainerError", last_error(&args.state_dir, "skiff-runtime create failed"));
+            return fail(&args.state_dir, run_failure(&pid_file), last_error(&args.state_dir, "skiff-runtime run failed"));
         }
         (vec![(File::from(out_r), "stdout"), (File::from(err_r), "stderr")], relay)
     };
-    let pid: i32 = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let pid = read_pid(&pid_file);
     if pid <= 0 {
-        return fail(&args.state_dir, "CreateContainerError", "no pid file after create".into());
-    }
-    let start = runtime(&args).arg("start").arg(&args.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
-    if !start.map(|s| s.success()).unwrap_or(false) {
-        let msg = last_error(&args.state_dir, "skiff-runtime start failed");
+        // Started, but no pid to watch: stop it rather than leave it unmonitored.
         let _ = runtime(&args).args(["delete", "--force", &args.id]).status();
-        return fail(&args.state_dir, "RunContainerError", msg);
+        return fail(&args.state_dir, "CreateContainerError", "no pid file after skiff-runtime run".into());
     }
     let started = Started { monitor_pid: std::process::id() as i32, pid, started_at: Utc::now() };
     write_json(&args.state_dir.join(STARTED), &started).context("writing started.json")?;

@@ -154,6 +154,7 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
         let mut state = Lifecycle::Syncing;
         loop {
             let pod = rx.borrow_and_update().clone();
+            let mut terminate_failed = false;
             state = match state {
                 Lifecycle::Syncing => match &pod {
                     Some(p) if p.metadata.deletion_timestamp.is_none() => {
@@ -168,6 +169,7 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
                     Ok(()) => Lifecycle::Terminated,
                     Err(e) => {
                         tracing::warn!(error = %e, "pod termination failed; retrying");
+                        terminate_failed = true;
                         Lifecycle::Terminating
                     }
                 },
@@ -176,7 +178,12 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
                     return;
                 }
             };
-            if state == Lifecycle::Terminating && pod.as_ref().is_none_or(|p| p.metadata.deletion_timestamp.is_some()) {
+            // A failed termination (an unmount or removal the kernel refused) is retried after the wait below, not
+            // at once: retrying in a loop would take a whole core until the cause goes away.
+            if state == Lifecycle::Terminating
+                && !terminate_failed
+                && pod.as_ref().is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+            {
                 // Go straight on; the termination itself waits for the grace period.
                 if w.last_status.is_some() || w.sandbox_ready {
                     continue;

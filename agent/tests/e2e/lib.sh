@@ -42,6 +42,13 @@ trap cleanup EXIT
 # The agent's run directory on a tmpfs, as its default /run/skiff is on a real host (runtime state, netns pins,
 # monitor state: nothing that outlives a reboot). Unmounted by cleanup with the other mounts under WORK.
 mkdir -p "$WORK/run" && mount -t tmpfs -o mode=0755 tmpfs "$WORK/run"
+# SKIFF_E2E_DISK=ext4 puts the agent's disk state (root dir, logs) on a fresh ext4 file system with a journal (mke2fs's
+# default, as a Debian install has) in a loop-mounted image under WORK, instead of WORK's own file system.
+if [ "${SKIFF_E2E_DISK:-}" = ext4 ]; then
+  truncate -s 8G "$WORK/disk.img" && mkfs.ext4 -q -F "$WORK/disk.img" && mkdir -p "$WORK/disk" &&
+    mount -o loop "$WORK/disk.img" "$WORK/disk" && mkdir -p "$WORK/disk/node" "$WORK/disk/logs" &&
+    ln -s disk/node "$WORK/node" && ln -s disk/logs "$WORK/logs" || { echo "cannot make the ext4 disk"; exit 1; }
+fi
 
 pass() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/    /'; }
