@@ -42,13 +42,16 @@ trap cleanup EXIT
 # The agent's run directory on a tmpfs, as its default /run/skiff is on a real host (runtime state, netns pins,
 # monitor state: nothing that outlives a reboot). Unmounted by cleanup with the other mounts under WORK.
 mkdir -p "$WORK/run" && mount -t tmpfs -o mode=0755 tmpfs "$WORK/run"
-# SKIFF_E2E_DISK=ext4 puts the agent's disk state (root dir, logs) on a fresh ext4 file system with a journal (mke2fs's
-# default, as a Debian install has) in a loop-mounted image under WORK, instead of WORK's own file system.
+# The agent's disk state (root dir, logs) lives in WORK/disk and is named through symlinks, WORK/node and WORK/logs:
+# the agent must resolve them (mounts under its root dir are found by their real paths). SKIFF_E2E_DISK=ext4 makes
+# WORK/disk a fresh ext4 file system with a journal (mke2fs's default, as a Debian install has) in a loop-mounted
+# image, instead of a directory on WORK's own file system.
+mkdir -p "$WORK/disk"
 if [ "${SKIFF_E2E_DISK:-}" = ext4 ]; then
-  truncate -s 8G "$WORK/disk.img" && mkfs.ext4 -q -F "$WORK/disk.img" && mkdir -p "$WORK/disk" &&
-    mount -o loop "$WORK/disk.img" "$WORK/disk" && mkdir -p "$WORK/disk/node" "$WORK/disk/logs" &&
-    ln -s disk/node "$WORK/node" && ln -s disk/logs "$WORK/logs" || { echo "cannot make the ext4 disk"; exit 1; }
+  { truncate -s 8G "$WORK/disk.img" && mkfs.ext4 -q -F "$WORK/disk.img" && mount -o loop "$WORK/disk.img" "$WORK/disk"; } ||
+    { echo "cannot make the ext4 disk"; exit 1; }
 fi
+mkdir -p "$WORK/disk/node" "$WORK/disk/logs" && ln -s disk/node "$WORK/node" && ln -s disk/logs "$WORK/logs"
 
 pass() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/    /'; }

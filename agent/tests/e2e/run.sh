@@ -27,7 +27,7 @@ left=$(ls "$WORK/run/netns" 2>/dev/null | wc -l)
 [ "$left" = 0 ] && pass "no network namespace left" || fail "network namespaces left: $left"
 links=$(ip -n "$LAB" -o link | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -vE '^(lo|skiff0)$' | wc -l)
 [ "$links" = 0 ] && pass "no veth left" || fail "links left: $links" "$(ip -n "$LAB" -o link)"
-mounts=$(grep -cF " $WORK/node/" /proc/mounts)
+mounts=$(grep -cF " $WORK/disk/node/" /proc/mounts)  # the real path of WORK/node (a symlink)
 [ "$mounts" = 0 ] && pass "no rootfs mount left" || fail "mounts left: $mounts"
 # The QoS level (<root>/besteffort, ...) stays, as the kubelet's kubepods/besteffort; pod and container cgroups go.
 cgs=$(for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do [ -d "$h$CGROOT" ] && find "$h$CGROOT" -mindepth 2 -type d; done | wc -l)
