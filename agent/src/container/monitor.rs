@@ -135,7 +135,14 @@ impl LineSplitter {
 fn fail(state_dir: &Path, reason: &str, message: String) -> anyhow::Result<()> {
     let exited = Exited { exit_code: 128, finished_at: Utc::now(), reason: reason.into(), message: message.clone() };
     write_json(&state_dir.join(EXIT), &exited).context("writing exit.json")?;
+    signal_ready();
     anyhow::bail!("{reason}: {message}")
+}
+
+/// Tells the agent that started.json or exit.json is written: the agent gives the monitor a pipe as its stdout and
+/// waits for it to close. Standard output becomes standard error (the monitor's log) from here on.
+fn signal_ready() {
+    let _ = nix::unistd::dup2(2, 1);
 }
 
 fn runtime(args: &MonitorArgs) -> Command {
@@ -252,6 +259,7 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<()> {
     }
     let started = Started { monitor_pid: std::process::id() as i32, pid, started_at: Utc::now() };
     write_json(&args.state_dir.join(STARTED), &started).context("writing started.json")?;
+    signal_ready();
 
     let status = relay(pid, streams, &mut log, stdin_relay.as_mut(), args.tty);
     drop(stdin_relay);

@@ -203,6 +203,17 @@ pub async fn run(env: Arc<PodEnv>, uid: String, name: String, mut rx: tokio::syn
     .await
 }
 
+/// Waits until every writer of the pipe `read` has closed it (or `limit` passes).
+async fn wait_until_closed(read: std::os::fd::OwnedFd, limit: Duration) {
+    use tokio::io::AsyncReadExt;
+    let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(read) else { return };
+    let mut buf = [0u8; 64];
+    let _ = tokio::time::timeout(limit, async {
+        while rx.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+}
+
 fn default_pull_policy(image: &str) -> &'static str {
     let last = image.rsplit('/').next().unwrap_or(image);
     if image.contains('@') {
@@ -644,12 +655,15 @@ impl Worker {
         };
         let exe = std::env::current_exe().map_err(io("locating", Path::new("/proc/self/exe")))?;
         let out_path = state_dir.join("monitor.log");
-        let out = std::fs::File::create(&out_path).map_err(io("creating", &out_path))?;
-        let err = out.try_clone().map_err(io("duplicating", &out_path))?;
+        let err = std::fs::File::create(&out_path).map_err(io("creating", &out_path))?;
+        // The monitor's stdout is a pipe it closes once started.json or exit.json is written (see
+        // `monitor::signal_ready`), so the container's start is seen at once instead of by polling for the files.
+        let (ready, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| WorkerError::Io { what: "making a pipe for", path: bundle.clone(), source: e.into() })?;
         let mut child = tokio::process::Command::new(exe)
             .args(args.to_args())
             .stdin(std::process::Stdio::null())
-            .stdout(out)
+            .stdout(std::process::Stdio::from(ready_w))
             .stderr(err)
             .spawn()
             .map_err(io("spawning the monitor for", &bundle))?;
@@ -657,12 +671,7 @@ impl Worker {
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
-        for _ in 0..200 {
-            if state_dir.join(state::STARTED).exists() || state_dir.join(state::EXIT).exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until_closed(ready, Duration::from_secs(10)).await;
         tracing::info!(container = %c.name, restart, container_id = %id, "container started");
         let ev = |r, m: String| PodEvent::new(pod, Some(&c.name), Kind::Normal, r, m);
         self.env.events.record(ev("Created", format!("Created container {}", c.name)));
