@@ -13,7 +13,7 @@ source agent/tests/e2e/lib.sh
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 # Proportional set size: the monitors share the binary's pages, which RSS would count once per monitor.
 pss() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null; }
-monitors_pss() { local t=0; for p in $(ps -eo pid=,args= | grep -F "$WORK/" | grep -F " monitor " | grep -v grep | awk '{print $1}'); do t=$((t + $(pss "$p"))); done; echo "$t"; }
+monitors_pss() { local t=0; for p in $(ps -eo pid=,args= | grep -F "$WORK/" | grep -E '(skiff-monitor| monitor) ' | grep -v grep | awk '{print $1}'); do t=$((t + $(pss "$p"))); done; echo "$t"; }
 bench() { nsenter --net="/run/netns/$LAB" "$BIN/skiff-agent-bench" --kubeconfig "$WORK/cp/kubeconfig" "$@"; }
 
 sleep 5
@@ -28,7 +28,7 @@ B=$!
 # While the 50 pods are held: the agent's and the monitors' memory.
 for _ in $(seq 1 240); do grep -q '^holding' "$WORK/parallel.txt" 2>/dev/null && break; sleep 0.5; done
 sleep 4
-WITH50=$(rss "$AGENT_PID"); MON50=$(monitors_pss); NMON=$(ps -eo args= | grep -F "$WORK/" | grep -cF " monitor ")
+WITH50=$(rss "$AGENT_PID"); MON50=$(monitors_pss); NMON=$(ps -eo args= | grep -F "$WORK/" | grep -cE '(skiff-monitor| monitor) ')
 wait "$B"; touch "$WORK/stop-sampling"; wait "$SAMPLER"
 PEAK=$(cat "$WORK/peak" 2>/dev/null || echo 0)
 echo

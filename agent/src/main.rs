@@ -1,4 +1,5 @@
-//! `skiff-agent`: the node agent, and (`skiff-agent monitor ...`) the per-container monitor it spawns.
+//! `skiff-agent`: the node agent, and (`skiff-agent monitor ...`) the per-container monitor it spawns when the
+//! smaller `skiff-monitor` binary is not beside it.
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -134,16 +134,27 @@ fn busybox_bundle(bundle: &Path) {
     }
 }
 
+/// `skiff-monitor`, the binary the agent starts when it is installed beside it.
 #[test]
 fn monitor_runs_a_container_and_writes_cri_logs_and_exit_code() {
+    monitor_case("bin", Path::new(env!("CARGO_BIN_EXE_skiff-monitor")), false);
+}
+
+/// `skiff-agent monitor`, what the agent starts when `skiff-monitor` is not beside it.
+#[test]
+fn the_agents_monitor_subcommand_does_the_same() {
+    monitor_case("sub", Path::new(env!("CARGO_BIN_EXE_skiff-agent")), true);
+}
+
+fn monitor_case(case: &str, program: &Path, subcommand: bool) {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipping monitor_runs_a_container_and_writes_cri_logs_and_exit_code: {reason}");
+        eprintln!("skipping the monitor test ({case}): {reason}");
         return;
     }
     // Declared first, dropped last: everything else lives inside it.
     let tmp = tempfile::Builder::new().prefix("skiff-agent-mon-").tempdir().unwrap();
     let pid = std::process::id();
-    let netns = Netns::new(format!("skiff-mon-{pid}"));
+    let netns = Netns::new(format!("skiff-mon-{case}-{pid}"));
 
     let pod_dir = tmp.path().join("pod");
     std::fs::create_dir_all(&pod_dir).unwrap();
@@ -163,8 +174,8 @@ fn monitor_runs_a_container_and_writes_cri_logs_and_exit_code() {
         "command": ["sh", "-c", "echo hello; cat /etc/hostname; echo oops >&2; exit 3"],
     }))
     .unwrap();
-    let id = format!("skiff-mon-test-{pid}");
-    let cgroup_root = format!("skiff-mon-test-{pid}");
+    let id = format!("skiff-mon-test-{case}-{pid}");
+    let cgroup_root = format!("skiff-mon-test-{case}-{pid}");
     let netns_path = netns.path();
     let inputs = SpecInputs {
         hostname: "web",
@@ -196,8 +207,8 @@ fn monitor_runs_a_container_and_writes_cri_logs_and_exit_code() {
     let monitor_out = tmp.path().join("monitor.log");
     let out = std::fs::File::create(&monitor_out).unwrap();
     let mut monitor = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_skiff-agent"))
-            .args(args.to_args())
+        Command::new(program)
+            .args(if subcommand { args.to_args() } else { args.flags() })
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

@@ -17,7 +17,7 @@ source "$HERE/../lib.sh"
 skip() { echo "skipping $RUN_NAME: $1"; echo "$RUN_NAME: 0 passed, 0 failed"; exit 0; }
 [ "$(id -u)" = 0 ] || skip "not running as root"
 for tool in ip nsenter umoci busybox kubectl curl; do command -v "$tool" >/dev/null || skip "$tool is missing"; done
-for b in skiff-controlplane skiff-agent skiff-runtime skiff-images skiff-netproxy; do
+for b in skiff-controlplane skiff-agent skiff-monitor skiff-runtime skiff-images skiff-netproxy; do
   [ -x "$BIN/$b" ] || skip "$BIN/$b is not built"
 done
 

@@ -22,7 +22,7 @@ skip() { echo "skipping $RUN_NAME: $1"; echo "$RUN_NAME: 0 passed, 0 failed"; ex
 for tool in qemu-system-x86_64 debootstrap mkfs.ext4 ip nsenter umoci busybox kubectl curl; do
   command -v "$tool" >/dev/null || skip "$tool is missing"
 done
-for b in skiff-controlplane skiff-agent skiff-runtime skiff-images skiff-netproxy; do
+for b in skiff-controlplane skiff-agent skiff-monitor skiff-runtime skiff-images skiff-netproxy; do
   [ -x "$BIN/$b" ] || skip "$BIN/$b is not built"
 done
 

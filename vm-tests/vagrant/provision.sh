@@ -12,7 +12,7 @@ token_id=${BASH_REMATCH[1]} token_secret=${BASH_REMATCH[2]}
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq iptables iproute2 conntrack libseccomp2 curl ca-certificates >/dev/null
-install -m 0755 "$bin"/skiff-agent "$bin"/skiff-runtime "$bin"/skiff-netproxy /usr/local/bin/
+install -m 0755 "$bin"/skiff-agent "$bin"/skiff-monitor "$bin"/skiff-runtime "$bin"/skiff-netproxy /usr/local/bin/
 [ -x "$bin/skiff-images" ] && install -m 0755 "$bin/skiff-images" /usr/local/bin/
 if ! command -v kubectl >/dev/null; then
   ver=v1.32.0

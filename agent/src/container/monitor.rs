@@ -54,9 +54,16 @@ pub struct MonitorArgs {
 }
 
 impl MonitorArgs {
-    /// The command line the agent uses to start a monitor.
+    /// The command line of `skiff-agent monitor ...`.
     pub fn to_args(&self) -> Vec<std::ffi::OsString> {
         let mut v: Vec<std::ffi::OsString> = vec!["monitor".into()];
+        v.extend(self.flags());
+        v
+    }
+
+    /// The command line of `skiff-monitor ...`: the options alone.
+    pub fn flags(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = Vec::new();
         for (k, p) in [
             ("--runtime", self.runtime.as_os_str()),
             ("--runtime-root", self.runtime_root.as_os_str()),
@@ -81,6 +88,26 @@ impl MonitorArgs {
         }
         v
     }
+}
+
+/// The command that starts a monitor: `skiff-monitor` beside the running executable when it is there (a small
+/// binary, cheap to start once per container), else this executable's `monitor` subcommand.
+pub fn command(args: &MonitorArgs) -> std::io::Result<Command> {
+    static SIBLING: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let exe = std::env::current_exe()?;
+    let sibling = SIBLING.get_or_init(|| Some(exe.with_file_name("skiff-monitor")).filter(|p| p.is_file()));
+    Ok(match sibling {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(args.flags());
+            c
+        }
+        None => {
+            let mut c = Command::new(exe);
+            c.args(args.to_args());
+            c
+        }
+    })
 }
 
 /// One CRI log line: `<RFC3339Nano> <stream> <F|P> <text>`.

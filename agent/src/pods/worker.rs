@@ -653,15 +653,14 @@ impl Worker {
             stdin_once: c.stdin == Some(true) && c.stdin_once == Some(true),
             tty: c.tty == Some(true),
         };
-        let exe = std::env::current_exe().map_err(io("locating", Path::new("/proc/self/exe")))?;
+        let command = crate::container::monitor::command(&args).map_err(io("locating", Path::new("/proc/self/exe")))?;
         let out_path = state_dir.join("monitor.log");
         let err = std::fs::File::create(&out_path).map_err(io("creating", &out_path))?;
         // The monitor's stdout is a pipe it closes once started.json or exit.json is written (see
         // `monitor::signal_ready`), so the container's start is seen at once instead of by polling for the files.
         let (ready, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| WorkerError::Io { what: "making a pipe for", path: bundle.clone(), source: e.into() })?;
-        let mut child = tokio::process::Command::new(exe)
-            .args(args.to_args())
+        let mut child = tokio::process::Command::from(command)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::from(ready_w))
             .stderr(err)

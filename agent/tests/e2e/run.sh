@@ -32,7 +32,7 @@ mounts=$(grep -cF " $WORK/disk/node/" /proc/mounts)  # the real path of WORK/nod
 # The QoS level (<root>/besteffort, ...) stays, as the kubelet's kubepods/besteffort; pod and container cgroups go.
 cgs=$(for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do [ -d "$h$CGROOT" ] && find "$h$CGROOT" -mindepth 2 -type d; done | wc -l)
 [ "$cgs" = 0 ] && pass "no pod cgroup left" || fail "cgroups left: $cgs"
-monitors=$(ps -eo args= | grep -F "$WORK" | grep -cF " monitor ")
+monitors=$(ps -eo args= | grep -F "$WORK" | grep -cE '(skiff-monitor| monitor) ')
 [ "$monitors" = 0 ] && pass "no monitor process left" || fail "monitors left: $monitors"
 
 # Certificates renewed while everything ran (when the run outlived 90 % of a certificate's life).
