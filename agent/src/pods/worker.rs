@@ -248,7 +248,7 @@ impl Worker {
                     && network::link_index(&self.env.netlink, &network::host_veth_name(&self.uid)).await?.is_some()
             };
             if self.sandbox_ready && !self.host_network {
-                self.pod_ip = Some(self.env.ipam.allocate(&self.uid)?);
+                self.pod_ip = Some(self.allocate_ip().await?);
             }
         }
         let desired = Desired::from_pod(pod);
@@ -500,13 +500,25 @@ impl Worker {
         let path = self.netns_path();
         let p = path.clone();
         tokio::task::spawn_blocking(move || netns::create(&p)).await.map_err(|_| netns::NetnsError::Thread)??;
-        let ip = self.env.ipam.allocate(&self.uid)?;
+        let ip = self.allocate_ip().await?;
         let (env, uid, p) = (self.env.clone(), self.uid.clone(), path.clone());
         network::attach_pod(&env.netlink, env.bridge_index, &p, &uid, ip, env.cidr).await?;
         files::write(&self.env.config.pod_dir(&self.uid), &pod.name_any(), ip)?;
         self.pod_ip = Some(ip);
         tracing::info!(pod_ip = %ip, "sandbox ready");
         Ok(())
+    }
+
+    /// The pod's address from the node's IPAM, on a blocking thread: the allocation reads the IPAM directory and
+    /// fsyncs its new file, which must not hold one of the runtime's two worker threads.
+    async fn allocate_ip(&self) -> Result<std::net::Ipv4Addr, WorkerError> {
+        let (env, uid) = (self.env.clone(), self.uid.clone());
+        let ip = tokio::task::spawn_blocking(move || env.ipam.allocate(&uid)).await.map_err(|e| WorkerError::Io {
+            what: "allocating an address in",
+            path: self.env.config.ipam_dir(),
+            source: std::io::Error::other(e),
+        })??;
+        Ok(ip)
     }
 
     async fn ensure_image(&self, pod: &Pod, c: &Container) -> Result<String, WorkerError> {
