@@ -555,12 +555,33 @@ async fn controllers_and_scheduler_share_one_watch_per_type() {
                  "template": {"metadata": {"labels": {"app": "rs"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}))
     .unwrap();
     Api::<ReplicaSet>::namespaced(client.clone(), "default").create(&PostParams::default(), &rs).await.unwrap();
-    eventually("the ReplicaSet's pods are bound and the node has a pod CIDR", || async {
-        let bound = active_pods(&pods).await.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("n1")).count();
-        let cidr = Api::<Node>::all(client.clone()).get("n1").await.ok().and_then(|n| n.spec).and_then(|s| s.pod_cidr);
-        bound == 2 && cidr.is_some()
-    })
-    .await;
+    // Not `eventually`: when this times out, the message says which part is missing (this test failed once in CI
+    // and never locally; the state at the deadline is what tells why).
+    let mut last = String::new();
+    let mut done = false;
+    for _ in 0..150 {
+        let active = active_pods(&pods).await;
+        let bound = active.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("n1")).count();
+        let node = Api::<Node>::all(client.clone()).get("n1").await.ok();
+        let cidr = node.as_ref().and_then(|n| n.spec.as_ref()).and_then(|s| s.pod_cidr.clone());
+        if bound == 2 && cidr.is_some() {
+            done = true;
+            break;
+        }
+        let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "default")
+            .list(&Default::default())
+            .await
+            .map(|l| l.items.iter().map(|e| format!("{:?}: {:?}", e.reason, e.message)).collect::<Vec<_>>())
+            .unwrap_or_default();
+        last = format!(
+            "{} active pods, {bound} bound to n1, pod CIDR {cidr:?}\npods: {:?}\nnode taints: {:?}\nevents: {events:?}",
+            active.len(),
+            active.iter().map(|p| (p.metadata.name.clone(), p.spec.as_ref().and_then(|s| s.node_name.clone()))).collect::<Vec<_>>(),
+            node.as_ref().and_then(|n| n.spec.as_ref()).and_then(|s| s.taints.clone()),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(done, "timed out waiting until the ReplicaSet's pods are bound and the node has a pod CIDR: {last}");
     // Every consumer of pods, nodes and ReplicaSets (the ReplicaSet, Deployment, DaemonSet, Job, endpoints, node
     // IPAM and node lifecycle controllers, the garbage collector and the scheduler) reads one watch of each.
     let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
