@@ -47,6 +47,14 @@ pub use config::Config;
 
 use std::future::Future;
 
+/// Logging for the agent's binaries: to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Runs the agent until `shutdown` resolves. Containers keep running when it returns.
 pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     use anyhow::Context;

@@ -80,10 +80,7 @@ struct AgentArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    skiff_agent::init_logging();
     match cli.command {
         // Single-threaded on purpose: they fork the runtime and reap what it leaves them.
         Some(Command::Monitor(args)) => return skiff_agent::container::monitor::run(args),

@@ -16,10 +16,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    skiff_agent::init_logging();
     // Single-threaded on purpose: it forks the runtime and reaps what it leaves it.
     monitor::run(cli.args)
 }

@@ -137,6 +137,18 @@ pub async fn run_with(informers: Informers, config: ControllersConfig, shutdown:
     tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle, gc, volumes);
 }
 
+/// The reference to an object that an Event is about.
+pub fn object_ref(api_version: &str, kind: &str, namespace: &str, name: &str, uid: &str) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        uid: Some(uid.into()),
+        ..Default::default()
+    }
+}
+
 /// A core/v1 Event about `involved`, reported by `component`: recorded in the object's namespace, or in `default`
 /// for a cluster-scoped object (as upstream's recorder does). Shared by the controllers and the scheduler.
 pub fn core_event(involved: k8s_openapi::api::core::v1::ObjectReference, reason: &str, message: String, type_: &str, component: &str) -> k8s_openapi::api::core::v1::Event {

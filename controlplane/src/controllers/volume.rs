@@ -461,14 +461,7 @@ impl Runner {
                 if !self.reported.insert((uid.clone(), *reason)) {
                     return Ok(());
                 }
-                let involved = k8s_openapi::api::core::v1::ObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("PersistentVolumeClaim".into()),
-                    name: Some(claim.clone()),
-                    namespace: Some(ns.clone()),
-                    uid: Some(uid.clone()),
-                    ..Default::default()
-                };
+                let involved = super::object_ref("v1", "PersistentVolumeClaim", ns, claim, uid);
                 let ev = super::core_event(involved, reason, message.clone(), if *warning { "Warning" } else { "Normal" }, "persistentvolume-controller");
                 super::record_event(&self.client, &ev).await
             }

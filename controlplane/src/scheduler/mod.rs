@@ -485,14 +485,7 @@ impl Scheduler {
     }
 
     async fn event(&self, ns: &str, name: &str, uid: &str, reason: &str, msg: &str, kind: &str) {
-        let involved = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            uid: Some(uid.into()),
-            ..Default::default()
-        };
+        let involved = crate::controllers::object_ref("v1", "Pod", ns, name, uid);
         let mut ev = crate::controllers::core_event(involved, reason, msg.into(), kind, &self.config.name);
         ev.reporting_instance = Some(self.config.name.clone());
         if let Err(e) = crate::controllers::record_event(&self.client, &ev).await {

@@ -285,14 +285,7 @@ impl GarbageCollector {
         let dep_ns = node.namespace.as_deref().unwrap_or("");
         let msg = invalid_owner_message(o, dep_ns);
         tracing::warn!(resource = info.plural, namespace = dep_ns, name = %node.name, "{msg}");
-        let involved = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some(info.api_version()),
-            kind: Some(info.kind.into()),
-            name: Some(node.name.clone()),
-            namespace: Some(dep_ns.into()),
-            uid: Some(uid.into()),
-            ..Default::default()
-        };
+        let involved = super::object_ref(&info.api_version(), info.kind, dep_ns, &node.name, uid);
         let ev = super::core_event(involved, "OwnerRefInvalidNamespace", msg, "Warning", "garbage-collector-controller");
         if let Err(e) = super::record_event(&self.client, &ev).await {
             tracing::debug!(error = %e, "could not record an OwnerRefInvalidNamespace event");
