@@ -10,8 +10,15 @@ role=$1 name=$2 ip=$3 cp_ip=$4 bin=$5 token=$6
 [[ "$token" =~ ^([a-z0-9]{6})\.([a-z0-9]{16})$ ]] || { echo "bad bootstrap token (want <6>.<16> lower-case hex)" >&2; exit 1; }
 token_id=${BASH_REMATCH[1]} token_secret=${BASH_REMATCH[2]}
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq iptables iproute2 conntrack libseccomp2 curl ca-certificates >/dev/null
+# Only what the box lacks (a box with all of it, as vm-tests/vagrant/box.sh builds, needs no network).
+missing=()
+for p in iptables iproute2 conntrack libseccomp2 curl ca-certificates python3; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 install -m 0755 "$bin"/skiff-agent "$bin"/skiff-monitor "$bin"/skiff-runtime "$bin"/skiff-netproxy /usr/local/bin/
 [ -x "$bin/skiff-images" ] && install -m 0755 "$bin/skiff-images" /usr/local/bin/
 if ! command -v kubectl >/dev/null; then
