@@ -435,6 +435,17 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
+    // The default/kubernetes Service and its endpoints: this server's address as pods reach it.
+    {
+        use std::net::ToSocketAddrs;
+        let advertised = host.to_socket_addrs().ok().and_then(|mut a| a.next()).unwrap_or(local);
+        let me = apiserver::kubernetes_service::pod_facing_address(advertised);
+        match me {
+            Some(a) => tracing::info!(address = %a, "endpoint of the kubernetes Service"),
+            None => tracing::warn!("no address pods can reach this server at: it is not an endpoint of the kubernetes Service"),
+        }
+        apiserver::kubernetes_service::spawn(Arc::downgrade(&server), me, advertised.port());
+    }
     tracing::info!(listen = %local, kubeconfig = %kc.display(), "skiff control plane serving");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -5,8 +5,11 @@
 # control plane over the private network; the admin kubeconfig stays on the control plane
 # (vagrant ssh cp -c "kubectl get nodes").
 # Usage: provision.sh controlplane|worker NODE_NAME NODE_IP CP_IP BIN_DIR BOOTSTRAP_TOKEN(<6 hex>.<16 hex>)
+#          [LB_POOL MACHINES]
+# LB_POOL (e.g. 192.168.57.200-192.168.57.209; empty: none) and MACHINES (name=ip,name=ip,...): the control plane's
+# cloud inventory, so that Services of type LoadBalancer get addresses (as a cloud would give them).
 set -euo pipefail
-role=$1 name=$2 ip=$3 cp_ip=$4 bin=$5 token=$6
+role=$1 name=$2 ip=$3 cp_ip=$4 bin=$5 token=$6 lb_pool=${7:-} machines=${8:-}
 [[ "$token" =~ ^([a-z0-9]{6})\.([a-z0-9]{16})$ ]] || { echo "bad bootstrap token (want <6>.<16> lower-case hex)" >&2; exit 1; }
 token_id=${BASH_REMATCH[1]} token_secret=${BASH_REMATCH[2]}
 export DEBIAN_FRONTEND=noninteractive
@@ -31,13 +34,25 @@ kubeconfig=/etc/skiff/kubeconfig
 
 if [ "$role" = controlplane ]; then
   install -m 0755 "$bin/skiff-controlplane" /usr/local/bin/
+  cloud=
+  if [ -n "$lb_pool" ]; then
+    [[ "$lb_pool" =~ ^[0-9.]+(-[0-9.]+)?(,[0-9.]+(-[0-9.]+)?)*$ ]] || { echo "bad LoadBalancer pool: $lb_pool" >&2; exit 1; }
+    {
+      echo "machines:"
+      for m in ${machines//,/ }; do
+        echo "  - {name: ${m%%=*}, addresses: [{type: InternalIP, address: ${m#*=}}]}"
+      done
+      echo "loadBalancerPool: [$lb_pool]"
+    } >/etc/skiff/inventory.yaml
+    cloud=" --cloud-inventory /etc/skiff/inventory.yaml"
+  fi
   cat >/etc/systemd/system/skiff-controlplane.service <<U
 [Unit]
 Description=Skiff control plane
 After=network-online.target
 Wants=network-online.target
 [Service]
-ExecStart=/usr/local/bin/skiff-controlplane --data-dir /var/lib/skiff/controlplane --listen $cp_ip:6443
+ExecStart=/usr/local/bin/skiff-controlplane --data-dir /var/lib/skiff/controlplane --listen $cp_ip:6443$cloud
 Restart=always
 [Install]
 WantedBy=multi-user.target

@@ -5,18 +5,23 @@
 #     bridges and iptables rules nor its state touch the host's; it refuses to run beside a running libvirtd;
 #   - the box from vm-tests/vagrant/box.sh (Debian 12, provisioning needs no download), added to a private
 #     VAGRANT_HOME; QEMU's TCG unless SKIFF_LIBVIRT_DRIVER=kvm;
-#   - `vagrant up`, then `vagrant ssh cp -c "kubectl get nodes"` until three nodes are Ready; a DaemonSet of
-#     busybox httpd (image built here, imported on the nodes) and a Service: pod to pod across hosts through
-#     `kubectl exec`, `kubectl logs`, the ClusterIP; then `vagrant destroy -f`; everything it made is removed, on
-#     failure too.
-# As root. Usage: vm-tests/vagrant/run.sh [BIN_DIR]   (default target/release; relative to the repo)
+#   - `vagrant up`, then `vagrant ssh cp -c "kubectl get nodes"` until three nodes are Ready; then the scenarios
+#     the other backends run (vm-tests/scenarios, through vm-tests/lib.sh's backend contract: kubectl from the lab
+#     with cp's admin kubeconfig, commands on the machines over ssh, agents and proxies as systemd units, links cut
+#     with `virsh domif-setlink`), with a busybox image built here and imported on the machines; then
+#     `vagrant destroy -f`. Everything it made is removed, on failure too.
+# As root. Usage: vm-tests/vagrant/run.sh [BIN_DIR [SCENARIO...]]   (BIN_DIR default target/release, relative to
+# the repo; scenarios as ../netns/run.sh takes them, default all)
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-BIN_DIR=${1:-target/release}
 DRIVER=${SKIFF_LIBVIRT_DRIVER:-qemu}
+# The cloud inventory's LoadBalancer pool (the Vagrantfile passes it to provisioning), beside the private network.
+export SKIFF_LB_POOL=${SKIFF_LB_POOL:-192.168.57.200-192.168.57.209}
 
 if [ "${1:-}" != --inside ]; then
+  BIN_DIR=${1:-target/release}
+  [ $# -gt 0 ] && shift
   [ "$(id -u)" = 0 ] || { echo "run.sh: needs root"; exit 1; }
   # What it needs, from the distribution; no recommends: libvirt-daemon-system would bring a libvirtd service and
   # its default network to the host.
@@ -40,11 +45,11 @@ if [ "${1:-}" != --inside ]; then
   done
   BOX=$(bash "$HERE/box.sh") || { echo "run.sh: the box could not be built"; exit 1; }
   WORK=$(mktemp -d /tmp/skiff-vagrant.XXXXXX)
-  # The pods' image: busybox, built here (the guests reach no registry), imported on every node after `up`.
+  # The scenarios' image: busybox, built here (the guests reach no registry), imported on every node after `up`.
   ( cd "$WORK" && umoci init --layout oci >/dev/null && umoci new --image oci:busybox >/dev/null &&
     umoci unpack --image oci:busybox bundle >/dev/null 2>&1 && mkdir -p bundle/rootfs/bin &&
     cp "$(command -v busybox)" bundle/rootfs/bin/busybox &&
-    for a in sh echo sleep cat hostname mkdir httpd wget timeout; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
+    for a in sh echo sleep cat ls ip hostname id env wc head nc httpd wget test grep touch rm mkdir kill seq ping timeout true; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
     umoci repack --image oci:busybox bundle >/dev/null && tar -C oci -cf busybox.tar . && rm -rf oci bundle ) ||
     { echo "run.sh: cannot build the busybox image"; rm -rf "$WORK"; exit 1; }
   LAB=skiff-vagrant-$$
@@ -64,13 +69,26 @@ if [ "${1:-}" != --inside ]; then
   for d in /etc/libvirt /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do
     [ -d "$d" ] || { mkdir -p "$d" && echo "$d" >>"$WORK.made"; }
   done
-  ip netns exec "$LAB" unshare --mount --propagation private bash "$0" --inside "$BIN_DIR" "$BOX" "$WORK"
+  export LAB   # the scenarios name the lab namespace
+  ip netns exec "$LAB" unshare --mount --propagation private bash "$0" --inside "$BIN_DIR" "$BOX" "$WORK" "$@"
   rc=$?
+  # After `vagrant destroy` and libvirtd's exit nothing may still run in the lab (QEMU, dnsmasq, libvirtd).
+  procs=$(ip netns pids "$LAB" 2>/dev/null | wc -l)
+  cleanup; trap - EXIT
+  if [ "$procs" = 0 ] && ! ip netns list | grep -q "^$LAB\b" && [ ! -e "$WORK" ]; then
+    echo "ok - teardown left no namespace, VM, libvirtd, dnsmasq or file"
+  else
+    echo "FAIL - teardown left $procs processes in the lab (killed now), or the lab namespace or $WORK"; rc=1
+  fi
   exit $rc
 fi
 
 # --- inside the lab network namespace and a private mount namespace
 BIN_DIR=$2 BOX=$3 WORK=$4
+shift 4
+SCENARIOS=("$@")
+SUBNET=${SKIFF_SUBNET:-192.168.56}
+LAB=${LAB:?}
 PASSED=0; FAILED=0
 pass() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/    /'; }
@@ -149,72 +167,70 @@ if [ "$FAILED" = 0 ]; then
     fail "three nodes Ready" "$out"
   fi
 fi
-on() { local m=$1; shift; timeout 180 vagrant ssh "$m" -c "$*" 2>&1; }
-if [ "$FAILED" = 0 ]; then
-  echo "== a pod on every node (a DaemonSet), pod to pod across hosts, a Service, kubectl exec and logs"
-  P0=$(now)
-  for m in cp worker1 worker2; do
-    vagrant upload "$WORK/busybox.tar" /tmp/busybox.tar "$m" >/dev/null 2>&1 &&
-      on "$m" "sudo skiff-images --root /var/lib/skiff/images import --name localhost/busybox:1 /tmp/busybox.tar" >/dev/null ||
-      fail "import the busybox image on $m"
+[ "$FAILED" = 0 ] || { echo "vagrant: $PASSED passed, $FAILED failed"; exit 1; }
+
+# --- the shared scenarios (vm-tests/scenarios) on the Vagrant machines: the backend contract of vm-tests/lib.sh.
+V_PASSED=$PASSED
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+PASSED=$V_PASSED
+RUN_NAME="vm-tests (vagrant)"
+HOSTS=3
+NAMES=(cp worker1 worker2)
+host_name() { echo "${NAMES[$(($1 - 1))]}"; }
+host_ip() { echo "$SUBNET.$((9 + $1))"; }
+agent_run_dir() { echo /run/skiff; }   # the agent's default --run-dir (provision.sh's unit)
+vagrant ssh-config >"$WORK/ssh-config" 2>/dev/null || { fail "vagrant ssh-config"; exit 1; }
+# on_host N CMD...: CMD as root on host N, over ssh with Vagrant's settings (much faster than `vagrant ssh`).
+on_host() {
+  local n=$1; shift
+  ssh -F "$WORK/ssh-config" -o LogLevel=ERROR "$(host_name "$n")" "sudo $(printf '%q ' "$@")"
+}
+# Already in the lab namespace: "outside the hosts" is here.
+lab() { "$@"; }
+export HOME=$WORK/home KUBECACHEDIR=$WORK/home/cache KUBECONFIG=$WORK/kubeconfig
+mkdir -p "$HOME"
+k() { kubectl --request-timeout=20s "$@"; }
+stop_cp() { on_host 1 systemctl stop skiff-controlplane; }
+start_cp() { on_host 1 systemctl start skiff-controlplane; }
+stop_agent() { on_host "$1" systemctl stop skiff-agent; }
+start_agent() { on_host "$1" systemctl start skiff-agent; }
+stop_proxy() { on_host "$1" systemctl stop skiff-netproxy; }
+start_proxy() { on_host "$1" systemctl start skiff-netproxy; }
+# cut_link N / heal_link N: the link of host N's private-network interface (the cluster's network) goes down/up;
+# the management network (ssh) stays.
+private_if() {
+  local dom
+  dom=$(virsh list --name | grep -E "_$(host_name "$1")\$" | head -1)
+  [ -n "$dom" ] || return 1
+  echo "$dom $(virsh domiflist "$dom" | awk 'NR > 2 && $1 != "" && $3 != "vagrant-libvirt" {print $1; exit}')"
+}
+cut_link() { local d; d=$(private_if "$1") && virsh -q domif-setlink $d down >/dev/null; }
+heal_link() { local d; d=$(private_if "$1") && virsh -q domif-setlink $d up >/dev/null; }
+# On failure, run_scenarios shows $WORK/hN/{agent,netproxy}.log and $WORK/h1/cp.log: the units' journals.
+save_logs() {
+  local n
+  for n in 1 2 3; do
+    mkdir -p "$WORK/h$n"
+    on_host "$n" journalctl -u skiff-agent --no-pager -n 200 >"$WORK/h$n/agent.log" 2>&1
+    on_host "$n" journalctl -u skiff-netproxy --no-pager -n 200 >"$WORK/h$n/netproxy.log" 2>&1
   done
-  cat >"$WORK/hello.yaml" <<'EOF'
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: hello}
-spec:
-  selector: {matchLabels: {app: hello}}
-  template:
-    metadata: {labels: {app: hello}}
-    spec:
-      containers:
-      - name: web
-        image: localhost/busybox:1
-        imagePullPolicy: Never
-        command: [sh, -c, 'mkdir -p /www && hostname >/www/index.html && echo "serving on $(hostname)" && exec httpd -f -p 8080 -h /www']
-        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 2}
----
-apiVersion: v1
-kind: Service
-metadata: {name: hello}
-spec:
-  selector: {app: hello}
-  ports: [{port: 80, targetPort: 8080}]
-EOF
-  vagrant upload "$WORK/hello.yaml" /tmp/hello.yaml cp >/dev/null 2>&1 && on cp "kubectl apply -f /tmp/hello.yaml" >/dev/null ||
-    fail "apply the DaemonSet and Service"
-  out=
-  for _ in $(seq 1 60); do
-    out=$(on cp "kubectl get pods -l app=hello -o wide --no-headers")
-    [ "$(grep -cE ' 1/1 +Running ' <<<"$out")" = 3 ] && break
-    sleep 5
-  done
-  if [ "$(grep -cE ' 1/1 +Running ' <<<"$out")" = 3 ] && [ "$(awk '{print $7}' <<<"$out" | sort -u | wc -l)" = 3 ]; then
-    pass "a pod Running and ready on each of the three nodes ($(elapsed "$P0") s)"
-    printf '%s\n' "$out" | sed 's/^/    /'
-  else
-    fail "a pod Running and ready on each node" "$out"
-  fi
-  mapfile -t pods < <(grep -E ' 1/1 +Running ' <<<"$out" | awk '{print $1}')
-  mapfile -t ips < <(grep -E ' 1/1 +Running ' <<<"$out" | awk '{print $6}')
-  if [ ${#pods[@]} = 3 ]; then
-    for i in 0 1 2; do
-      j=$(( (i + 1) % 3 ))
-      got=$(on cp "kubectl exec ${pods[$i]} -- timeout 5 wget -qO- http://${ips[$j]}:8080/" | tr -d '\r')
-      if grep -qx "${pods[$j]}" <<<"$got"; then pass "kubectl exec ${pods[$i]}: pod ${pods[$j]} (${ips[$j]}) answers across hosts"
-      else fail "pod ${pods[$i]} to pod ${pods[$j]} (${ips[$j]})" "$got"; fi
-      got=$(on cp "kubectl logs ${pods[$i]}" | tr -d '\r')
-      if grep -qx "serving on ${pods[$i]}" <<<"$got"; then pass "kubectl logs ${pods[$i]}"; else fail "kubectl logs ${pods[$i]}" "$got"; fi
-    done
-    cip=$(on cp "kubectl get svc hello -o jsonpath={.spec.clusterIP}" | tr -d '\r')
-    got=$(on cp "for n in 1 2 3 4 5 6 7 8 9; do kubectl exec ${pods[0]} -- timeout 5 wget -qO- http://$cip/; done" | tr -d '\r' | sort -u)
-    if [ "$(grep -cxE 'hello-[a-z0-9]+' <<<"$got")" -ge 2 ]; then
-      pass "the Service's ClusterIP $cip answers from pods on more than one host: $(tr '\n' ' ' <<<"$got")"
-    else
-      fail "the Service's ClusterIP $cip" "$got"
-    fi
-  fi
-fi
-echo "time - whole run: $(elapsed "$T0")s"
-echo "vagrant: $PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+  on_host 1 journalctl -u skiff-controlplane --no-pager -n 200 >"$WORK/h1/cp.log" 2>&1
+}
+save_logs
+on_host 1 cat /var/lib/skiff/controlplane/kubeconfig >"$KUBECONFIG" && k get nodes >/dev/null ||
+  { fail "the admin kubeconfig from cp, used from outside the machines" "$(k get nodes 2>&1)"; exit 1; }
+# LoadBalancer addresses: from the pool the Vagrantfile gave the cloud inventory, routed here through cp.
+lb_first=${SKIFF_LB_POOL%%[-,]*}
+ip route add "${lb_first%.*}.0/24" via "$(host_ip 1)" || { fail "route the LoadBalancer range in the lab"; exit 1; }
+# The scenarios' image, on every node.
+for n in 1 2 3; do
+  scp -F "$WORK/ssh-config" -o LogLevel=ERROR -q "$WORK/busybox.tar" "$(host_name "$n"):/tmp/busybox.tar" &&
+    on_host "$n" skiff-images --root /var/lib/skiff/images import --name localhost/busybox:1 /tmp/busybox.tar >/dev/null ||
+    { fail "import the test image on $(host_name "$n")"; exit 1; }
+done
+ONLY=("${SCENARIOS[@]}")
+run_scenarios
+rc=$?
+[ "$rc" = 0 ] || save_logs
+exit "$rc"

@@ -60,6 +60,9 @@ impl PodEnv {
         let images = skiff_images::Store::open(&config.images_dir(), Default::default())?;
         let netlink = crate::sandbox::network::connect()?;
         let bridge_index = crate::sandbox::network::ensure_bridge(&netlink, &config.bridge, cidr).await?;
+        if let Err(e) = crate::sandbox::network::ensure_bridge_netfilter() {
+            tracing::warn!(error = %e, "bridged pod traffic bypasses iptables: Services whose endpoint is on this node will not answer pods here");
+        }
         let allocatable = downward::NodeAllocatable::from_json(&crate::node::host_facts(&config, 0).allocatable);
         let (services, services_writer) = kube::runtime::reflector::store();
         let (services_synced_tx, services_synced) = tokio::sync::watch::channel(false);

@@ -59,6 +59,31 @@ async fn add_address(handle: &Handle, index: u32, ip: Ipv4Addr, prefix: u8, what
     }
 }
 
+/// Bridged traffic between pods must pass iptables, as kubenet and the CNI bridge plugin require: a pod reaching a
+/// Service whose chosen endpoint sits on the same bridge gets its reply un-DNATed only when bridged frames go
+/// through conntrack. Loads `br_netfilter` where `/proc/sys/net/bridge` is missing (kubenet runs the same
+/// modprobe), then sets `bridge-nf-call-iptables` (and `ip6tables`) to 1 in this network namespace. An error means
+/// such Service traffic will fail on this node: the caller reports it and goes on.
+pub fn ensure_bridge_netfilter() -> Result<(), String> {
+    let dir = std::path::Path::new("/proc/sys/net/bridge");
+    if !dir.exists() {
+        let out = std::process::Command::new("modprobe").arg("br_netfilter").output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => return Err(format!("modprobe br_netfilter: {}", String::from_utf8_lossy(&o.stderr).trim())),
+            Err(e) => return Err(format!("running modprobe br_netfilter: {e}")),
+        }
+    }
+    for name in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
+        let path = dir.join(name);
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+            continue;
+        }
+        std::fs::write(&path, "1").map_err(|e| format!("setting {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Creates the bridge if missing, gives it the gateway address and brings it up (idempotent).
 pub async fn ensure_bridge(handle: &Handle, name: &str, cidr: Cidr) -> Result<u32, NetworkError> {
     if link_index(handle, name).await?.is_none() {

@@ -98,6 +98,8 @@ stop_agent() {
   { fail "import the test image"; exit 1; }
 
 ip netns add "$LAB" && ip -n "$LAB" link set lo up || { fail "create the lab namespace"; exit 1; }
+# As on a fresh host without br_netfilter's setting: bridged pod traffic skips iptables until the agent turns it on.
+[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] && ip netns exec "$LAB" sh -c 'echo 0 >/proc/sys/net/bridge/bridge-nf-call-iptables'
 # nsenter (not the lab function: that would fork a subshell and $! would not be the server's PID) execs the binary.
 # Certificates of two minutes: the serving, admin, API-server-to-agent and node certificates are all renewed, in
 # place, several times during a run, under load.
@@ -126,6 +128,7 @@ kubectl config view --raw -o 'jsonpath={.users[0].user.client-key-data}' | base6
 start_agent
 eventually "the agent joins with the bootstrap token: its CSR is approved and issued" 'Approved,Issued' 30 -- k get csr --no-headers
 eventually "and it writes its own credentials" 'system:node:lab-node' 10 -- kubectl --kubeconfig "$WORK/node.kubeconfig" config view -o 'jsonpath={.users[0].name}' 
+eventually "the agent passes bridged pod traffic to iptables (bridge-nf-call-iptables)" '^1$' 40 -- lab cat /proc/sys/net/bridge/bridge-nf-call-iptables
 # The service proxy, when built: iptables rules for Services in the lab namespace.
 if [ -x "$BIN/skiff-netproxy" ]; then
   nsenter --net="/run/netns/$LAB" "$BIN/skiff-netproxy" --kubeconfig "$WORK/node.kubeconfig" --node-name lab-node \

@@ -14,6 +14,7 @@ pub mod delete;
 pub mod discovery;
 pub mod errors;
 pub mod kubeconfig;
+pub mod kubernetes_service;
 pub mod metrics;
 pub mod proxy;
 pub mod read;

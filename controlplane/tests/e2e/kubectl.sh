@@ -154,6 +154,7 @@ expect "apply creates"                         0 'deployment.apps/app created'  
 sed -i 's/nginx:1.25/nginx:1.26/' "$WORK/app.yaml"
 expect "apply updates (strategic merge)"       0 'deployment.apps/app configured' -- k apply -f "$WORK/app.yaml"
 expect "apply kept both containers"            0 '^nginx:1\.26 busybox:1\.36 2$' -- k get deploy app -o 'jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[1].image} {.metadata.generation}'
+expect "the API server keeps default/kubernetes: 10.96.0.1:443 to its port, no selector" 0 '^10\.96\.0\.1 443 [0-9]+ $' -- k get svc kubernetes -n default -o 'jsonpath={.spec.clusterIP} {.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.selector}'
 expect "service got a ClusterIP and NodePort"  0 '^10\.(9[6-9]|1[01][0-9])\.[0-9]+\.[0-9]+ 3[0-2][0-9]{3}$' -- k get svc app -o 'jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}'
 sed -i 's/replicas: 2/replicas: 3/' "$WORK/app.yaml"
 expect "apply --server-side"                   0 'serverside-applied'            -- k apply --server-side -f "$WORK/app.yaml"
