@@ -5,11 +5,13 @@
 # control plane over the private network; the admin kubeconfig stays on the control plane
 # (vagrant ssh cp -c "kubectl get nodes").
 # Usage: provision.sh controlplane|worker NODE_NAME NODE_IP CP_IP BIN_DIR BOOTSTRAP_TOKEN(<6 hex>.<16 hex>)
-#          [LB_POOL MACHINES]
+#          [LB_POOL MACHINES [CP_ARGS]]
 # LB_POOL (e.g. 192.168.57.200-192.168.57.209; empty: none) and MACHINES (name=ip,name=ip,...): the control plane's
-# cloud inventory, so that Services of type LoadBalancer get addresses (as a cloud would give them).
+# cloud inventory, so that Services of type LoadBalancer get addresses (as a cloud would give them). CP_ARGS: more
+# flags for skiff-controlplane (letters, digits, spaces and . _ = - only).
 set -euo pipefail
-role=$1 name=$2 ip=$3 cp_ip=$4 bin=$5 token=$6 lb_pool=${7:-} machines=${8:-}
+role=$1 name=$2 ip=$3 cp_ip=$4 bin=$5 token=$6 lb_pool=${7:-} machines=${8:-} cp_args=${9:-}
+[[ "$cp_args" =~ ^[A-Za-z0-9\ ._=-]*$ ]] || { echo "bad control-plane flags: $cp_args" >&2; exit 1; }
 [[ "$token" =~ ^([a-z0-9]{6})\.([a-z0-9]{16})$ ]] || { echo "bad bootstrap token (want <6>.<16> lower-case hex)" >&2; exit 1; }
 token_id=${BASH_REMATCH[1]} token_secret=${BASH_REMATCH[2]}
 export DEBIAN_FRONTEND=noninteractive
@@ -52,7 +54,7 @@ Description=Skiff control plane
 After=network-online.target
 Wants=network-online.target
 [Service]
-ExecStart=/usr/local/bin/skiff-controlplane --data-dir /var/lib/skiff/controlplane --listen $cp_ip:6443$cloud
+ExecStart=/usr/local/bin/skiff-controlplane --data-dir /var/lib/skiff/controlplane --listen $cp_ip:6443$cloud${cp_args:+ $cp_args}
 Restart=always
 [Install]
 WantedBy=multi-user.target

@@ -18,6 +18,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 DRIVER=${SKIFF_LIBVIRT_DRIVER:-qemu}
 # The cloud inventory's LoadBalancer pool (the Vagrantfile passes it to provisioning), beside the private network.
 export SKIFF_LB_POOL=${SKIFF_LB_POOL:-192.168.57.200-192.168.57.209}
+# As the other backends run the control plane: a lost node's pods are evicted after 5 s, not 300.
+export SKIFF_CP_ARGS=${SKIFF_CP_ARGS:---node-monitor-grace-period-secs 20 --default-toleration-seconds 5}
 
 if [ "${1:-}" != --inside ]; then
   BIN_DIR=${1:-target/release}
