@@ -6,14 +6,9 @@
 # image) is shared in at boot over 9p, so changing it does not rebuild the image. As root; needs debootstrap and
 # mkfs.ext4 (e2fsprogs >= 1.43 for -d).
 set -euo pipefail
-CACHE=${SKIFF_VM_CACHE:-/var/cache/skiff-vm}
-SUITE=bookworm
-# The Debian mirror apt is configured with (package registries are reachable; nothing else need be).
-MIRROR=${SKIFF_VM_MIRROR:-$(
-  { cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2}'
-    grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}'; } | grep -m1 '/debian/\?$' || true)}
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
-KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+# CACHE, SUITE, MIRROR, KEYRING.
+# shellcheck source=../debian.sh
+source "$(dirname "$0")/../debian.sh"
 # linux-image-amd64 brings initramfs-tools, whose initramfs ("MODULES=most") mounts a virtio root.
 PACKAGES=linux-image-amd64,iproute2,iptables,kmod,conntrack,procps,util-linux,ca-certificates,libseccomp2
 SIZE=${SKIFF_VM_IMAGE_SIZE:-3G}

@@ -7,13 +7,9 @@
 # Cached under $SKIFF_VM_CACHE (default /var/cache/skiff-vm)/box-<sha256 of the recipe>. As root; needs
 # debootstrap, extlinux (and syslinux-common), qemu-img and sfdisk (fdisk).
 set -euo pipefail
-CACHE=${SKIFF_VM_CACHE:-/var/cache/skiff-vm}
-SUITE=bookworm
-MIRROR=${SKIFF_VM_MIRROR:-$(
-  { cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2}'
-    grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}'; } | grep -m1 '/debian/\?$' || true)}
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
-KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+# CACHE, SUITE, MIRROR, KEYRING.
+# shellcheck source=../debian.sh
+source "$(dirname "$0")/../debian.sh"
 # What a Vagrant box of Debian has (systemd and dbus, for hostnamectl; ifupdown, ssh, sudo, rsync for the synced folder) and what
 # provision.sh installs (iptables, iproute2, conntrack, libseccomp2, curl, ca-certificates, python3).
 PACKAGES=systemd-sysv,dbus,linux-image-amd64,openssh-server,sudo,ifupdown,isc-dhcp-client,rsync,netbase,procps,kmod,util-linux,iptables,iproute2,conntrack,libseccomp2,curl,ca-certificates,python3
