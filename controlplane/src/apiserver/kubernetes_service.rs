@@ -44,11 +44,12 @@ fn lease_name(me: SocketAddr) -> String {
     format!("{LEASE_PREFIX}{ip}-{}", me.port())
 }
 
-/// Make the Service where missing.
-pub async fn ensure_service(s: &ApiServer, port: u16) -> Result<(), ApiError> {
+/// Make the Service where missing (at start and in every round, so a deleted one comes back, as upstream's). Returns
+/// why it could not be made, if it could not (its ClusterIP held by another Service, say); the caller logs it.
+pub async fn ensure_service(s: &ApiServer, port: u16) -> Result<Option<String>, ApiError> {
     let svc_info = info("", "v1", "services")?;
     if s.store.get(&svc_info.key(Some("default"), NAME)).await.map_err(|e| ApiError::from_store(svc_info, NAME, e))?.is_some() {
-        return Ok(());
+        return Ok(None);
     }
     let svc = json!({
         "metadata": {"name": NAME, "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -56,11 +57,14 @@ pub async fn ensure_service(s: &ApiServer, port: u16) -> Result<(), ApiError> {
                  "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}
     });
     match create_if_missing(s, svc_info, Some("default"), svc).await {
-        Ok(true) => tracing::info!(cluster_ip = %cluster_ip(s), "Service default/kubernetes created"),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e.message, "cannot create the Service default/kubernetes (is its ClusterIP taken?)"),
+        Ok(made) => {
+            if made {
+                tracing::info!(cluster_ip = %cluster_ip(s), "Service default/kubernetes created");
+            }
+            Ok(None)
+        }
+        Err(e) => Ok(Some(e.message)),
     }
-    Ok(())
 }
 
 /// Renew this server's Lease (when it has an address pods can reach), then write the live servers' addresses.
@@ -202,10 +206,9 @@ pub fn spawn(s: Weak<ApiServer>, me: Option<SocketAddr>, port: u16) {
     tokio::spawn(async move {
         let Some(server) = s.upgrade() else { return };
         let mut closing = server.closing();
-        if let Err(e) = ensure_service(&server, port).await {
-            tracing::warn!(error = %e.message, "Service default/kubernetes");
-        }
         drop(server);
+        // Said once while it lasts, not every round.
+        let mut refused: Option<String> = None;
         loop {
             let Some(server) = s.upgrade() else { return };
             if *closing.borrow() {
@@ -215,6 +218,15 @@ pub fn spawn(s: Weak<ApiServer>, me: Option<SocketAddr>, port: u16) {
                     }
                 }
                 return;
+            }
+            match ensure_service(&server, port).await {
+                Ok(why) => {
+                    if let Some(why) = why.as_ref().filter(|w| refused.as_ref() != Some(w)) {
+                        tracing::warn!(error = %why, "cannot create the Service default/kubernetes (is its ClusterIP taken?)");
+                    }
+                    refused = why;
+                }
+                Err(e) => tracing::warn!(error = %e.message, "Service default/kubernetes"),
             }
             if let Err(e) = reconcile(&server, me, port).await {
                 tracing::warn!(error = %e.message, "kubernetes Service endpoints");
@@ -230,7 +242,9 @@ pub fn spawn(s: Weak<ApiServer>, me: Option<SocketAddr>, port: u16) {
 
 /// For tests: the server keeps its Service and endpoints as `spawn` does.
 pub async fn run_once(s: &Arc<ApiServer>, me: Option<SocketAddr>, port: u16) -> Result<(), ApiError> {
-    ensure_service(s, port).await?;
+    if let Some(why) = ensure_service(s, port).await? {
+        return Err(ApiError::internal(why));
+    }
     reconcile(s, me, port).await
 }
 
@@ -264,6 +278,14 @@ mod tests {
         assert_eq!(svc["spec"]["ports"][0]["port"], 443);
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 6443);
         assert!(svc["spec"].get("selector").is_none_or(Value::is_null));
+        // Deleted, it comes back in the next round.
+        let svc_info = info("", "v1", "services").unwrap();
+        let (gone, _) = a.store.delete(&svc_info.key(Some("default"), NAME), None).await.unwrap();
+        a.alloc.release_service(&codec::object_from_kv(&gone).unwrap()).await; // as the API's delete does
+        assert!(get(&a, "", "services", "default", NAME).await.is_none());
+        run_once(&a, Some(ma), 6443).await.unwrap();
+        let again = get(&a, "", "services", "default", NAME).await.expect("the kubernetes Service, made again");
+        assert_eq!(again["spec"]["clusterIP"], "10.96.0.1");
         let slice = get(&a, "discovery.k8s.io", "endpointslices", "default", NAME).await.unwrap();
         assert_eq!(slice_ips(&slice), ["192.0.2.10"]);
         assert_eq!(slice["metadata"]["labels"]["kubernetes.io/service-name"], NAME);

@@ -155,6 +155,8 @@ sed -i 's/nginx:1.25/nginx:1.26/' "$WORK/app.yaml"
 expect "apply updates (strategic merge)"       0 'deployment.apps/app configured' -- k apply -f "$WORK/app.yaml"
 expect "apply kept both containers"            0 '^nginx:1\.26 busybox:1\.36 2$' -- k get deploy app -o 'jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[1].image} {.metadata.generation}'
 expect "the API server keeps default/kubernetes: 10.96.0.1:443 to its port, no selector" 0 '^10\.96\.0\.1 443 [0-9]+ $' -- k get svc kubernetes -n default -o 'jsonpath={.spec.clusterIP} {.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.selector}'
+expect "default/kubernetes can be deleted"       0 'service "kubernetes" deleted' -- k delete svc kubernetes -n default
+eventually "the API server makes default/kubernetes again (within its 10 s round)" '^10\.96\.0\.1 443$' -- k get svc kubernetes -n default -o 'jsonpath={.spec.clusterIP} {.spec.ports[0].port}'
 expect "service got a ClusterIP and NodePort"  0 '^10\.(9[6-9]|1[01][0-9])\.[0-9]+\.[0-9]+ 3[0-2][0-9]{3}$' -- k get svc app -o 'jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}'
 sed -i 's/replicas: 2/replicas: 3/' "$WORK/app.yaml"
 expect "apply --server-side"                   0 'serverside-applied'            -- k apply --server-side -f "$WORK/app.yaml"
