@@ -86,10 +86,17 @@ stop_agent() {
   kill "$AGENT_PID" 2>/dev/null; wait "$AGENT_PID" 2>/dev/null; AGENT_PID=""
 }
 
-# A busybox image, built here.
+# A busybox image, built here, with the directory skeleton every image has (the official busybox image's: /etc with
+# passwd and group, mount points /proc /sys /dev, /tmp, /var, ...), so that the runtime need not create them in each
+# container's writable layer.
 (
   cd "$WORK" && umoci init --layout oci >/dev/null && umoci new --image oci:busybox >/dev/null &&
-  umoci unpack --image oci:busybox bundle >/dev/null 2>&1 && mkdir -p bundle/rootfs/bin &&
+  umoci unpack --image oci:busybox bundle >/dev/null 2>&1 &&
+  mkdir -p bundle/rootfs/bin bundle/rootfs/dev bundle/rootfs/etc bundle/rootfs/home bundle/rootfs/proc \
+    bundle/rootfs/root bundle/rootfs/sys bundle/rootfs/tmp bundle/rootfs/usr/sbin bundle/rootfs/var/spool/mail \
+    bundle/rootfs/var/www && chmod 1777 bundle/rootfs/tmp && chmod 700 bundle/rootfs/root &&
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n' >bundle/rootfs/etc/passwd &&
+  printf 'root:x:0:\nnobody:x:65534:\n' >bundle/rootfs/etc/group &&
   cp "$(command -v busybox)" bundle/rootfs/bin/busybox &&
   for a in sh echo sleep cat ls ip hostname id env wc head nc httpd wget test grep touch rm mkdir stty tty kill dd seq sort mount stat timeout; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
   umoci repack --image oci:busybox bundle >/dev/null && tar -C oci -cf busybox.tar .

@@ -336,6 +336,30 @@ pub async fn update(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response,
     Err(ApiError::modified(t.info, name))
 }
 
+/// RFC 6902 as upstream's API server applies it (evanphx/json-patch v4): a `replace` of a key missing from an object
+/// that exists adds the key (`kubectl rollout undo` replaces `/metadata/annotations`, which may be missing). The
+/// operations apply in order; on an error the caller drops the half-patched copy.
+fn json_patch_lenient(doc: &mut Value, patch: json_patch::Patch) -> Result<(), json_patch::PatchError> {
+    use json_patch::{AddOperation, PatchOperation};
+    for op in patch.0 {
+        let op = match op {
+            PatchOperation::Replace(r) => {
+                let missing_key = r.path.split_back().is_some_and(|(parent, key)| {
+                    doc.pointer(parent.as_str()).and_then(Value::as_object).is_some_and(|o| !o.contains_key(key.decoded().as_ref()))
+                });
+                if missing_key {
+                    PatchOperation::Add(AddOperation { path: r.path, value: r.value })
+                } else {
+                    PatchOperation::Replace(r)
+                }
+            }
+            op => op,
+        };
+        json_patch::patch(doc, std::slice::from_ref(&op))?;
+    }
+    Ok(())
+}
+
 /// Apply a patch document of the request's patch type to `doc`.
 fn apply_patch(info: &ResourceInfo, r: &Req, doc: &Value) -> Result<Value, ApiError> {
     let ct = codec::content_type(&r.headers);
@@ -344,7 +368,7 @@ fn apply_patch(info: &ResourceInfo, r: &Req, doc: &Value) -> Result<Value, ApiEr
             let patch: json_patch::Patch = serde_json::from_slice(&r.body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             let mut out = doc.clone();
-            json_patch::patch(&mut out, &patch).map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
+            json_patch_lenient(&mut out, patch).map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
             Ok(out)
         }
         "application/merge-patch+json" => {
@@ -625,4 +649,32 @@ pub async fn ensure_system_namespaces(s: &Arc<ApiServer>) -> Result<(), ApiError
         create_if_missing(s, info, None, json!({"metadata": {"name": ns}})).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_patch_lenient;
+    use serde_json::json;
+
+    fn apply(doc: serde_json::Value, patch: serde_json::Value) -> Result<serde_json::Value, String> {
+        let mut doc = doc;
+        json_patch_lenient(&mut doc, serde_json::from_value(patch).unwrap()).map_err(|e| e.to_string())?;
+        Ok(doc)
+    }
+
+    #[test]
+    fn replace_of_a_missing_key_adds_it_as_upstream_does() {
+        let doc = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}});
+        let out = apply(
+            doc.clone(),
+            json!([{"op": "replace", "path": "/spec/replicas", "value": 3},
+                   {"op": "replace", "path": "/metadata/annotations", "value": {"a": "b"}}]),
+        )
+        .unwrap();
+        assert_eq!(out, json!({"metadata": {"name": "web", "annotations": {"a": "b"}}, "spec": {"replicas": 3}}));
+        // Still errors: a missing parent, an index past the end, a failed test.
+        assert!(apply(doc.clone(), json!([{"op": "replace", "path": "/status/x", "value": 1}])).is_err());
+        assert!(apply(json!({"a": [1]}), json!([{"op": "replace", "path": "/a/5", "value": 1}])).is_err());
+        assert!(apply(doc, json!([{"op": "test", "path": "/spec/replicas", "value": 2}])).is_err());
+    }
 }

@@ -22,6 +22,19 @@ use crate::controllers::cached_pod::CachedPod;
 
 pub const HASH_LABEL: &str = "pod-template-hash";
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
+pub const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
+pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
+pub const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
+/// The Deployment's annotations that are not copied to its ReplicaSets (upstream's `annotationsToSkip`; `kubectl
+/// rollout undo` skips the same ones when it copies a ReplicaSet's annotations back).
+const NOT_COPIED: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    REVISION_HISTORY,
+    DESIRED_REPLICAS,
+    MAX_REPLICAS,
+    "deprecated.deployment.rollback.to",
+];
 
 pub struct Context {
     client: Client,
@@ -43,6 +56,12 @@ pub struct Plan {
     pub create: Option<ReplicaSet>,
     /// (ReplicaSet name, replicas, revision annotation to set).
     pub scale: Vec<(String, i32, Option<String>)>,
+    /// Annotations to set on the existing ReplicaSet of the current template: the Deployment's (such as
+    /// `kubernetes.io/change-cause`, which `kubectl rollout history` shows) where they changed.
+    pub annotate: Option<(String, BTreeMap<String, String>)>,
+    /// The Deployment's own revision annotation, where it is not the current ReplicaSet's revision yet (`kubectl
+    /// rollout undo` and `rollout history` read it).
+    pub deployment_revision: Option<String>,
     /// Old, empty ReplicaSets beyond revisionHistoryLimit.
     pub delete: Vec<String>,
     pub status: DeploymentStatus,
@@ -63,6 +82,11 @@ pub fn template_hash(d: &Deployment) -> String {
     }
     let bytes = serde_json::to_vec(&template).unwrap_or_default();
     fnv32a(&bytes).to_string().bytes().map(|c| ALPHABET[(c - b'0') as usize] as char).collect()
+}
+
+/// The Deployment's annotations that its ReplicaSets carry too.
+fn copied_annotations(d: &Deployment) -> BTreeMap<String, String> {
+    d.annotations().iter().filter(|(k, _)| !NOT_COPIED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 fn revision(rs: &ReplicaSet) -> i64 {
@@ -120,7 +144,7 @@ fn condition(old: Option<&DeploymentStatus>, type_: &str, status: &str, reason: 
 }
 
 /// The ReplicaSet for the deployment's current template.
-fn new_replicaset(d: &Deployment, hash: &str, replicas: i32, revision: i64) -> Result<ReplicaSet, ControllerError> {
+fn new_replicaset(d: &Deployment, hash: &str, replicas: i32, revision: i64, max_surge: i32) -> Result<ReplicaSet, ControllerError> {
     let spec = d.spec.as_ref().ok_or_else(|| ControllerError::Invalid { object: object_name(d), reason: "spec is missing".into() })?;
     let mut template = spec.template.clone();
     let meta = template.metadata.get_or_insert_with(Default::default);
@@ -130,11 +154,12 @@ fn new_replicaset(d: &Deployment, hash: &str, replicas: i32, revision: i64) -> R
     let mut labels = meta.labels.clone().unwrap_or_default();
     labels.insert(HASH_LABEL.into(), hash.into());
     let desired = spec.replicas.unwrap_or(1);
-    let annotations: BTreeMap<String, String> = [
+    let mut annotations = copied_annotations(d);
+    annotations.extend([
         (REVISION.to_string(), revision.to_string()),
-        ("deployment.kubernetes.io/desired-replicas".to_string(), desired.to_string()),
-    ]
-    .into();
+        (DESIRED_REPLICAS.to_string(), desired.to_string()),
+        (MAX_REPLICAS.to_string(), (desired + max_surge).to_string()),
+    ]);
     Ok(ReplicaSet {
         metadata: ObjectMeta {
             name: Some(format!("{}-{hash}", d.name_any())),
@@ -159,6 +184,15 @@ fn new_replicaset(d: &Deployment, hash: &str, replicas: i32, revision: i64) -> R
         }),
         status: None,
     })
+}
+
+/// maxSurge resolved against the desired replicas (0 for Recreate).
+fn max_surge_of(d: &Deployment, desired: i32) -> i32 {
+    let strategy = d.spec.as_ref().and_then(|s| s.strategy.as_ref());
+    if strategy.and_then(|s| s.type_.as_deref()) == Some("Recreate") {
+        return 0;
+    }
+    resolve(strategy.and_then(|s| s.rolling_update.as_ref()).and_then(|r| r.max_surge.as_ref()), desired, true, 25)
 }
 
 /// Decide the next step of the rollout.
@@ -200,14 +234,23 @@ pub fn plan(d: &Deployment, owned: &[&ReplicaSet]) -> Result<Plan, ControllerErr
         };
         let new_revision = (max_old_revision + 1).to_string();
         match new {
-            None => plan.create = Some(new_replicaset(d, &hash, new_target, max_old_revision + 1)?),
+            None => plan.create = Some(new_replicaset(d, &hash, new_target, max_old_revision + 1, max_surge_of(d, desired))?),
             Some(rs) => {
                 // A template that came back (rollout undo) gets the newest revision again.
                 let bump = (revision(rs) <= max_old_revision).then(|| new_revision.clone());
                 if spec_replicas(rs) != new_target || bump.is_some() {
                     plan.scale.push((rs.name_any(), new_target, bump));
                 }
+                let changed: BTreeMap<String, String> =
+                    copied_annotations(d).into_iter().filter(|(k, v)| rs.annotations().get(k) != Some(v)).collect();
+                if !changed.is_empty() {
+                    plan.annotate = Some((rs.name_any(), changed));
+                }
             }
+        }
+        let current = if new.is_some_and(|rs| revision(rs) > max_old_revision) { revision(new.unwrap()).to_string() } else { new_revision };
+        if d.annotations().get(REVISION) != Some(&current) {
+            plan.deployment_revision = Some(current);
         }
         // The old ReplicaSets' sizes.
         if recreate {
@@ -301,15 +344,39 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, 
         }
         acted = true;
     }
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let max_surge = max_surge_of(&d, desired);
     for (rs, replicas, rev) in &plan.scale {
         let mut patch = serde_json::json!({"spec": {"replicas": replicas},
-            "metadata": {"annotations": {"deployment.kubernetes.io/desired-replicas": d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).to_string()}}});
+            "metadata": {"annotations": {DESIRED_REPLICAS: desired.to_string(), MAX_REPLICAS: (desired + max_surge).to_string()}}});
         if let Some(rev) = rev {
             patch["metadata"]["annotations"][REVISION] = serde_json::json!(rev);
+            // The revisions this template had before, as upstream keeps them.
+            let had = all.iter().find(|r| r.name_any() == *rs && r.namespace().as_deref() == Some(&ns)).map(|r| {
+                let mut h: Vec<String> = r.annotations().get(REVISION_HISTORY).map(|h| h.split(',').map(str::to_string).collect()).unwrap_or_default();
+                h.extend(r.annotations().get(REVISION).cloned());
+                h.join(",")
+            });
+            if let Some(had) = had.filter(|h| !h.is_empty()) {
+                patch["metadata"]["annotations"][REVISION_HISTORY] = serde_json::json!(had);
+            }
         }
         api.patch(rs, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(err)?;
         tracing::info!(deployment = %name, replicaset = %rs, replicas, "scaled replica set");
         acted = true;
+    }
+    if let Some((rs, annotations)) = &plan.annotate {
+        let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+        api.patch(rs, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(err)?;
+        acted = true;
+    }
+    if let Some(rev) = &plan.deployment_revision {
+        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = serde_json::json!({"metadata": {"annotations": {REVISION: rev}}});
+        match deployments.patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404, .. })) => {}
+            Err(e) => return Err(err(e)),
+        }
     }
     for rs in &plan.delete {
         match api.delete(rs, &DeleteParams::default()).await {
@@ -356,7 +423,7 @@ mod tests {
     }
 
     fn rs_for(d: &Deployment, spec: i32, status: i32, available: i32, rev: i64) -> ReplicaSet {
-        let mut rs = new_replicaset(d, &template_hash(d), spec, rev).unwrap();
+        let mut rs = new_replicaset(d, &template_hash(d), spec, rev, 1).unwrap();
         rs.status = Some(ReplicaSetStatus { replicas: status, ready_replicas: Some(available), available_replicas: Some(available), ..Default::default() });
         rs
     }
@@ -447,5 +514,31 @@ mod tests {
         let r2 = rs_for(&v2, 1, 1, 1, 2);
         let p = plan(&v1, &[&r1, &r2]).unwrap();
         assert!(p.scale.iter().any(|(n, r, rev)| *n == r1.name_any() && *r == 1 && rev.as_deref() == Some("3")), "{:?}", p.scale);
+        assert_eq!(p.deployment_revision.as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn annotations_go_to_the_replicaset_and_the_revision_to_the_deployment() {
+        let mut d = deployment(2, "x:1", ROLLING());
+        d.metadata.annotations = Some(
+            [("kubernetes.io/change-cause", "first"), ("kubectl.kubernetes.io/last-applied-configuration", "{}"), (REVISION, "7")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+        );
+        let p = plan(&d, &[]).unwrap();
+        let a = p.create.unwrap().metadata.annotations.unwrap();
+        assert_eq!(a["kubernetes.io/change-cause"], "first");
+        assert_eq!(a[REVISION], "1");
+        assert_eq!(a[DESIRED_REPLICAS], "2");
+        assert_eq!(a[MAX_REPLICAS], "3");
+        assert!(!a.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
+        assert_eq!(p.deployment_revision.as_deref(), Some("1"));
+        // The ReplicaSet exists: a changed change-cause is copied to it; the Deployment's revision, once right, stays.
+        let rs = rs_for(&d, 2, 2, 2, 1);
+        d.metadata.annotations.as_mut().unwrap().insert("kubernetes.io/change-cause".into(), "second".into());
+        d.metadata.annotations.as_mut().unwrap().insert(REVISION.into(), "1".into());
+        let p = plan(&d, &[&rs]).unwrap();
+        assert_eq!(p.annotate, Some((rs.name_any(), [("kubernetes.io/change-cause".to_string(), "second".to_string())].into())));
+        assert_eq!(p.deployment_revision, None);
     }
 }

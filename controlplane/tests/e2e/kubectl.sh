@@ -162,6 +162,19 @@ sed -i 's/replicas: 2/replicas: 3/' "$WORK/app.yaml"
 expect "apply --server-side"                   0 'serverside-applied'            -- k apply --server-side -f "$WORK/app.yaml"
 expect "server-side apply changed replicas"    0 '^3$'                           -- k get deploy app -o 'jsonpath={.spec.replicas}'
 expect "scale"                                 0 'deployment.apps/app scaled'    -- k scale deploy app --replicas=5
+# Revision history and rollback, as upstream: the Deployment's revision annotation, change-cause on the ReplicaSets.
+expect "create deployment undo"               0 'deployment.apps/undo created' -- k create deployment undo --image=busybox:1 --replicas=1
+expect "annotate a change-cause"              0 'annotated'                    -- k annotate deploy undo kubernetes.io/change-cause=first
+eventually "the Deployment carries its revision" '^1 first$' -- k get rs -l app=undo -o 'jsonpath={.items[0].metadata.annotations.deployment\.kubernetes\.io/revision} {.items[0].metadata.annotations.kubernetes\.io/change-cause}'
+expect "set image"                            0 'image updated'                -- k set image deploy/undo busybox=busybox:2
+expect "second change-cause"                  0 'annotated'                    -- k annotate deploy undo kubernetes.io/change-cause=second --overwrite
+eventually "rollout history lists both revisions with their change-cause" '1 +first.*2 +second' -- sh -c 'kubectl --request-timeout=20s rollout history deploy/undo | tr "\n" " "'
+expect "rollout undo"                         0 'deployment.apps/undo rolled back' -- k rollout undo deploy/undo
+eventually "undo restored the first template as revision 3" '^busybox:1 3 first$' -- k get deploy undo -o 'jsonpath={.spec.template.spec.containers[0].image} {.metadata.annotations.deployment\.kubernetes\.io/revision} {.metadata.annotations.kubernetes\.io/change-cause}'
+expect "rollout undo --to-revision"           0 'rolled back'                  -- k rollout undo deploy/undo --to-revision=2
+eventually "and back to the second" '^busybox:2 4$' -- k get deploy undo -o 'jsonpath={.spec.template.spec.containers[0].image} {.metadata.annotations.deployment\.kubernetes\.io/revision}'
+expect "undo to a revision that is not there" 1 'unable to find specified revision 9' -- k rollout undo deploy/undo --to-revision=9
+expect "delete deployment undo"               0 'deleted'                      -- k delete deploy undo
 expect "scale took effect"                     0 '^5$'                           -- k get deploy app -o 'jsonpath={.spec.replicas}'
 expect "get all"                               0 'deployment\.apps/app'          -- k get all
 expect "get all lists services"                0 'service/app +NodePort'         -- k get all
