@@ -126,6 +126,33 @@ pub fn apply(type_key: &str, obj: &mut Value) {
                 pod_template(spec);
             }
         }
+        "apps/v1/StatefulSet" => {
+            if let Some(spec) = child(obj, "spec") {
+                default(spec, "replicas", json!(1));
+                default(spec, "revisionHistoryLimit", json!(10));
+                default(spec, "podManagementPolicy", json!("OrderedReady"));
+                if let Some(strategy) = child(spec, "updateStrategy") {
+                    default(strategy, "type", json!("RollingUpdate"));
+                    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+                        if let Some(ru) = child(strategy, "rollingUpdate") {
+                            default(ru, "partition", json!(0));
+                        }
+                    }
+                }
+                if let Some(policy) = child(spec, "persistentVolumeClaimRetentionPolicy") {
+                    default(policy, "whenDeleted", json!("Retain"));
+                    default(policy, "whenScaled", json!("Retain"));
+                }
+                if let Some(templates) = spec.get_mut("volumeClaimTemplates").and_then(Value::as_array_mut) {
+                    for t in templates {
+                        if let Some(pvc_spec) = child(t, "spec") {
+                            default(pvc_spec, "volumeMode", json!("Filesystem"));
+                        }
+                    }
+                }
+                pod_template(spec);
+            }
+        }
         "batch/v1/Job" => {
             if let Some(spec) = child(obj, "spec") {
                 default(spec, "parallelism", json!(1));

@@ -104,6 +104,7 @@ const KNOWN_TYPES: &[&str] = &[
     "apps/v1/Deployment",
     "apps/v1/ReplicaSet",
     "apps/v1/DaemonSet",
+    "apps/v1/StatefulSet",
     "batch/v1/Job",
     "coordination.k8s.io/v1/Lease",
     "discovery.k8s.io/v1/EndpointSlice",
@@ -120,13 +121,13 @@ fn list_strategy(type_key: &str, path: &[&str]) -> Option<ListStrategy> {
         return None;
     }
     const WORKLOADS_WITH_POD_TEMPLATE: &[&str] =
-        &["apps/v1/Deployment", "apps/v1/ReplicaSet", "apps/v1/DaemonSet", "batch/v1/Job"];
+        &["apps/v1/Deployment", "apps/v1/ReplicaSet", "apps/v1/DaemonSet", "apps/v1/StatefulSet", "batch/v1/Job"];
     match path {
         ["metadata", rest @ ..] => object_meta(rest),
         ["spec", rest @ ..] if type_key == "v1/Pod" => pod_spec(rest),
         ["status", rest @ ..] if type_key == "v1/Pod" => pod_status(rest),
         ["spec", "template", rest @ ..] if WORKLOADS_WITH_POD_TEMPLATE.contains(&type_key) => pod_template(rest),
-        // DeploymentStatus, ReplicaSetStatus, DaemonSetStatus, JobStatus.
+        // DeploymentStatus, ReplicaSetStatus, DaemonSetStatus, StatefulSetStatus, JobStatus.
         ["status", "conditions"] if WORKLOADS_WITH_POD_TEMPLATE.contains(&type_key) => Some(Key("type")),
         ["spec", "podCIDRs"] if type_key == "v1/Node" => Some(Set),
         ["status", "conditions" | "addresses"] if type_key == "v1/Node" => Some(Key("type")),

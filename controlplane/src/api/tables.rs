@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -280,6 +280,21 @@ const REPLICA_SET_COLUMNS: &[Column] = &[
     WIDE_SELECTOR,
 ];
 
+const STATEFUL_SET_COLUMNS: &[Column] = &[
+    NAME,
+    col("Ready", "string", "Number of the pod with ready state"),
+    AGE,
+    WIDE_CONTAINERS,
+    WIDE_IMAGES,
+];
+
+const CONTROLLER_REVISION_COLUMNS: &[Column] = &[
+    NAME,
+    col("Controller", "string", "Controller of the object"),
+    col("Revision", "string", "Revision of the ControllerRevision"),
+    AGE,
+];
+
 const DAEMON_SET_COLUMNS: &[Column] = &[
     NAME,
     col("Desired", "integer", "The total number of nodes that should be running the daemon pod."),
@@ -366,6 +381,8 @@ enum Printer {
     Deployment,
     ReplicaSet,
     DaemonSet,
+    StatefulSet,
+    ControllerRevision,
     Job,
     Lease,
     EndpointSlice,
@@ -389,6 +406,8 @@ fn printer_for(group: &str, plural: &str) -> Option<Printer> {
         ("apps", "deployments") => Printer::Deployment,
         ("apps", "replicasets") => Printer::ReplicaSet,
         ("apps", "daemonsets") => Printer::DaemonSet,
+        ("apps", "statefulsets") => Printer::StatefulSet,
+        ("apps", "controllerrevisions") => Printer::ControllerRevision,
         ("batch", "jobs") => Printer::Job,
         ("coordination.k8s.io", "leases") => Printer::Lease,
         ("discovery.k8s.io", "endpointslices") => Printer::EndpointSlice,
@@ -420,6 +439,8 @@ impl Printer {
             Printer::Deployment => DEPLOYMENT_COLUMNS,
             Printer::ReplicaSet => REPLICA_SET_COLUMNS,
             Printer::DaemonSet => DAEMON_SET_COLUMNS,
+            Printer::StatefulSet => STATEFUL_SET_COLUMNS,
+            Printer::ControllerRevision => CONTROLLER_REVISION_COLUMNS,
             Printer::Job => JOB_COLUMNS,
             Printer::Lease => LEASE_COLUMNS,
             Printer::EndpointSlice => ENDPOINT_SLICE_COLUMNS,
@@ -445,6 +466,8 @@ impl Printer {
             Printer::Deployment => decode(obj).map(|o| deployment_cells(&o, now)),
             Printer::ReplicaSet => decode(obj).map(|o| replica_set_cells(&o, now)),
             Printer::DaemonSet => decode(obj).map(|o| daemon_set_cells(&o, now)),
+            Printer::StatefulSet => decode(obj).map(|o| stateful_set_cells(&o, now)),
+            Printer::ControllerRevision => decode(obj).map(|o| controller_revision_cells(&o, now)),
             Printer::Job => decode(obj).map(|o| job_cells(&o, now)),
             Printer::Lease => decode(obj).map(|o| lease_cells(&o, now)),
             Printer::Csr => decode(obj).map(|o| csr_cells(&o, now)),
@@ -1440,6 +1463,39 @@ fn replica_set_cells(replica_set: &ReplicaSet, now: DateTime<Utc>) -> Vec<Value>
     ]
 }
 
+fn stateful_set_cells(set: &StatefulSet, now: DateTime<Utc>) -> Vec<Value> {
+    let spec = set.spec.as_ref();
+    let status = set.status.as_ref();
+    let (names, images) = container_cells(spec.and_then(|s| s.template.spec.as_ref()));
+    vec![
+        name_cell(&set.metadata),
+        Value::from(format!(
+            "{}/{}",
+            status.and_then(|s| s.ready_replicas).unwrap_or(0),
+            spec.and_then(|s| s.replicas).unwrap_or(1)
+        )),
+        age_cell(&set.metadata, now),
+        names,
+        images,
+    ]
+}
+
+fn controller_revision_cells(rev: &ControllerRevision, now: DateTime<Utc>) -> Vec<Value> {
+    let controller = rev
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| {
+            let group = o.api_version.split_once('/').map(|(g, _)| g).unwrap_or_default();
+            let kind = if group.is_empty() { o.kind.to_lowercase() } else { format!("{}.{group}", o.kind.to_lowercase()) };
+            format!("{kind}/{}", o.name)
+        })
+        .unwrap_or_else(|| "<none>".into());
+    vec![name_cell(&rev.metadata), Value::from(controller), Value::from(rev.revision), age_cell(&rev.metadata, now)]
+}
+
 fn daemon_set_cells(daemon_set: &DaemonSet, now: DateTime<Utc>) -> Vec<Value> {
     let spec = daemon_set.spec.as_ref();
     let status = daemon_set.status.as_ref();
@@ -2195,6 +2251,19 @@ mod tests {
             .unwrap()
             .clone()
         );
+        let sts = json!({
+            "metadata": {"name": "db", "creationTimestamp": ago(120)},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "db"}}, "serviceName": "db",
+                     "template": {"spec": {"containers": [{"name": "pg", "image": "postgres:16"}]}}},
+            "status": {"replicas": 2, "readyReplicas": 1},
+        });
+        assert_eq!(cells("apps", "statefulsets", sts), json!(["db", "1/3", "2m", "pg", "postgres:16"]).as_array().unwrap().clone());
+        let rev = json!({
+            "metadata": {"name": "db-5d8f", "creationTimestamp": ago(120),
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "u", "controller": true}]},
+            "revision": 2,
+        });
+        assert_eq!(cells("apps", "controllerrevisions", rev), json!(["db-5d8f", "statefulset.apps/db", 2, "2m"]).as_array().unwrap().clone());
         let ds = json!({
             "metadata": {"name": "proxy", "creationTimestamp": ago(86400)},
             "spec": {"selector": {"matchLabels": {"k8s-app": "proxy"}},
@@ -2349,6 +2418,8 @@ mod tests {
             ("apps", "deployments"),
             ("apps", "replicasets"),
             ("apps", "daemonsets"),
+            ("apps", "statefulsets"),
+            ("apps", "controllerrevisions"),
             ("batch", "jobs"),
             ("coordination.k8s.io", "leases"),
             ("discovery.k8s.io", "endpointslices"),

@@ -30,6 +30,8 @@ fn typed_round_trip(type_key: &str, obj: &Value) -> Option<Result<Value, String>
         "apps/v1/Deployment" => round_trip::<apps::v1::Deployment>(obj),
         "apps/v1/ReplicaSet" => round_trip::<apps::v1::ReplicaSet>(obj),
         "apps/v1/DaemonSet" => round_trip::<apps::v1::DaemonSet>(obj),
+        "apps/v1/StatefulSet" => round_trip::<apps::v1::StatefulSet>(obj),
+        "apps/v1/ControllerRevision" => round_trip::<apps::v1::ControllerRevision>(obj),
         "batch/v1/Job" => round_trip::<batch::v1::Job>(obj),
         "coordination.k8s.io/v1/Lease" => round_trip::<coordination::v1::Lease>(obj),
         "discovery.k8s.io/v1/EndpointSlice" => round_trip::<discovery::v1::EndpointSlice>(obj),

@@ -308,6 +308,53 @@ pub fn validate(type_key: &str, obj: &Value, namespaced: bool) -> Vec<FieldError
                 }
             }
         }
+        "apps/v1/StatefulSet" => {
+            validate_selector_matches_template(&mut errs, spec, true);
+            for k in ["replicas", "minReadySeconds", "revisionHistoryLimit"] {
+                non_negative(&mut errs, spec, k, "spec");
+            }
+            non_negative(&mut errs, spec.pointer("/updateStrategy/rollingUpdate").unwrap_or(&Value::Null), "partition", "spec.updateStrategy.rollingUpdate");
+            validate_pod_spec(&mut errs, spec.pointer("/template/spec"), "spec.template.spec");
+            if let Some(rp) = spec.pointer("/template/spec/restartPolicy").and_then(Value::as_str) {
+                if rp != "Always" {
+                    errs.push(FieldError::not_supported("spec.template.spec.restartPolicy", &Value::from(rp), &["Always"]));
+                }
+            }
+            if let Some(p) = spec.get("podManagementPolicy").and_then(Value::as_str) {
+                if !["OrderedReady", "Parallel"].contains(&p) {
+                    errs.push(FieldError::not_supported("spec.podManagementPolicy", &Value::from(p), &["OrderedReady", "Parallel"]));
+                }
+            }
+            if let Some(t) = spec.pointer("/updateStrategy/type").and_then(Value::as_str) {
+                if !["RollingUpdate", "OnDelete"].contains(&t) {
+                    errs.push(FieldError::not_supported("spec.updateStrategy.type", &Value::from(t), &["OnDelete", "RollingUpdate"]));
+                }
+            }
+            for field in ["whenDeleted", "whenScaled"] {
+                if let Some(v) = spec.pointer(&format!("/persistentVolumeClaimRetentionPolicy/{field}")).and_then(Value::as_str) {
+                    if !["Retain", "Delete"].contains(&v) {
+                        errs.push(FieldError::not_supported(format!("spec.persistentVolumeClaimRetentionPolicy.{field}"), &Value::from(v), &["Retain", "Delete"]));
+                    }
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (i, t) in spec.get("volumeClaimTemplates").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                let at = format!("spec.volumeClaimTemplates[{i}]");
+                match t.pointer("/metadata/name").and_then(Value::as_str) {
+                    None | Some("") => errs.push(FieldError::required(format!("{at}.metadata.name"))),
+                    Some(n) if !is_dns1123_label(n) => errs.push(FieldError::invalid(format!("{at}.metadata.name"), &Value::from(n), "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character")),
+                    Some(n) if !seen.insert(n.to_string()) => errs.push(FieldError::duplicate(format!("{at}.metadata.name"), &Value::from(n))),
+                    Some(_) => {}
+                }
+                // The claim template's spec, with its own path.
+                let mut inner = Errs(Vec::new());
+                validate_pvc(&mut inner, t.get("spec").unwrap_or(&Value::Null));
+                errs.0.extend(inner.0.into_iter().map(|mut e| {
+                    e.field = format!("{at}.{}", e.field);
+                    e
+                }));
+            }
+        }
         "batch/v1/Job" => {
             validate_selector_matches_template(&mut errs, spec, false);
             for k in ["parallelism", "completions", "backoffLimit", "activeDeadlineSeconds"] {
@@ -641,6 +688,24 @@ pub fn validate_update(type_key: &str, new: &Value, old: &Value) -> Vec<FieldErr
             if !old_ip.is_empty() && !new_ip.is_empty() && old_ip != new_ip && old_type == new_type {
                 errs.push(FieldError::immutable("spec.clusterIPs[0]", &Value::from(new_ip)));
             }
+        }
+        "apps/v1/StatefulSet" => {
+            // Upstream: only these spec fields may change.
+            let strip = |v: &Value| {
+                let mut spec = v.get("spec").cloned().unwrap_or_default();
+                if let Some(m) = spec.as_object_mut() {
+                    for k in ["replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy", "minReadySeconds"] {
+                        m.remove(k);
+                    }
+                }
+                spec
+            };
+            if strip(new) != strip(old) {
+                errs.push(FieldError::forbidden("spec", "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"));
+            }
+        }
+        "apps/v1/ControllerRevision" if !same("/data") => {
+            errs.push(FieldError::immutable("data", &Value::from("{...}")));
         }
         "apps/v1/Deployment" | "apps/v1/ReplicaSet" | "apps/v1/DaemonSet" | "batch/v1/Job" => {
             if !same("/spec/selector") {

@@ -293,7 +293,7 @@ pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
     let all: Vec<&str> = read.iter().chain(write.iter()).copied().collect();
     let bootstrapping = json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
     let workloads_core = ["pods", "services", "endpoints", "configmaps", "serviceaccounts", "persistentvolumeclaims", "replicationcontrollers"];
-    let workloads_apps = ["deployments", "replicasets", "daemonsets", "statefulsets", "deployments/scale", "replicasets/scale"];
+    let workloads_apps = ["deployments", "replicasets", "daemonsets", "statefulsets", "deployments/scale", "replicasets/scale", "statefulsets/scale"];
     let roles = vec![
         cluster_role(
             "cluster-admin",
@@ -309,7 +309,7 @@ pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
             "view",
             vec![
                 rule(&[""], &["pods", "pods/log", "pods/status", "services", "services/status", "endpoints", "configmaps", "serviceaccounts", "events", "namespaces", "namespaces/status", "persistentvolumeclaims"], &read),
-                rule(&["apps"], &["deployments", "deployments/status", "deployments/scale", "replicasets", "replicasets/status", "replicasets/scale", "daemonsets", "daemonsets/status", "statefulsets"], &read),
+                rule(&["apps"], &["deployments", "deployments/status", "deployments/scale", "replicasets", "replicasets/status", "replicasets/scale", "daemonsets", "daemonsets/status", "statefulsets", "statefulsets/status", "statefulsets/scale", "controllerrevisions"], &read),
                 rule(&["batch"], &["jobs", "jobs/status", "cronjobs"], &read),
                 rule(&["discovery.k8s.io"], &["endpointslices"], &read),
                 rule(&["coordination.k8s.io"], &["leases"], &read),

@@ -72,16 +72,20 @@ fn fnv32a(data: &[u8]) -> u32 {
     data.iter().fold(0x811c9dc5u32, |h, b| (h ^ *b as u32).wrapping_mul(0x01000193))
 }
 
-/// The template's hash as upstream renders it: the decimal FNV-1a of the template, each digit mapped to a letter
-/// or digit that cannot spell words.
-pub fn template_hash(d: &Deployment) -> String {
+/// A hash as upstream renders it (`rand.SafeEncodeString` of the decimal FNV-1a): each digit mapped to a letter or
+/// digit that cannot spell words.
+pub fn safe_hash(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    fnv32a(bytes).to_string().bytes().map(|c| ALPHABET[(c - b'0') as usize] as char).collect()
+}
+
+/// The template's hash as upstream renders it.
+pub fn template_hash(d: &Deployment) -> String {
     let mut template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
     if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(HASH_LABEL);
     }
-    let bytes = serde_json::to_vec(&template).unwrap_or_default();
-    fnv32a(&bytes).to_string().bytes().map(|c| ALPHABET[(c - b'0') as usize] as char).collect()
+    safe_hash(&serde_json::to_vec(&template).unwrap_or_default())
 }
 
 /// The Deployment's annotations that its ReplicaSets carry too.

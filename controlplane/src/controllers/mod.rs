@@ -7,7 +7,7 @@
 //! successful reconcile requeues after the resync period.
 //!
 //! Modules: [`informers`] (the per-process shared informers), [`cached_pod`] (the pod as they cache it), [`replicaset`], [`deployment`], [`daemonset`],
-//! [`job`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod CIDR per node), [`node_lifecycle`],
+//! [`statefulset`], [`job`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod CIDR per node), [`node_lifecycle`],
 //! [`gc`] (the garbage collector over ownerReferences), [`volume`] (persistent volume binding, local-path
 //! provisioning, reclaim, protection), [`leader`] (leader election), [`expectations`] (no duplicate pods while the
 //! cache catches up).
@@ -24,6 +24,7 @@ pub mod leader;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
+pub mod statefulset;
 pub mod volume;
 
 use std::future::Future;
@@ -134,7 +135,8 @@ pub async fn run_with(informers: Informers, config: ControllersConfig, shutdown:
     let lifecycle = node_lifecycle::run(informers.clone(), config.lifecycle.clone(), shutdown.clone());
     let gc = gc::run(informers.clone(), gc::GcConfig::default(), shutdown.clone());
     let volumes = volume::run(informers.clone(), shutdown.clone());
-    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle, gc, volumes);
+    let statefulsets = statefulset::run(informers.clone(), config.clone(), shutdown.clone());
+    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle, gc, volumes, statefulsets);
 }
 
 /// The reference to an object that an Event is about.

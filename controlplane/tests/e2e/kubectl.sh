@@ -175,6 +175,53 @@ expect "rollout undo --to-revision"           0 'rolled back'                  -
 eventually "and back to the second" '^busybox:2 4$' -- k get deploy undo -o 'jsonpath={.spec.template.spec.containers[0].image} {.metadata.annotations.deployment\.kubernetes\.io/revision}'
 expect "undo to a revision that is not there" 1 'unable to find specified revision 9' -- k rollout undo deploy/undo --to-revision=9
 expect "delete deployment undo"               0 'deleted'                      -- k delete deploy undo
+# StatefulSet: ordered pods with stable names and claims, rolling update from the top, history and undo. No node
+# runs these pods: their status is set here as an agent would (Running and Ready).
+cat >"$WORK/sts.yaml" <<'Y'
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 2
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: c, image: "busybox:1"}]}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+Y
+sts_ready() { k patch pod "$1" --subresource=status --type=merge -p '{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}'; }
+expect "statefulset created"                  0 'statefulset.apps/db created' -- k apply -f "$WORK/sts.yaml"
+eventually "db-0 first, with its claim, hostname and subdomain" '^db-0 db-0 db data-db-0 0$' -- k get pods -l app=db -o 'jsonpath={range .items[*]}{.metadata.name} {.spec.hostname} {.spec.subdomain} {.spec.volumes[0].persistentVolumeClaim.claimName} {.metadata.labels.apps\.kubernetes\.io/pod-index}{"\n"}{end}'
+expect "the claim data-db-0 is made from the template" 0 '^data-db-0 1Gi db$' -- k get pvc data-db-0 -o 'jsonpath={.metadata.name} {.spec.resources.requests.storage} {.metadata.labels.app}'
+expect "db-1 waits for db-0 to be ready (OrderedReady)" 1 'NotFound' -- k get pod db-1
+expect "db-0 reported ready"                 0 'patched'                      -- sts_ready db-0
+eventually "then db-1" '^db-1$' -- k get pod db-1 -o 'jsonpath={.metadata.name}'
+expect "db-1 reported ready"                 0 'patched'                      -- sts_ready db-1
+eventually "status counts 2 ready at one revision" '^2 2 2 db-[a-z0-9]+ db-[a-z0-9]+$' -- k get sts db -o 'jsonpath={.status.replicas} {.status.readyReplicas} {.status.updatedReplicas} {.status.currentRevision} {.status.updateRevision}'
+expect "get sts prints READY"                 0 'db +2/2'                     -- k get sts db
+expect "rollout status sts"                   0 'roll out complete: 2 new pods' -- k rollout status sts/db --timeout=10s
+expect "a ControllerRevision per template"    0 'statefulset.apps/db +1'      -- k get controllerrevisions
+expect "set image on the StatefulSet"         0 'image updated'                -- k set image sts/db c=busybox:2
+eventually "the rolling update replaces the highest ordinal first" '^db-1 busybox:2$' -- k get pod db-1 -o 'jsonpath={.metadata.name} {.spec.containers[0].image}'
+expect "db-0 still runs the old image meanwhile" 0 '^busybox:1$'              -- k get pod db-0 -o 'jsonpath={.spec.containers[0].image}'
+expect "the new db-1 reported ready"         0 'patched'                      -- sts_ready db-1
+eventually "then db-0" '^busybox:2$' -- k get pod db-0 -o 'jsonpath={.spec.containers[0].image}'
+expect "db-0 reported ready"                 0 'patched'                      -- sts_ready db-0
+eventually "the update revision becomes current" '^2 (db-[a-z0-9]+) \1$' -- k get sts db -o 'jsonpath={.status.updatedReplicas} {.status.currentRevision} {.status.updateRevision}'
+expect "rollout history sts"                  0 '1 +<none>.*2 +<none>'         -- sh -c 'kubectl --request-timeout=20s rollout history sts/db | tr "\n" " "'
+expect "rollout undo sts"                     0 'statefulset.apps/db rolled back' -- k rollout undo sts/db
+eventually "undo restored busybox:1 in the template" '^busybox:1$' -- k get sts db -o 'jsonpath={.spec.template.spec.containers[0].image}'
+expect "spec fields other than replicas/template/... are immutable" 1 'updates to statefulset spec for fields other than' -- k patch sts db --type=merge -p '{"spec":{"serviceName":"other"}}'
+expect "bad podManagementPolicy is refused"   1 'spec.podManagementPolicy: Unsupported value: "Sometimes"' -- sh -c "sed 's/^  serviceName: db/  serviceName: db\n  podManagementPolicy: Sometimes/; s/name: db}/name: db2}/' '$WORK/sts.yaml' | kubectl --request-timeout=20s apply -f -"
+expect "scale sts"                            0 'statefulset.apps/db scaled'  -- k scale sts db --replicas=1
+eventually "scaling down removes the highest ordinal" '^db-0 ?$' -- k get pods -l app=db -o 'jsonpath={range .items[*]}{.metadata.name} {end}'
+expect "delete sts"                           0 'deleted'                      -- k delete sts db
+eventually "its pods and revisions go with it" '^$' -- sh -c 'kubectl --request-timeout=20s get pods,controllerrevisions -l app=db -o name'
+expect "its claims stay (whenDeleted: Retain)" 0 'data-db-0.*data-db-1'      -- sh -c 'kubectl --request-timeout=20s get pvc -o name | tr "\n" " "'
+expect "delete the claims"                    0 'deleted'                      -- k delete pvc data-db-0 data-db-1
 expect "scale took effect"                     0 '^5$'                           -- k get deploy app -o 'jsonpath={.spec.replicas}'
 expect "get all"                               0 'deployment\.apps/app'          -- k get all
 expect "get all lists services"                0 'service/app +NodePort'         -- k get all
