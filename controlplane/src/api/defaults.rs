@@ -153,6 +153,17 @@ pub fn apply(type_key: &str, obj: &mut Value) {
                 pod_template(spec);
             }
         }
+        "batch/v1/CronJob" => {
+            if let Some(spec) = child(obj, "spec") {
+                default(spec, "concurrencyPolicy", json!("Allow"));
+                default(spec, "suspend", json!(false));
+                default(spec, "successfulJobsHistoryLimit", json!(3));
+                default(spec, "failedJobsHistoryLimit", json!(1));
+                if let Some(job_spec) = child(spec, "jobTemplate").and_then(|t| child(t, "spec")) {
+                    pod_template(job_spec);
+                }
+            }
+        }
         "batch/v1/Job" => {
             if let Some(spec) = child(obj, "spec") {
                 default(spec, "parallelism", json!(1));

@@ -19,7 +19,7 @@
 //!
 //! `v1` Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod; `rbac.authorization.k8s.io/v1` Role,
 //! ClusterRole, RoleBinding, ClusterRoleBinding; `certificates.k8s.io/v1` CertificateSigningRequest; `apps/v1`
-//! Deployment; `batch/v1` Job — each with *every* field that k8s-pb 0.9
+//! Deployment; `batch/v1` Job and CronJob — each with *every* field that k8s-pb 0.9
 //! (Kubernetes 1.35) knows, spec and status, including everything reachable from
 //! PodSpec (all volume sources, probes, lifecycle, affinity, security contexts,
 //! ephemeral containers, resource claims, ...). Any other apiVersion/kind is
@@ -182,6 +182,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("v1", "Pod") => convert_object::<core::Pod>(&kind, &raw),
         ("apps/v1", "Deployment") => convert_object::<apps::Deployment>(&kind, &raw),
         ("batch/v1", "Job") => convert_object::<batch::Job>(&kind, &raw),
+        ("batch/v1", "CronJob") => convert_object::<batch::CronJob>(&kind, &raw),
         ("certificates.k8s.io/v1", "CertificateSigningRequest") => {
             convert_object::<certificates::CertificateSigningRequest>(&kind, &raw)
         }
@@ -855,6 +856,20 @@ convert! { apps::Deployment {
 } }
 convert! { batch::Job {
     metadata: req "metadata", spec: req "spec", status: req "status",
+} }
+convert! { batch::CronJob {
+    metadata: req "metadata", spec: req "spec", status: req "status",
+} }
+convert! { batch::CronJobSpec {
+    schedule: req "schedule", time_zone: ptr "timeZone", starting_deadline_seconds: ptr "startingDeadlineSeconds",
+    concurrency_policy: opt "concurrencyPolicy", suspend: ptr "suspend", job_template: req "jobTemplate",
+    successful_jobs_history_limit: ptr "successfulJobsHistoryLimit", failed_jobs_history_limit: ptr "failedJobsHistoryLimit",
+} }
+convert! { batch::CronJobStatus {
+    active: list "active", last_schedule_time: ptr "lastScheduleTime", last_successful_time: ptr "lastSuccessfulTime",
+} }
+convert! { batch::JobTemplateSpec {
+    metadata: req "metadata", spec: req "spec",
 } }
 convert! { meta::ObjectMeta {
     name: opt "name", generate_name: opt "generateName", namespace: opt "namespace",
@@ -1644,6 +1659,7 @@ mod tests {
             Some("Pod") => roundtrip::<c::Pod>(actual),
             Some("Deployment") => roundtrip::<a::Deployment>(actual),
             Some("Job") => roundtrip::<b::Job>(actual),
+            Some("CronJob") => roundtrip::<b::CronJob>(actual),
             other => panic!("no k8s-openapi type for {other:?}"),
         };
         assert_eq!(strip_nulls(actual), back);
@@ -2498,6 +2514,53 @@ mod tests {
                     "ttlSecondsAfterFinished": 0,
                     "completionMode": "Indexed",
                     "suspend": false
+                },
+                "status": {}
+            })
+        );
+        assert_k8s_openapi_agrees(&json);
+    }
+
+    #[test]
+    fn cronjob_as_kubectl_create_cronjob_sends_it() {
+        let cj = batch::CronJob {
+            metadata: Some(meta::ObjectMeta { name: s("tick"), ..Default::default() }),
+            spec: Some(batch::CronJobSpec {
+                schedule: s("*/5 * * * *"),
+                time_zone: s("Europe/Berlin"),
+                suspend: Some(false),
+                job_template: Some(batch::JobTemplateSpec {
+                    metadata: Some(meta::ObjectMeta { name: s("tick"), ..Default::default() }),
+                    spec: Some(batch::JobSpec {
+                        template: Some(core::PodTemplateSpec {
+                            metadata: Some(meta::ObjectMeta::default()),
+                            spec: Some(core::PodSpec {
+                                containers: vec![core::Container { name: s("tick"), image: s("busybox"), ..Default::default() }],
+                                restart_policy: s("OnFailure"),
+                                ..Default::default()
+                            }),
+                        }),
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+            status: Some(batch::CronJobStatus::default()),
+        };
+        let json = decode(&envelope("batch/v1", "CronJob", cj.encode_to_vec())).expect("decodes");
+        assert_eq!(
+            json,
+            json!({
+                "kind": "CronJob", "apiVersion": "batch/v1",
+                "metadata": {"name": "tick", "creationTimestamp": null},
+                "spec": {
+                    "schedule": "*/5 * * * *", "timeZone": "Europe/Berlin", "suspend": false,
+                    "jobTemplate": {
+                        "metadata": {"name": "tick", "creationTimestamp": null},
+                        "spec": {"template": {"metadata": {"creationTimestamp": null},
+                                              "spec": {"containers": [{"name": "tick", "image": "busybox", "resources": {}}],
+                                                       "restartPolicy": "OnFailure"}}}
+                    }
                 },
                 "status": {}
             })

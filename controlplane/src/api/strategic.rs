@@ -106,6 +106,7 @@ const KNOWN_TYPES: &[&str] = &[
     "apps/v1/DaemonSet",
     "apps/v1/StatefulSet",
     "batch/v1/Job",
+    "batch/v1/CronJob",
     "coordination.k8s.io/v1/Lease",
     "discovery.k8s.io/v1/EndpointSlice",
 ];
@@ -127,6 +128,7 @@ fn list_strategy(type_key: &str, path: &[&str]) -> Option<ListStrategy> {
         ["spec", rest @ ..] if type_key == "v1/Pod" => pod_spec(rest),
         ["status", rest @ ..] if type_key == "v1/Pod" => pod_status(rest),
         ["spec", "template", rest @ ..] if WORKLOADS_WITH_POD_TEMPLATE.contains(&type_key) => pod_template(rest),
+        ["spec", "jobTemplate", "spec", "template", rest @ ..] if type_key == "batch/v1/CronJob" => pod_template(rest),
         // DeploymentStatus, ReplicaSetStatus, DaemonSetStatus, StatefulSetStatus, JobStatus.
         ["status", "conditions"] if WORKLOADS_WITH_POD_TEMPLATE.contains(&type_key) => Some(Key("type")),
         ["spec", "podCIDRs"] if type_key == "v1/Node" => Some(Set),

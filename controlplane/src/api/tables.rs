@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -309,6 +310,19 @@ const DAEMON_SET_COLUMNS: &[Column] = &[
     WIDE_SELECTOR,
 ];
 
+const CRON_JOB_COLUMNS: &[Column] = &[
+    NAME,
+    col("Schedule", "string", "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."),
+    col("Timezone", "string", "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones."),
+    col("Suspend", "boolean", "This flag tells the controller to suspend subsequent executions, it does not apply to already started executions.  Defaults to false."),
+    col("Active", "integer", "A list of pointers to currently running jobs."),
+    col("Last Schedule", "string", "Information when was the last time the job was successfully scheduled."),
+    AGE,
+    WIDE_CONTAINERS,
+    WIDE_IMAGES,
+    WIDE_SELECTOR,
+];
+
 const JOB_COLUMNS: &[Column] = &[
     NAME,
     col("Status", "string", "Status of the job."),
@@ -384,6 +398,7 @@ enum Printer {
     StatefulSet,
     ControllerRevision,
     Job,
+    CronJob,
     Lease,
     EndpointSlice,
     Csr,
@@ -409,6 +424,7 @@ fn printer_for(group: &str, plural: &str) -> Option<Printer> {
         ("apps", "statefulsets") => Printer::StatefulSet,
         ("apps", "controllerrevisions") => Printer::ControllerRevision,
         ("batch", "jobs") => Printer::Job,
+        ("batch", "cronjobs") => Printer::CronJob,
         ("coordination.k8s.io", "leases") => Printer::Lease,
         ("discovery.k8s.io", "endpointslices") => Printer::EndpointSlice,
         ("certificates.k8s.io", "certificatesigningrequests") => Printer::Csr,
@@ -442,6 +458,7 @@ impl Printer {
             Printer::StatefulSet => STATEFUL_SET_COLUMNS,
             Printer::ControllerRevision => CONTROLLER_REVISION_COLUMNS,
             Printer::Job => JOB_COLUMNS,
+            Printer::CronJob => CRON_JOB_COLUMNS,
             Printer::Lease => LEASE_COLUMNS,
             Printer::EndpointSlice => ENDPOINT_SLICE_COLUMNS,
             Printer::Csr => CSR_COLUMNS,
@@ -469,6 +486,7 @@ impl Printer {
             Printer::StatefulSet => decode(obj).map(|o| stateful_set_cells(&o, now)),
             Printer::ControllerRevision => decode(obj).map(|o| controller_revision_cells(&o, now)),
             Printer::Job => decode(obj).map(|o| job_cells(&o, now)),
+            Printer::CronJob => decode(obj).map(|o| cron_job_cells(&o, now)),
             Printer::Lease => decode(obj).map(|o| lease_cells(&o, now)),
             Printer::Csr => decode(obj).map(|o| csr_cells(&o, now)),
             Printer::EndpointSlice => decode(obj).map(|o| endpoint_slice_cells(&o, now)),
@@ -1518,6 +1536,29 @@ fn daemon_set_cells(daemon_set: &DaemonSet, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
+fn cron_job_cells(cj: &CronJob, now: DateTime<Utc>) -> Vec<Value> {
+    let spec = cj.spec.as_ref();
+    let job_spec = spec.and_then(|s| s.job_template.spec.as_ref());
+    let (names, images) = container_cells(job_spec.and_then(|s| s.template.spec.as_ref()));
+    let status = cj.status.as_ref();
+    vec![
+        name_cell(&cj.metadata),
+        Value::from(spec.map(|s| s.schedule.as_str()).unwrap_or_default()),
+        Value::from(or_placeholder(spec.and_then(|s| s.time_zone.as_deref()), "<none>")),
+        Value::from(match spec.and_then(|s| s.suspend) {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "<unset>",
+        }),
+        Value::from(status.and_then(|s| s.active.as_ref()).map_or(0, Vec::len) as i64),
+        Value::from(status.and_then(|s| s.last_schedule_time.as_ref()).map_or_else(|| "<none>".to_string(), |t| human_duration(now - t.0))),
+        age_cell(&cj.metadata, now),
+        names,
+        images,
+        Value::from(job_spec.and_then(|s| s.selector.as_ref()).map_or_else(|| "<none>".to_string(), |s| format_label_selector(Some(s)))),
+    ]
+}
+
 fn job_cells(job: &Job, now: DateTime<Utc>) -> Vec<Value> {
     let spec = job.spec.as_ref();
     let (names, images) = container_cells(spec.and_then(|s| s.template.spec.as_ref()));
@@ -2264,6 +2305,15 @@ mod tests {
             "revision": 2,
         });
         assert_eq!(cells("apps", "controllerrevisions", rev), json!(["db-5d8f", "statefulset.apps/db", 2, "2m"]).as_array().unwrap().clone());
+        let cj = json!({
+            "metadata": {"name": "backup", "creationTimestamp": ago(3600)},
+            "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "busybox"}]}}}}},
+            "status": {"active": [{"name": "backup-1"}], "lastScheduleTime": ago(120)},
+        });
+        assert_eq!(
+            cells("batch", "cronjobs", cj),
+            json!(["backup", "*/5 * * * *", "<none>", "<unset>", 1, "2m", "60m", "b", "busybox", "<none>"]).as_array().unwrap().clone()
+        );
         let ds = json!({
             "metadata": {"name": "proxy", "creationTimestamp": ago(86400)},
             "spec": {"selector": {"matchLabels": {"k8s-app": "proxy"}},
@@ -2421,6 +2471,7 @@ mod tests {
             ("apps", "statefulsets"),
             ("apps", "controllerrevisions"),
             ("batch", "jobs"),
+            ("batch", "cronjobs"),
             ("coordination.k8s.io", "leases"),
             ("discovery.k8s.io", "endpointslices"),
             ("example.com", "widgets"),

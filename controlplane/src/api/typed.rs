@@ -33,6 +33,7 @@ fn typed_round_trip(type_key: &str, obj: &Value) -> Option<Result<Value, String>
         "apps/v1/StatefulSet" => round_trip::<apps::v1::StatefulSet>(obj),
         "apps/v1/ControllerRevision" => round_trip::<apps::v1::ControllerRevision>(obj),
         "batch/v1/Job" => round_trip::<batch::v1::Job>(obj),
+        "batch/v1/CronJob" => round_trip::<batch::v1::CronJob>(obj),
         "coordination.k8s.io/v1/Lease" => round_trip::<coordination::v1::Lease>(obj),
         "discovery.k8s.io/v1/EndpointSlice" => round_trip::<discovery::v1::EndpointSlice>(obj),
         "rbac.authorization.k8s.io/v1/Role" => round_trip::<rbac::v1::Role>(obj),

@@ -355,6 +355,46 @@ pub fn validate(type_key: &str, obj: &Value, namespaced: bool) -> Vec<FieldError
                 }));
             }
         }
+        "batch/v1/CronJob" => {
+            match spec.get("schedule").and_then(Value::as_str) {
+                None | Some("") => errs.push(FieldError::required("spec.schedule")),
+                Some(s) => {
+                    if let Err(e) = crate::controllers::cronjob::parse_schedule(s) {
+                        errs.push(FieldError::invalid("spec.schedule", &Value::from(s), &e));
+                    }
+                }
+            }
+            if let Some(tz) = spec.get("timeZone").and_then(Value::as_str) {
+                if let Err(e) = crate::controllers::cronjob::parse_time_zone(tz) {
+                    errs.push(FieldError::invalid("spec.timeZone", &Value::from(tz), &e));
+                }
+            }
+            if let Some(p) = spec.get("concurrencyPolicy").and_then(Value::as_str) {
+                if !["Allow", "Forbid", "Replace"].contains(&p) {
+                    errs.push(FieldError::not_supported("spec.concurrencyPolicy", &Value::from(p), &["Allow", "Forbid", "Replace"]));
+                }
+            }
+            for k in ["startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"] {
+                non_negative(&mut errs, spec, k, "spec");
+            }
+            let job_spec = spec.pointer("/jobTemplate/spec").unwrap_or(&Value::Null);
+            if job_spec.pointer("/template/spec").is_none() {
+                errs.push(FieldError::required("spec.jobTemplate.spec.template.spec"));
+            } else {
+                validate_pod_spec(&mut errs, job_spec.pointer("/template/spec"), "spec.jobTemplate.spec.template.spec");
+                match job_spec.pointer("/template/spec/restartPolicy").and_then(Value::as_str) {
+                    Some("OnFailure") | Some("Never") => {}
+                    other => errs.push(FieldError::not_supported(
+                        "spec.jobTemplate.spec.template.spec.restartPolicy",
+                        &other.map(Value::from).unwrap_or_default(),
+                        &["OnFailure", "Never"],
+                    )),
+                }
+            }
+            for k in ["parallelism", "completions", "backoffLimit", "activeDeadlineSeconds"] {
+                non_negative(&mut errs, job_spec, k, "spec.jobTemplate.spec");
+            }
+        }
         "batch/v1/Job" => {
             validate_selector_matches_template(&mut errs, spec, false);
             for k in ["parallelism", "completions", "backoffLimit", "activeDeadlineSeconds"] {

@@ -310,7 +310,7 @@ pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
             vec![
                 rule(&[""], &["pods", "pods/log", "pods/status", "services", "services/status", "endpoints", "configmaps", "serviceaccounts", "events", "namespaces", "namespaces/status", "persistentvolumeclaims"], &read),
                 rule(&["apps"], &["deployments", "deployments/status", "deployments/scale", "replicasets", "replicasets/status", "replicasets/scale", "daemonsets", "daemonsets/status", "statefulsets", "statefulsets/status", "statefulsets/scale", "controllerrevisions"], &read),
-                rule(&["batch"], &["jobs", "jobs/status", "cronjobs"], &read),
+                rule(&["batch"], &["jobs", "jobs/status", "cronjobs", "cronjobs/status"], &read),
                 rule(&["discovery.k8s.io"], &["endpointslices"], &read),
                 rule(&["coordination.k8s.io"], &["leases"], &read),
             ],

@@ -222,6 +222,18 @@ expect "delete sts"                           0 'deleted'                      -
 eventually "its pods and revisions go with it" '^$' -- sh -c 'kubectl --request-timeout=20s get pods,controllerrevisions -l app=db -o name'
 expect "its claims stay (whenDeleted: Retain)" 0 'data-db-0.*data-db-1'      -- sh -c 'kubectl --request-timeout=20s get pvc -o name | tr "\n" " "'
 expect "delete the claims"                    0 'deleted'                      -- k delete pvc data-db-0 data-db-1
+# CronJob: kubectl create cronjob, the table, validation, a Job from it by hand; one that runs every minute is checked
+# near the end (its first Job is made at the next full minute).
+expect "create cronjob"                       0 'cronjob.batch/tick created'   -- k create cronjob tick --image=busybox:1 --schedule='* * * * *' -- true
+expect "get cj prints schedule, timezone, suspend, active" 0 '^tick +\* \* \* \* \* +<none> +False +0 +<none> ' -- k get cj tick --no-headers
+expect "cronjob defaults"                     0 '^Allow 3 1 OnFailure$'             -- k get cj tick -o 'jsonpath={.spec.concurrencyPolicy} {.spec.successfulJobsHistoryLimit} {.spec.failedJobsHistoryLimit} {.spec.jobTemplate.spec.template.spec.restartPolicy}'
+expect "a bad schedule is refused"            1 'spec.schedule: Invalid value: "every minute"' -- k create cronjob bad --image=busybox:1 --schedule='every minute'
+expect "TZ in the schedule is refused"        1 'use timeZone field instead'   -- k create cronjob bad --image=busybox:1 --schedule='CRON_TZ=UTC * * * * *'
+expect "an unknown time zone is refused"      1 'spec.timeZone: Invalid value: "Mars/Olympus"' -- k patch cj tick --type=merge -p '{"spec":{"timeZone":"Mars/Olympus"}}'
+expect "a time zone"                          0 'patched'                       -- k patch cj tick --type=merge -p '{"spec":{"timeZone":"Europe/Berlin"}}'
+expect "create job --from=cronjob"            0 'job.batch/by-hand created'    -- k create job by-hand --from=cronjob/tick
+expect "the Job from the cronjob's template"  0 '^tick busybox:1 manual$'      -- k get job by-hand -o 'jsonpath={.metadata.ownerReferences[0].name} {.spec.template.spec.containers[0].image} {.metadata.annotations.cronjob\.kubernetes\.io/instantiate}'
+expect "delete the job made by hand"          0 'deleted'                       -- k delete job by-hand
 expect "scale took effect"                     0 '^5$'                           -- k get deploy app -o 'jsonpath={.spec.replicas}'
 expect "get all"                               0 'deployment\.apps/app'          -- k get all
 expect "get all lists services"                0 'service/app +NodePort'         -- k get all
@@ -433,6 +445,20 @@ printf 'X-Big: %s\r\n' "$(head -c 200000 /dev/zero | tr '\0' a)" >"$WORK/big-hea
 expect "oversized request headers: 431"        0 '^431$'  -- code -H @"$WORK/big-header" -H "Authorization: Bearer $ALICE_TOKEN" "$U/api"
 expect "oversized body: 413"                   0 '^413$'  -- bash -c "head -c 4000000 /dev/zero | tr '\0' a | curl -s -o /dev/null -w '%{http_code}' --cacert $DATA/pki/ca.crt --cert $WORK/admin.crt --key $WORK/admin.key -H 'Content-Type: application/json' -X POST --data-binary @- $U/api/v1/namespaces/default/configmaps"
 expect "the server is still up"                0 '^200$'  -- code "$U/readyz"
+
+# The every-minute CronJob made its first Job by now (at most a minute after it was created).
+cron_job=""
+for _ in $(seq 1 150); do
+  cron_job=$(kubectl get jobs -o 'jsonpath={range .items[?(@.metadata.ownerReferences[0].name=="tick")]}{.metadata.name} {.metadata.annotations.batch\.kubernetes\.io/cronjob-scheduled-timestamp}{"\n"}{end}' 2>&1 | head -1)
+  grep -qE '^tick-[0-9]+ [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:00\+01:00$' <<<"$cron_job" && break
+  sleep 0.5
+done
+grep -qE '^tick-[0-9]+ [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:00\+01:00$' <<<"$cron_job" && pass "the CronJob made a Job at its time, stamped in its time zone" || fail "no Job from the CronJob" "$cron_job"
+expect "status lastScheduleTime and active"   0 '^[0-9T:-]+Z tick-[0-9]+'            -- k get cj tick -o 'jsonpath={.status.lastScheduleTime} {.status.active[*].name}'
+expect "a SuccessfulCreate event"             0 'SuccessfulCreate +CronJob/tick +Created job tick-' -- k events --for cronjob/tick
+expect "suspend the CronJob"                  0 'patched'                       -- k patch cj tick --type=merge -p '{"spec":{"suspend":true}}'
+expect "delete the CronJob"                   0 'deleted'                       -- k delete cj tick
+eventually "its Jobs go with it"              '^$'                              -- sh -c "kubectl --request-timeout=20s get jobs -o name | grep tick; true"
 
 # The Python client.
 expect "python kubernetes client"              0 'python client: [0-9]+ passed, 0 failed' -- python3 "$HERE/python_client.py" "$KUBECONFIG"
