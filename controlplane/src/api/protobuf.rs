@@ -19,7 +19,7 @@
 //!
 //! `v1` Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod; `rbac.authorization.k8s.io/v1` Role,
 //! ClusterRole, RoleBinding, ClusterRoleBinding; `certificates.k8s.io/v1` CertificateSigningRequest; `apps/v1`
-//! Deployment; `batch/v1` Job and CronJob — each with *every* field that k8s-pb 0.9
+//! Deployment; `batch/v1` Job and CronJob; `policy/v1` PodDisruptionBudget — each with *every* field that k8s-pb 0.9
 //! (Kubernetes 1.35) knows, spec and status, including everything reachable from
 //! PodSpec (all volume sources, probes, lifecycle, affinity, security contexts,
 //! ephemeral containers, resource claims, ...). Any other apiVersion/kind is
@@ -76,6 +76,7 @@ use k8s_pb::api::authorization::v1 as authz;
 use k8s_pb::api::batch::v1 as batch;
 use k8s_pb::api::certificates::v1 as certificates;
 use k8s_pb::api::core::v1 as core;
+use k8s_pb::api::policy::v1 as policy;
 use k8s_pb::api::rbac::v1 as rbac;
 use k8s_pb::apimachinery::pkg::api::resource;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
@@ -183,6 +184,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("apps/v1", "Deployment") => convert_object::<apps::Deployment>(&kind, &raw),
         ("batch/v1", "Job") => convert_object::<batch::Job>(&kind, &raw),
         ("batch/v1", "CronJob") => convert_object::<batch::CronJob>(&kind, &raw),
+        ("policy/v1", "PodDisruptionBudget") => convert_object::<policy::PodDisruptionBudget>(&kind, &raw),
         ("certificates.k8s.io/v1", "CertificateSigningRequest") => {
             convert_object::<certificates::CertificateSigningRequest>(&kind, &raw)
         }
@@ -867,6 +869,18 @@ convert! { batch::CronJobSpec {
 } }
 convert! { batch::CronJobStatus {
     active: list "active", last_schedule_time: ptr "lastScheduleTime", last_successful_time: ptr "lastSuccessfulTime",
+} }
+convert! { policy::PodDisruptionBudget {
+    metadata: req "metadata", spec: req "spec", status: req "status",
+} }
+convert! { policy::PodDisruptionBudgetSpec {
+    min_available: ptr "minAvailable", selector: ptr "selector", max_unavailable: ptr "maxUnavailable",
+    unhealthy_pod_eviction_policy: ptr "unhealthyPodEvictionPolicy",
+} }
+convert! { policy::PodDisruptionBudgetStatus {
+    observed_generation: opt "observedGeneration", disrupted_pods: map "disruptedPods",
+    disruptions_allowed: req "disruptionsAllowed", current_healthy: req "currentHealthy",
+    desired_healthy: req "desiredHealthy", expected_pods: req "expectedPods", conditions: list "conditions",
 } }
 convert! { batch::JobTemplateSpec {
     metadata: req "metadata", spec: req "spec",
@@ -1660,6 +1674,7 @@ mod tests {
             Some("Deployment") => roundtrip::<a::Deployment>(actual),
             Some("Job") => roundtrip::<b::Job>(actual),
             Some("CronJob") => roundtrip::<b::CronJob>(actual),
+            Some("PodDisruptionBudget") => roundtrip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(actual),
             other => panic!("no k8s-openapi type for {other:?}"),
         };
         assert_eq!(strip_nulls(actual), back);
@@ -2516,6 +2531,30 @@ mod tests {
                     "suspend": false
                 },
                 "status": {}
+            })
+        );
+        assert_k8s_openapi_agrees(&json);
+    }
+
+    #[test]
+    fn pdb_as_kubectl_create_pdb_sends_it() {
+        let pdb = policy::PodDisruptionBudget {
+            metadata: Some(meta::ObjectMeta { name: s("web"), ..Default::default() }),
+            spec: Some(policy::PodDisruptionBudgetSpec {
+                min_available: Some(k8s_pb::apimachinery::pkg::util::intstr::IntOrString { r#type: Some(1), int_val: Some(0), str_val: s("50%") }),
+                selector: Some(meta::LabelSelector { match_labels: string_map(&[("app", "web")]), match_expressions: vec![] }),
+                ..Default::default()
+            }),
+            status: Some(policy::PodDisruptionBudgetStatus::default()),
+        };
+        let json = decode(&envelope("policy/v1", "PodDisruptionBudget", pdb.encode_to_vec())).expect("decodes");
+        assert_eq!(
+            json,
+            json!({
+                "kind": "PodDisruptionBudget", "apiVersion": "policy/v1",
+                "metadata": {"name": "web", "creationTimestamp": null},
+                "spec": {"minAvailable": "50%", "selector": {"matchLabels": {"app": "web"}}},
+                "status": {"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}
             })
         );
         assert_k8s_openapi_agrees(&json);

@@ -107,6 +107,7 @@ const KNOWN_TYPES: &[&str] = &[
     "apps/v1/StatefulSet",
     "batch/v1/Job",
     "batch/v1/CronJob",
+    "policy/v1/PodDisruptionBudget",
     "coordination.k8s.io/v1/Lease",
     "discovery.k8s.io/v1/EndpointSlice",
 ];
@@ -136,6 +137,8 @@ fn list_strategy(type_key: &str, path: &[&str]) -> Option<ListStrategy> {
         ["spec", "ports"] if type_key == "v1/Service" => Some(Key("port")),
         // ServiceStatus (metav1.Condition) and NamespaceStatus.
         ["status", "conditions"] if type_key == "v1/Service" || type_key == "v1/Namespace" => Some(Key("type")),
+        // PodDisruptionBudgetStatus (metav1.Condition).
+        ["status", "conditions"] if type_key == "policy/v1/PodDisruptionBudget" => Some(Key("type")),
         ["secrets"] if type_key == "v1/ServiceAccount" => Some(Key("name")),
         _ => None,
     }

@@ -8,7 +8,7 @@ use super::resources::{ResourceInfo, Subresource};
 
 /// Resources whose `metadata.generation` counts spec changes.
 pub fn tracks_generation(info: &ResourceInfo) -> bool {
-    matches!(info.kind, "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" | "CronJob")
+    matches!(info.kind, "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" | "CronJob" | "PodDisruptionBudget")
 }
 
 /// Resources whose create resets any client-supplied status (the status belongs to controllers/agents).

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -310,6 +311,14 @@ const DAEMON_SET_COLUMNS: &[Column] = &[
     WIDE_SELECTOR,
 ];
 
+const PDB_COLUMNS: &[Column] = &[
+    NAME,
+    col("Min Available", "string", "The minimum number of pods that must be available."),
+    col("Max Unavailable", "string", "The maximum number of pods that may be unavailable."),
+    col("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time."),
+    AGE,
+];
+
 const CRON_JOB_COLUMNS: &[Column] = &[
     NAME,
     col("Schedule", "string", "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."),
@@ -399,6 +408,7 @@ enum Printer {
     ControllerRevision,
     Job,
     CronJob,
+    PodDisruptionBudget,
     Lease,
     EndpointSlice,
     Csr,
@@ -425,6 +435,7 @@ fn printer_for(group: &str, plural: &str) -> Option<Printer> {
         ("apps", "controllerrevisions") => Printer::ControllerRevision,
         ("batch", "jobs") => Printer::Job,
         ("batch", "cronjobs") => Printer::CronJob,
+        ("policy", "poddisruptionbudgets") => Printer::PodDisruptionBudget,
         ("coordination.k8s.io", "leases") => Printer::Lease,
         ("discovery.k8s.io", "endpointslices") => Printer::EndpointSlice,
         ("certificates.k8s.io", "certificatesigningrequests") => Printer::Csr,
@@ -459,6 +470,7 @@ impl Printer {
             Printer::ControllerRevision => CONTROLLER_REVISION_COLUMNS,
             Printer::Job => JOB_COLUMNS,
             Printer::CronJob => CRON_JOB_COLUMNS,
+            Printer::PodDisruptionBudget => PDB_COLUMNS,
             Printer::Lease => LEASE_COLUMNS,
             Printer::EndpointSlice => ENDPOINT_SLICE_COLUMNS,
             Printer::Csr => CSR_COLUMNS,
@@ -487,6 +499,7 @@ impl Printer {
             Printer::ControllerRevision => decode(obj).map(|o| controller_revision_cells(&o, now)),
             Printer::Job => decode(obj).map(|o| job_cells(&o, now)),
             Printer::CronJob => decode(obj).map(|o| cron_job_cells(&o, now)),
+            Printer::PodDisruptionBudget => decode(obj).map(|o| pdb_cells(&o, now)),
             Printer::Lease => decode(obj).map(|o| lease_cells(&o, now)),
             Printer::Csr => decode(obj).map(|o| csr_cells(&o, now)),
             Printer::EndpointSlice => decode(obj).map(|o| endpoint_slice_cells(&o, now)),
@@ -1536,6 +1549,23 @@ fn daemon_set_cells(daemon_set: &DaemonSet, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
+fn pdb_cells(pdb: &PodDisruptionBudget, now: DateTime<Utc>) -> Vec<Value> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let show = |v: Option<&IntOrString>| match v {
+        Some(IntOrString::Int(n)) => n.to_string(),
+        Some(IntOrString::String(s)) => s.clone(),
+        None => "N/A".into(),
+    };
+    let spec = pdb.spec.as_ref();
+    vec![
+        name_cell(&pdb.metadata),
+        Value::from(show(spec.and_then(|s| s.min_available.as_ref()))),
+        Value::from(show(spec.and_then(|s| s.max_unavailable.as_ref()))),
+        int_cell(pdb.status.as_ref().map(|s| s.disruptions_allowed)),
+        age_cell(&pdb.metadata, now),
+    ]
+}
+
 fn cron_job_cells(cj: &CronJob, now: DateTime<Utc>) -> Vec<Value> {
     let spec = cj.spec.as_ref();
     let job_spec = spec.and_then(|s| s.job_template.spec.as_ref());
@@ -2305,6 +2335,12 @@ mod tests {
             "revision": 2,
         });
         assert_eq!(cells("apps", "controllerrevisions", rev), json!(["db-5d8f", "statefulset.apps/db", 2, "2m"]).as_array().unwrap().clone());
+        let pdb = json!({
+            "metadata": {"name": "web", "creationTimestamp": ago(60)},
+            "spec": {"minAvailable": "50%", "selector": {"matchLabels": {"app": "web"}}},
+            "status": {"disruptionsAllowed": 1, "currentHealthy": 3, "desiredHealthy": 2, "expectedPods": 3},
+        });
+        assert_eq!(cells("policy", "poddisruptionbudgets", pdb), json!(["web", "50%", "N/A", 1, "60s"]).as_array().unwrap().clone());
         let cj = json!({
             "metadata": {"name": "backup", "creationTimestamp": ago(3600)},
             "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "busybox"}]}}}}},
@@ -2472,6 +2508,7 @@ mod tests {
             ("apps", "controllerrevisions"),
             ("batch", "jobs"),
             ("batch", "cronjobs"),
+            ("policy", "poddisruptionbudgets"),
             ("coordination.k8s.io", "leases"),
             ("discovery.k8s.io", "endpointslices"),
             ("example.com", "widgets"),

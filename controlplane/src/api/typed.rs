@@ -2,7 +2,7 @@
 //! upstream's decoder does), and the fields the type does not know are found for `fieldValidation=Strict`.
 //! The stored object stays the client's JSON, so nothing is lost in the round trip.
 
-use k8s_openapi::api::{apps, batch, certificates, coordination, core, discovery, rbac, storage};
+use k8s_openapi::api::{apps, batch, certificates, coordination, core, discovery, policy, rbac, storage};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -34,6 +34,7 @@ fn typed_round_trip(type_key: &str, obj: &Value) -> Option<Result<Value, String>
         "apps/v1/ControllerRevision" => round_trip::<apps::v1::ControllerRevision>(obj),
         "batch/v1/Job" => round_trip::<batch::v1::Job>(obj),
         "batch/v1/CronJob" => round_trip::<batch::v1::CronJob>(obj),
+        "policy/v1/PodDisruptionBudget" => round_trip::<policy::v1::PodDisruptionBudget>(obj),
         "coordination.k8s.io/v1/Lease" => round_trip::<coordination::v1::Lease>(obj),
         "discovery.k8s.io/v1/EndpointSlice" => round_trip::<discovery::v1::EndpointSlice>(obj),
         "rbac.authorization.k8s.io/v1/Role" => round_trip::<rbac::v1::Role>(obj),

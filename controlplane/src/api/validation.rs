@@ -355,6 +355,34 @@ pub fn validate(type_key: &str, obj: &Value, namespaced: bool) -> Vec<FieldError
                 }));
             }
         }
+        "policy/v1/PodDisruptionBudget" => {
+            let int_or_percent = |errs: &mut Errs, field: &str| {
+                let Some(v) = spec.get(field).filter(|v| !v.is_null()) else { return };
+                let ok = match v {
+                    Value::Number(n) => n.as_i64().is_some_and(|n| n >= 0),
+                    Value::String(s) => s.strip_suffix('%').and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| p <= 100),
+                    _ => false,
+                };
+                if !ok {
+                    errs.push(FieldError::invalid(format!("spec.{field}"), v, "must be a non-negative integer or a percentage between 0% and 100%"));
+                }
+            };
+            int_or_percent(&mut errs, "minAvailable");
+            int_or_percent(&mut errs, "maxUnavailable");
+            if spec.get("minAvailable").is_some_and(|v| !v.is_null()) && spec.get("maxUnavailable").is_some_and(|v| !v.is_null()) {
+                errs.push(FieldError::invalid("spec", spec, "minAvailable and maxUnavailable cannot be both set"));
+            }
+            if let Some(sel) = spec.get("selector").filter(|s| !s.is_null()) {
+                if let Err(e) = LabelSelector::from_json(sel) {
+                    errs.push(FieldError::invalid("spec.selector", sel, &e.to_string()));
+                }
+            }
+            if let Some(p) = spec.get("unhealthyPodEvictionPolicy").and_then(Value::as_str) {
+                if !["IfHealthyBudget", "AlwaysAllow"].contains(&p) {
+                    errs.push(FieldError::not_supported("spec.unhealthyPodEvictionPolicy", &Value::from(p), &["AlwaysAllow", "IfHealthyBudget"]));
+                }
+            }
+        }
         "batch/v1/CronJob" => {
             match spec.get("schedule").and_then(Value::as_str) {
                 None | Some("") => errs.push(FieldError::required("spec.schedule")),

@@ -352,8 +352,12 @@ pub async fn delete_collection(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Resul
     ))
 }
 
-/// POST pods/<name>/eviction (policy/v1 Eviction). No PodDisruptionBudgets are served, so every eviction is
-/// allowed and is a delete with the eviction's options.
+/// POST pods/<name>/eviction (policy/v1 Eviction), as upstream's eviction REST: a pod that is being deleted, or
+/// Pending, Succeeded or Failed, goes at once; otherwise the one PodDisruptionBudget that selects it must allow a
+/// disruption (`status.disruptionsAllowed` > 0), which the eviction takes (the budget's count goes down and the pod is
+/// listed in `status.disruptedPods` until the disruption controller sees it gone). An unready pod may go without
+/// taking from the budget when the budget is met anyway (IfHealthyBudget) or always (AlwaysAllow). Refusals are
+/// 429 TooManyRequests with a `DisruptionBudget` cause, which `kubectl drain` retries.
 pub async fn evict(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, ApiError> {
     let body = codec::decode_object(&r.headers, &r.body)?;
     let name = t.name.as_deref().unwrap_or_default();
@@ -364,11 +368,109 @@ pub async fn evict(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, 
     }
     let opts = DeleteOptions::parse(body.get("deleteOptions").unwrap_or(&json!({})), Some(r))?;
     let main = Target { sub: None, ..t.clone() };
+    let ns = t.namespace.as_deref().unwrap_or_default();
+    let mut allowed = false;
+    for _ in 0..5 {
+        let (pod, _) = load(s, &main, name).await?;
+        if budgets_do_not_apply(&pod) {
+            allowed = true;
+            break;
+        }
+        let pdb_info = resources::find("policy", "v1", "poddisruptionbudgets").ok_or_else(|| ApiError::internal("no poddisruptionbudgets resource"))?;
+        let listed = s.store.list(&pdb_info.prefix(Some(ns)), Default::default()).await.map_err(|e| ApiError::from_store(pdb_info, "", e))?;
+        let mut budgets = Vec::new();
+        for kv in &listed.items {
+            let pdb = codec::object_from_kv(kv)?;
+            if selects(&pdb, &pod) {
+                budgets.push((pdb, kv.clone()));
+            }
+        }
+        let (pdb, kv) = match budgets.len() {
+            0 => {
+                allowed = true;
+                break;
+            }
+            1 => budgets.pop().unwrap_or_else(|| unreachable!("one budget")),
+            _ => return Err(ApiError::internal("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.")),
+        };
+        let status_i64 = |k: &str| pdb.pointer(&format!("/status/{k}")).and_then(Value::as_i64).unwrap_or(0);
+        let pdb_name = pdb.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ready = pod.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|c| {
+            c.iter().any(|c| c.get("type").and_then(Value::as_str) == Some("Ready") && c.get("status").and_then(Value::as_str) == Some("True"))
+        });
+        if !ready {
+            let always = pdb.pointer("/spec/unhealthyPodEvictionPolicy").and_then(Value::as_str) == Some("AlwaysAllow");
+            if always || (status_i64("currentHealthy") >= status_i64("desiredHealthy") && status_i64("desiredHealthy") > 0) {
+                allowed = true;
+                break;
+            }
+        }
+        let too_many = |message: String| {
+            let mut e = ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.");
+            e.details = Some(json!({"causes": [{"reason": "DisruptionBudget", "message": message}]}));
+            e
+        };
+        let generation = pdb.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        if status_i64("observedGeneration") < generation {
+            return Err(too_many(format!("The disruption budget {pdb_name} is still being processed by the server.")));
+        }
+        let allowed_now = status_i64("disruptionsAllowed");
+        if allowed_now < 0 {
+            return Err(ApiError::forbidden("pdb disruptions allowed is negative"));
+        }
+        if pdb.pointer("/status/disruptedPods").and_then(Value::as_object).is_some_and(|m| m.len() > 2000) {
+            return Err(ApiError::forbidden("DisruptedPods map too big - too many evictions not confirmed by PDB controller"));
+        }
+        if allowed_now == 0 {
+            return Err(too_many(format!(
+                "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                status_i64("desiredHealthy"),
+                status_i64("currentHealthy")
+            )));
+        }
+        if r.dry_run() {
+            allowed = true;
+            break;
+        }
+        let mut updated = pdb.clone();
+        updated["status"]["disruptionsAllowed"] = json!(allowed_now - 1);
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        match updated["status"].get_mut("disruptedPods").and_then(Value::as_object_mut) {
+            Some(m) => {
+                m.insert(name.to_string(), json!(now));
+            }
+            None => updated["status"]["disruptedPods"] = json!({ name: now }),
+        }
+        match s.store.update(&kv.key, codec::to_stored(&updated), kv.mod_revision).await {
+            Ok(_) => {
+                allowed = true;
+                break;
+            }
+            // Another eviction (or the controller) changed the budget meanwhile: decide again.
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(ApiError::from_store(pdb_info, &pdb_name, e)),
+        }
+    }
+    if !allowed {
+        return Err(ApiError::new(429, "TooManyRequests", "the pod's disruption budget kept changing; try again"));
+    }
     delete_object(s, &main, name, &opts).await?;
     Ok(codec::json_response(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     ))
+}
+
+/// Pods that go without asking any budget (upstream's `canIgnorePDB`).
+fn budgets_do_not_apply(pod: &Value) -> bool {
+    pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+        || matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed" | "Pending"))
+}
+
+/// Does the budget select the pod? A budget without a selector selects nothing; `{}` selects every pod.
+fn selects(pdb: &Value, pod: &Value) -> bool {
+    let Some(sel) = pdb.pointer("/spec/selector").filter(|s| !s.is_null()) else { return false };
+    LabelSelector::from_json(sel).is_ok_and(|sel| sel.matches_labels(pod.pointer("/metadata/labels").and_then(Value::as_object)))
 }
 
 /// Compact store history every interval, keeping at least one interval of it (as kube-apiserver does).

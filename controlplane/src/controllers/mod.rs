@@ -7,7 +7,7 @@
 //! successful reconcile requeues after the resync period.
 //!
 //! Modules: [`informers`] (the per-process shared informers), [`cached_pod`] (the pod as they cache it), [`replicaset`], [`deployment`], [`daemonset`],
-//! [`statefulset`], [`job`], [`cronjob`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod CIDR per node), [`node_lifecycle`],
+//! [`statefulset`], [`job`], [`cronjob`], [`disruption`] (PodDisruptionBudget status), [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod CIDR per node), [`node_lifecycle`],
 //! [`gc`] (the garbage collector over ownerReferences), [`volume`] (persistent volume binding, local-path
 //! provisioning, reclaim, protection), [`leader`] (leader election), [`expectations`] (no duplicate pods while the
 //! cache catches up).
@@ -16,6 +16,7 @@ pub mod cached_pod;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod expectations;
 pub mod gc;
@@ -138,7 +139,8 @@ pub async fn run_with(informers: Informers, config: ControllersConfig, shutdown:
     let volumes = volume::run(informers.clone(), shutdown.clone());
     let statefulsets = statefulset::run(informers.clone(), config.clone(), shutdown.clone());
     let cronjobs = cronjob::run(informers.clone(), config.clone(), shutdown.clone());
-    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle, gc, volumes, statefulsets, cronjobs);
+    let disruption = disruption::run(informers.clone(), config.clone(), shutdown.clone());
+    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle, gc, volumes, statefulsets, cronjobs, disruption);
 }
 
 /// The reference to an object that an Event is about.

@@ -234,6 +234,26 @@ expect "a time zone"                          0 'patched'                       
 expect "create job --from=cronjob"            0 'job.batch/by-hand created'    -- k create job by-hand --from=cronjob/tick
 expect "the Job from the cronjob's template"  0 '^tick busybox:1 manual$'      -- k get job by-hand -o 'jsonpath={.metadata.ownerReferences[0].name} {.spec.template.spec.containers[0].image} {.metadata.annotations.cronjob\.kubernetes\.io/instantiate}'
 expect "delete the job made by hand"          0 'deleted'                       -- k delete job by-hand
+# PodDisruptionBudget and the eviction API: the budget's status from its pods (their status set here as an agent
+# would), an eviction that takes from the budget, one refused with 429, a Pending pod that goes regardless.
+expect "create deployment for a budget"       0 'created'                       -- k create deployment guarded --image=busybox:1 --replicas=3
+eventually "its three pods"                   '^3$'                             -- sh -c "kubectl --request-timeout=20s get pods -l app=guarded -o name | wc -l"
+for p in $(k get pods -l app=guarded -o name); do k patch "$p" --subresource=status --type=merge -p '{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}' >/dev/null; done
+expect "create pdb"                           0 'poddisruptionbudget.policy/guarded created' -- k create pdb guarded --selector=app=guarded --min-available=2
+eventually "the budget allows one disruption" '^guarded +2 +N/A +1 '            -- k get pdb guarded --no-headers
+expect "pdb status"                           0 '^3 3 2 True SufficientPods$'   -- k get pdb guarded -o 'jsonpath={.status.expectedPods} {.status.currentHealthy} {.status.desiredHealthy} {.status.conditions[0].status} {.status.conditions[0].reason}'
+evict() { printf '{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"%s","namespace":"default"}}' "$1" >"$WORK/eviction.json"; kubectl --request-timeout=20s create --raw "/api/v1/namespaces/default/pods/$1/eviction" -f "$WORK/eviction.json"; }
+read -r G1 G2 G3 <<<"$(k get pods -l app=guarded -o 'jsonpath={.items[*].metadata.name}')"
+expect "an eviction within the budget"        0 '"status":"Success"'            -- evict "$G1"
+expect "the evicted pod is gone"              1 'NotFound'                      -- k get pod "$G1"
+expect "one beyond it: 429 with the budget's cause" 1 'Cannot evict pod as it would violate the pod.s disruption budget' -- evict "$G2"
+expect "the refused pod stays"                0 "$G2"                           -- k get pod "$G2" -o name
+expect "a Pending pod goes regardless"        0 '"status":"Success"'            -- sh -c "evict_pending=\$(kubectl --request-timeout=20s get pods -l app=guarded --field-selector=status.phase=Pending -o 'jsonpath={.items[0].metadata.name}'); printf '{\"apiVersion\":\"policy/v1\",\"kind\":\"Eviction\",\"metadata\":{\"name\":\"%s\"}}' \"\$evict_pending\" >'$WORK/e2.json'; kubectl --request-timeout=20s create --raw \"/api/v1/namespaces/default/pods/\$evict_pending/eviction\" -f '$WORK/e2.json'"
+expect "minAvailable and maxUnavailable together are refused" 1 'minAvailable and maxUnavailable cannot be both set' -- k patch pdb guarded --type=merge -p '{"spec":{"maxUnavailable":1}}'
+expect "two budgets for one pod: the eviction cannot decide" 0 'created' -- k create pdb guarded2 --selector=app=guarded --max-unavailable=1
+expect "eviction with two budgets: 500"       1 'more than one PodDisruptionBudget' -- evict "$G3"
+expect "delete the budgets and the deployment" 0 'deleted'                     -- k delete pdb guarded guarded2
+k delete deployment guarded >/dev/null 2>&1
 expect "scale took effect"                     0 '^5$'                           -- k get deploy app -o 'jsonpath={.spec.replicas}'
 expect "get all"                               0 'deployment\.apps/app'          -- k get all
 expect "get all lists services"                0 'service/app +NodePort'         -- k get all
