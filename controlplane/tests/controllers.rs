@@ -606,9 +606,16 @@ async fn preemptor_keeps_the_room_its_victims_leave() {
     let n: Node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
         "status": {"allocatable": {"cpu": "2", "memory": "8Gi", "pods": "10"}, "conditions": [{"type": "Ready", "status": "True"}]}})).unwrap();
     nodes.create(&PostParams::default(), &n).await.unwrap();
+    // Priority comes from a PriorityClass (the Priority admission refuses a bare spec.priority).
+    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(c.client.clone());
+    classes
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "high"}, "value": 100})).unwrap())
+        .await
+        .unwrap();
     let pod = |name: &str, cpu: &str, priority: i32| -> Pod {
+        let class = if priority == 100 { json!("high") } else { json!(null) };
         serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"priority": priority, "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}]}})).unwrap()
+            "spec": {"priorityClassName": class, "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}]}})).unwrap()
     };
     let node_of = |p: Pod| p.spec.and_then(|s| s.node_name);
     for name in ["low-1", "low-2"] {

@@ -61,6 +61,7 @@ pub fn apply(type_key: &str, obj: &mut Value) {
                 }
             }
         }
+        "v1/LimitRange" => crate::apiserver::limits::apply_defaults(obj),
         "v1/PersistentVolumeClaim" => {
             if let Some(spec) = child(obj, "spec") {
                 default(spec, "volumeMode", json!("Filesystem"));
@@ -153,6 +154,7 @@ pub fn apply(type_key: &str, obj: &mut Value) {
                 pod_template(spec);
             }
         }
+        "scheduling.k8s.io/v1/PriorityClass" => default(obj, "preemptionPolicy", json!("PreemptLowerPriority")),
         "batch/v1/CronJob" => {
             if let Some(spec) = child(obj, "spec") {
                 default(spec, "concurrencyPolicy", json!("Allow"));
@@ -193,7 +195,6 @@ fn pod_spec(spec: &mut Value) {
     default(spec, "securityContext", json!({}));
     default(spec, "schedulerName", json!("default-scheduler"));
     default(spec, "enableServiceLinks", json!(true));
-    default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     for list in ["containers", "initContainers"] {
         for c in each_mut(spec, list) {
             container(c);

@@ -19,7 +19,7 @@
 //!
 //! `v1` Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod; `rbac.authorization.k8s.io/v1` Role,
 //! ClusterRole, RoleBinding, ClusterRoleBinding; `certificates.k8s.io/v1` CertificateSigningRequest; `apps/v1`
-//! Deployment; `batch/v1` Job and CronJob; `policy/v1` PodDisruptionBudget — each with *every* field that k8s-pb 0.9
+//! Deployment; `batch/v1` Job and CronJob; `policy/v1` PodDisruptionBudget; `scheduling.k8s.io/v1` PriorityClass — each with *every* field that k8s-pb 0.9
 //! (Kubernetes 1.35) knows, spec and status, including everything reachable from
 //! PodSpec (all volume sources, probes, lifecycle, affinity, security contexts,
 //! ephemeral containers, resource claims, ...). Any other apiVersion/kind is
@@ -77,6 +77,7 @@ use k8s_pb::api::batch::v1 as batch;
 use k8s_pb::api::certificates::v1 as certificates;
 use k8s_pb::api::core::v1 as core;
 use k8s_pb::api::policy::v1 as policy;
+use k8s_pb::api::scheduling::v1 as scheduling;
 use k8s_pb::api::rbac::v1 as rbac;
 use k8s_pb::apimachinery::pkg::api::resource;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
@@ -185,6 +186,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("batch/v1", "Job") => convert_object::<batch::Job>(&kind, &raw),
         ("batch/v1", "CronJob") => convert_object::<batch::CronJob>(&kind, &raw),
         ("policy/v1", "PodDisruptionBudget") => convert_object::<policy::PodDisruptionBudget>(&kind, &raw),
+        ("scheduling.k8s.io/v1", "PriorityClass") => convert_object::<scheduling::PriorityClass>(&kind, &raw),
         ("certificates.k8s.io/v1", "CertificateSigningRequest") => {
             convert_object::<certificates::CertificateSigningRequest>(&kind, &raw)
         }
@@ -869,6 +871,10 @@ convert! { batch::CronJobSpec {
 } }
 convert! { batch::CronJobStatus {
     active: list "active", last_schedule_time: ptr "lastScheduleTime", last_successful_time: ptr "lastSuccessfulTime",
+} }
+convert! { scheduling::PriorityClass {
+    metadata: req "metadata", value: req "value", global_default: opt "globalDefault",
+    description: opt "description", preemption_policy: ptr "preemptionPolicy",
 } }
 convert! { policy::PodDisruptionBudget {
     metadata: req "metadata", spec: req "spec", status: req "status",
@@ -1674,6 +1680,7 @@ mod tests {
             Some("Deployment") => roundtrip::<a::Deployment>(actual),
             Some("Job") => roundtrip::<b::Job>(actual),
             Some("CronJob") => roundtrip::<b::CronJob>(actual),
+            Some("PriorityClass") => roundtrip::<k8s_openapi::api::scheduling::v1::PriorityClass>(actual),
             Some("PodDisruptionBudget") => roundtrip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(actual),
             other => panic!("no k8s-openapi type for {other:?}"),
         };
@@ -2532,6 +2539,25 @@ mod tests {
                 },
                 "status": {}
             })
+        );
+        assert_k8s_openapi_agrees(&json);
+    }
+
+    #[test]
+    fn priority_class_as_kubectl_create_priorityclass_sends_it() {
+        let pc = scheduling::PriorityClass {
+            metadata: Some(meta::ObjectMeta { name: s("high"), ..Default::default() }),
+            value: Some(1000),
+            global_default: Some(false),
+            description: s("important"),
+            preemption_policy: s("Never"),
+        };
+        let json = decode(&envelope("scheduling.k8s.io/v1", "PriorityClass", pc.encode_to_vec())).expect("decodes");
+        assert_eq!(
+            json,
+            json!({"kind": "PriorityClass", "apiVersion": "scheduling.k8s.io/v1",
+                   "metadata": {"name": "high", "creationTimestamp": null},
+                   "value": 1000, "description": "important", "preemptionPolicy": "Never"})
         );
         assert_k8s_openapi_agrees(&json);
     }

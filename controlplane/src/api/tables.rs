@@ -23,6 +23,7 @@ use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -311,6 +312,16 @@ const DAEMON_SET_COLUMNS: &[Column] = &[
     WIDE_SELECTOR,
 ];
 
+const LIMIT_RANGE_COLUMNS: &[Column] = &[NAME, col("Created At", "date", "CreationTimestamp is a timestamp representing the server time when this object was created.")];
+
+const PRIORITY_CLASS_COLUMNS: &[Column] = &[
+    NAME,
+    col("Value", "integer", "value represents the integer value of this priority class. This is the actual priority that pods receive when they have the name of this class in their pod spec."),
+    col("Global-Default", "boolean", "globalDefault specifies whether this PriorityClass should be considered as the default priority for pods that do not have any priority class."),
+    AGE,
+    col("PreemptionPolicy", "string", "preemptionPolicy is the Policy for preempting pods with lower priority."),
+];
+
 const PDB_COLUMNS: &[Column] = &[
     NAME,
     col("Min Available", "string", "The minimum number of pods that must be available."),
@@ -409,6 +420,8 @@ enum Printer {
     Job,
     CronJob,
     PodDisruptionBudget,
+    PriorityClass,
+    LimitRange,
     Lease,
     EndpointSlice,
     Csr,
@@ -436,6 +449,8 @@ fn printer_for(group: &str, plural: &str) -> Option<Printer> {
         ("batch", "jobs") => Printer::Job,
         ("batch", "cronjobs") => Printer::CronJob,
         ("policy", "poddisruptionbudgets") => Printer::PodDisruptionBudget,
+        ("scheduling.k8s.io", "priorityclasses") => Printer::PriorityClass,
+        ("", "limitranges") => Printer::LimitRange,
         ("coordination.k8s.io", "leases") => Printer::Lease,
         ("discovery.k8s.io", "endpointslices") => Printer::EndpointSlice,
         ("certificates.k8s.io", "certificatesigningrequests") => Printer::Csr,
@@ -471,6 +486,8 @@ impl Printer {
             Printer::Job => JOB_COLUMNS,
             Printer::CronJob => CRON_JOB_COLUMNS,
             Printer::PodDisruptionBudget => PDB_COLUMNS,
+            Printer::PriorityClass => PRIORITY_CLASS_COLUMNS,
+            Printer::LimitRange => LIMIT_RANGE_COLUMNS,
             Printer::Lease => LEASE_COLUMNS,
             Printer::EndpointSlice => ENDPOINT_SLICE_COLUMNS,
             Printer::Csr => CSR_COLUMNS,
@@ -500,6 +517,11 @@ impl Printer {
             Printer::Job => decode(obj).map(|o| job_cells(&o, now)),
             Printer::CronJob => decode(obj).map(|o| cron_job_cells(&o, now)),
             Printer::PodDisruptionBudget => decode(obj).map(|o| pdb_cells(&o, now)),
+            Printer::PriorityClass => decode(obj).map(|o| priority_class_cells(&o, now)),
+            Printer::LimitRange => decode::<k8s_openapi::api::core::v1::LimitRange>(obj).map(|o| {
+                let created = o.metadata.creation_timestamp.as_ref().map(|t| t.0.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
+                vec![name_cell(&o.metadata), Value::from(created)]
+            }),
             Printer::Lease => decode(obj).map(|o| lease_cells(&o, now)),
             Printer::Csr => decode(obj).map(|o| csr_cells(&o, now)),
             Printer::EndpointSlice => decode(obj).map(|o| endpoint_slice_cells(&o, now)),
@@ -1549,6 +1571,16 @@ fn daemon_set_cells(daemon_set: &DaemonSet, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
+fn priority_class_cells(pc: &PriorityClass, now: DateTime<Utc>) -> Vec<Value> {
+    vec![
+        name_cell(&pc.metadata),
+        Value::from(pc.value),
+        Value::from(pc.global_default.unwrap_or(false)),
+        age_cell(&pc.metadata, now),
+        Value::from(pc.preemption_policy.as_deref().unwrap_or("PreemptLowerPriority")),
+    ]
+}
+
 fn pdb_cells(pdb: &PodDisruptionBudget, now: DateTime<Utc>) -> Vec<Value> {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let show = |v: Option<&IntOrString>| match v {
@@ -2335,6 +2367,8 @@ mod tests {
             "revision": 2,
         });
         assert_eq!(cells("apps", "controllerrevisions", rev), json!(["db-5d8f", "statefulset.apps/db", 2, "2m"]).as_array().unwrap().clone());
+        let pc = json!({"metadata": {"name": "high", "creationTimestamp": ago(60)}, "value": 1000, "globalDefault": true});
+        assert_eq!(cells("scheduling.k8s.io", "priorityclasses", pc), json!(["high", 1000, true, "60s", "PreemptLowerPriority"]).as_array().unwrap().clone());
         let pdb = json!({
             "metadata": {"name": "web", "creationTimestamp": ago(60)},
             "spec": {"minAvailable": "50%", "selector": {"matchLabels": {"app": "web"}}},
@@ -2509,6 +2543,8 @@ mod tests {
             ("batch", "jobs"),
             ("batch", "cronjobs"),
             ("policy", "poddisruptionbudgets"),
+            ("scheduling.k8s.io", "priorityclasses"),
+            ("", "limitranges"),
             ("coordination.k8s.io", "leases"),
             ("discovery.k8s.io", "endpointslices"),
             ("example.com", "widgets"),

@@ -2,7 +2,7 @@
 //! upstream's decoder does), and the fields the type does not know are found for `fieldValidation=Strict`.
 //! The stored object stays the client's JSON, so nothing is lost in the round trip.
 
-use k8s_openapi::api::{apps, batch, certificates, coordination, core, discovery, policy, rbac, storage};
+use k8s_openapi::api::{apps, batch, certificates, coordination, core, discovery, policy, rbac, scheduling, storage};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -21,6 +21,7 @@ fn typed_round_trip(type_key: &str, obj: &Value) -> Option<Result<Value, String>
         "v1/Service" => round_trip::<core::v1::Service>(obj),
         "v1/Endpoints" => round_trip::<core::v1::Endpoints>(obj),
         "v1/ConfigMap" => round_trip::<core::v1::ConfigMap>(obj),
+        "v1/LimitRange" => round_trip::<core::v1::LimitRange>(obj),
         "v1/Secret" => round_trip::<core::v1::Secret>(obj),
         "v1/Event" => round_trip::<core::v1::Event>(obj),
         "v1/ServiceAccount" => round_trip::<core::v1::ServiceAccount>(obj),
@@ -35,6 +36,7 @@ fn typed_round_trip(type_key: &str, obj: &Value) -> Option<Result<Value, String>
         "batch/v1/Job" => round_trip::<batch::v1::Job>(obj),
         "batch/v1/CronJob" => round_trip::<batch::v1::CronJob>(obj),
         "policy/v1/PodDisruptionBudget" => round_trip::<policy::v1::PodDisruptionBudget>(obj),
+        "scheduling.k8s.io/v1/PriorityClass" => round_trip::<scheduling::v1::PriorityClass>(obj),
         "coordination.k8s.io/v1/Lease" => round_trip::<coordination::v1::Lease>(obj),
         "discovery.k8s.io/v1/EndpointSlice" => round_trip::<discovery::v1::EndpointSlice>(obj),
         "rbac.authorization.k8s.io/v1/Role" => round_trip::<rbac::v1::Role>(obj),

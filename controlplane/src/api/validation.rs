@@ -355,6 +355,8 @@ pub fn validate(type_key: &str, obj: &Value, namespaced: bool) -> Vec<FieldError
                 }));
             }
         }
+        "scheduling.k8s.io/v1/PriorityClass" => errs.0.extend(crate::apiserver::priority::validate(obj)),
+        "v1/LimitRange" => errs.0.extend(crate::apiserver::limits::validate(obj)),
         "policy/v1/PodDisruptionBudget" => {
             let int_or_percent = |errs: &mut Errs, field: &str| {
                 let Some(v) = spec.get(field).filter(|v| !v.is_null()) else { return };
@@ -772,6 +774,7 @@ pub fn validate_update(type_key: &str, new: &Value, old: &Value) -> Vec<FieldErr
                 errs.push(FieldError::forbidden("spec", "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"));
             }
         }
+        "scheduling.k8s.io/v1/PriorityClass" => errs.extend(crate::apiserver::priority::validate_update(new, old)),
         "apps/v1/ControllerRevision" if !same("/data") => {
             errs.push(FieldError::immutable("data", &Value::from("{...}")));
         }

@@ -155,6 +155,11 @@ pub fn delete_object<'a>(
     opts: &'a DeleteOptions,
 ) -> BoxFuture<'a, Result<(Value, bool), ApiError>> {
     Box::pin(async move {
+        if t.info.kind == "PriorityClass" && super::priority::is_system_class(name) {
+            return Err(ApiError::forbidden(format!(
+                "priorityclasses.scheduling.k8s.io \"{name}\" is forbidden: this is a system priority class and cannot be deleted"
+            )));
+        }
         for _ in 0..16 {
             let (obj, kv) = load(s, t, name).await?;
             if let Some(uid) = &opts.uid {

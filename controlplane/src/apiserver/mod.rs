@@ -15,7 +15,9 @@ pub mod discovery;
 pub mod errors;
 pub mod kubeconfig;
 pub mod kubernetes_service;
+pub mod limits;
 pub mod metrics;
+pub mod priority;
 pub mod proxy;
 pub mod read;
 pub mod reviews;
@@ -246,6 +248,7 @@ impl ApiServer {
     pub async fn start(self: &Arc<Self>) -> Result<(), ApiError> {
         write::ensure_system_namespaces(self).await?;
         storage::ensure_default_class(self).await?;
+        priority::ensure_system_classes(self).await?;
         if self.auth.is_some() {
             write::ensure_bootstrap_policy(self).await?;
         }

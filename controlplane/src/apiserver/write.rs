@@ -161,9 +161,18 @@ pub async fn create_object(s: &ApiServer, t: &Target, mut obj: Value, r: &Req) -
         return Err(ApiError::invalid(t.info, "", &[validation::FieldError::required("metadata.name")]));
     }
     ensure_namespace_usable(s, t).await?;
+    let ns = t.namespace.as_deref().unwrap_or("default");
     match t.info.kind {
-        "PersistentVolumeClaim" => super::storage::admit_claim(s, &mut obj).await?,
+        "PersistentVolumeClaim" => {
+            super::storage::admit_claim(s, &mut obj).await?;
+            super::limits::admit_claim(s, ns, &obj).await?;
+        }
         "PersistentVolume" => super::storage::admit_volume(&mut obj),
+        "Pod" => {
+            super::limits::admit_pod(s, ns, &mut obj).await?;
+            super::priority::admit_pod(s, &mut obj).await?;
+        }
+        "PriorityClass" => super::priority::admit_class(s, &obj).await?,
         _ => {}
     }
     if let Some(sa) = s.service_accounts() {
@@ -264,6 +273,9 @@ pub async fn store_update(
     let mut out = strategy::prepare_update(t.info, sub, new, old);
     if sub.is_none() {
         validate(t.info, &out, Some(old))?;
+        if t.info.kind == "PriorityClass" {
+            super::priority::admit_class(s, &out).await?;
+        }
     }
     let mut old_cmp = old.clone();
     if let Some(m) = old_cmp.get_mut("metadata").and_then(Value::as_object_mut) {

@@ -184,20 +184,32 @@ impl EtcdStore {
     }
 
     /// Run `f`, retrying while etcd is unreachable (for at most [`RETRY_FOR`]).
-    async fn retry<T, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, StoreError>
+    async fn retry<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.retry_tracked(op, f).await.map(|(v, _)| v)
+    }
+
+    /// [`Self::retry`], also saying whether the answer came from a retry: a write whose first try timed out or
+    /// lost its member may have been applied, and its retry then finds its own result.
+    async fn retry_tracked<T, F, Fut>(&self, op: &'static str, mut f: F) -> Result<(T, bool), StoreError>
     where
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let start = Instant::now();
         let mut delay = Duration::from_millis(50);
+        let mut retried = false;
         loop {
             match f(self.client.clone()).await {
-                Ok(v) => return Ok(v),
+                Ok(v) => return Ok((v, retried)),
                 Err(e) if matches!(classify(&e), Kind::Unavailable) && start.elapsed() < RETRY_FOR => {
                     tracing::debug!(op, error = %e, "etcd unavailable, retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
+                    retried = true;
                 }
                 Err(e) => return Err(self.request_error(op, e)),
             }
@@ -343,13 +355,20 @@ impl Store for EtcdStore {
         let k = self.key(key);
         let txn = Txn::new()
             .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(k.clone(), value.clone(), None)]);
-        let resp = self.retry("create", |c| {
+            .and_then([TxnOp::put(k.clone(), value.clone(), None)])
+            .or_else([TxnOp::get(k.clone(), None)]);
+        let resp = self.retry_tracked("create", |c| {
             let txn = txn.clone();
             async move { c.kv_client().txn(txn).await }
         });
-        let resp = resp.await?;
+        let (resp, retried) = resp.await?;
         if !resp.succeeded() {
+            // A retry that finds exactly what it wrote: the first try was applied (the stored objects carry
+            // their uid and creation time, so an equal value is this write, not another's).
+            let existing = first_get(resp.op_responses()).and_then(|g| g.kvs().first().map(|kv| to_kv(self.prefix.len(), kv)));
+            if let Some(kv) = existing.filter(|kv| retried && *kv.value == *value) {
+                return Ok(kv);
+            }
             return Err(StoreError::AlreadyExists(key.to_string()));
         }
         let rev = header_rev(resp.header(), "create")?;
@@ -362,16 +381,19 @@ impl Store for EtcdStore {
             .when([Compare::mod_revision(k.clone(), CompareOp::Equal, expected)])
             .and_then([TxnOp::put(k.clone(), value.clone(), Some(PutOptions::new().with_prev_key()))])
             .or_else([TxnOp::get(k.clone(), None)]);
-        let resp = self.retry("update", |c| {
+        let resp = self.retry_tracked("update", |c| {
             let txn = txn.clone();
             async move { c.kv_client().txn(txn).await }
         });
-        let resp = resp.await?;
+        let (resp, retried) = resp.await?;
         let rev = header_rev(resp.header(), "update")?;
         if !resp.succeeded() {
-            return match first_get(resp.op_responses()).and_then(|g| g.kvs().first().map(|kv| kv.mod_revision())) {
+            let current = first_get(resp.op_responses()).and_then(|g| g.kvs().first().map(|kv| to_kv(self.prefix.len(), kv)));
+            return match current {
                 None => Err(StoreError::NotFound(key.to_string())),
-                Some(actual) => Err(StoreError::Conflict { key: key.to_string(), expected, actual }),
+                // As for create: the retry of an update that was applied finds its own value.
+                Some(kv) if retried && kv.mod_revision > expected && *kv.value == *value => Ok(kv),
+                Some(kv) => Err(StoreError::Conflict { key: key.to_string(), expected, actual: kv.mod_revision }),
             };
         }
         let create_revision = resp

@@ -254,6 +254,30 @@ expect "two budgets for one pod: the eviction cannot decide" 0 'created' -- k cr
 expect "eviction with two budgets: 500"       1 'more than one PodDisruptionBudget' -- evict "$G3"
 expect "delete the budgets and the deployment" 0 'deleted'                     -- k delete pdb guarded guarded2
 k delete deployment guarded >/dev/null 2>&1
+# PriorityClasses and the Priority admission.
+expect "the system classes exist"             0 '^system-cluster-critical +2000000000 +false .*system-node-critical +2000001000 +false ' -- sh -c 'kubectl --request-timeout=20s get pc --no-headers | tr "\n" " "'
+expect "create priorityclass"                 0 'priorityclass.scheduling.k8s.io/high created' -- k create priorityclass high --value=1000 --description="important pods"
+expect "values above one billion are reserved" 1 'maximum allowed value of a user defined priority is 1000000000' -- k create priorityclass huge --value=2000000000
+expect "system- names are reserved"           1 "priority class names with 'system-' prefix are reserved" -- k create priorityclass system-mine --value=1
+expect "a class's value cannot change"        1 'value: Forbidden: may not be changed in an update' -- k patch pc high --type=merge -p '{"value":5}'
+expect "system classes cannot be deleted"     1 'this is a system priority class and cannot be deleted' -- k delete pc system-node-critical
+expect "a pod of a class gets its priority"   0 '^1000 PreemptLowerPriority$'   -- sh -c "kubectl --request-timeout=20s run prio --image=busybox:1 --overrides='{\"spec\":{\"priorityClassName\":\"high\"}}' >/dev/null && kubectl --request-timeout=20s get pod prio -o 'jsonpath={.spec.priority} {.spec.preemptionPolicy}'"
+expect "a pod naming a missing class is refused" 1 'no PriorityClass with name nope was found' -- k run noclass --image=busybox:1 --overrides='{"spec":{"priorityClassName":"nope"}}'
+expect "a pod may not state its own priority" 1 'the integer value of priority \(5\) must not be provided in pod spec' -- k run selfprio --image=busybox:1 --overrides='{"spec":{"priority":5}}'
+expect "a pod without a class: priority 0"    0 '^0 PreemptLowerPriority$'      -- sh -c "kubectl --request-timeout=20s run plain --image=busybox:1 >/dev/null && kubectl --request-timeout=20s get pod plain -o 'jsonpath={.spec.priority} {.spec.preemptionPolicy}'"
+expect "a global default class"               0 'created'                       -- k create priorityclass fallback --value=7 --global-default --preemption-policy=Never
+expect "only one global default"              1 'is already marked as default. Only one default can exist' -- k create priorityclass fallback2 --value=8 --global-default
+expect "a pod without a class gets the default" 0 '^fallback 7 Never$'          -- sh -c "kubectl --request-timeout=20s run defaulted --image=busybox:1 >/dev/null && kubectl --request-timeout=20s get pod defaulted -o 'jsonpath={.spec.priorityClassName} {.spec.priority} {.spec.preemptionPolicy}'"
+expect "clean up the priority pods and classes" 0 'deleted'                     -- sh -c "kubectl --request-timeout=20s delete pod prio plain defaulted --wait=false && kubectl --request-timeout=20s delete pc high fallback"
+# LimitRanges: defaults for containers that name none, and refusals outside the range.
+k create namespace limited >/dev/null
+printf '%s' '{"apiVersion":"v1","kind":"LimitRange","metadata":{"name":"lr","namespace":"limited"},"spec":{"limits":[{"type":"Container","max":{"cpu":"1"},"default":{"cpu":"500m","memory":"128Mi"},"defaultRequest":{"cpu":"100m"}}]}}' >"$WORK/lr.json"
+expect "create a LimitRange"                  0 'limitrange/lr created'         -- k create -f "$WORK/lr.json"
+expect "its defaults as upstream fills them"  0 '^500m 128Mi 100m 128Mi$'       -- k get limits lr -n limited -o 'jsonpath={.spec.limits[0].default.cpu} {.spec.limits[0].default.memory} {.spec.limits[0].defaultRequest.cpu} {.spec.limits[0].defaultRequest.memory}'
+expect "a pod without resources gets the defaults" 0 '^\{"limits":\{"cpu":"500m","memory":"128Mi"\},"requests":\{"cpu":"100m","memory":"128Mi"\}\} LimitRanger plugin set: cpu, memory request for container lr; cpu, memory limit for container lr$' -- sh -c "kubectl --request-timeout=20s run lr -n limited --image=busybox:1 >/dev/null && kubectl --request-timeout=20s get pod lr -n limited -o 'jsonpath={.spec.containers[0].resources} {.metadata.annotations.kubernetes\.io/limit-ranger}'"
+expect "a pod above the max is refused"       1 'maximum cpu usage per Container is 1, but limit is 2' -- k run big -n limited --image=busybox:1 --overrides='{"spec":{"containers":[{"name":"big","image":"busybox:1","resources":{"limits":{"cpu":"2"}}}]}}'
+expect "a bad range is refused"               1 'min value 2 is greater than max value 1' -- k patch limits lr -n limited --type=json -p '[{"op":"add","path":"/spec/limits/0/min","value":{"cpu":"2"}}]'
+expect "delete the limited namespace"         0 'deleted'                       -- k delete namespace limited --wait=false
 expect "scale took effect"                     0 '^5$'                           -- k get deploy app -o 'jsonpath={.spec.replicas}'
 expect "get all"                               0 'deployment\.apps/app'          -- k get all
 expect "get all lists services"                0 'service/app +NodePort'         -- k get all
