@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod strategy;
 pub mod validation;
 pub mod protobuf;
+pub mod quota;
 pub mod strategic;
 pub mod tables;
 pub mod typed;

@@ -17,7 +17,7 @@
 //!
 //! # Supported types
 //!
-//! `v1` Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod; `rbac.authorization.k8s.io/v1` Role,
+//! `v1` Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod, ResourceQuota; `rbac.authorization.k8s.io/v1` Role,
 //! ClusterRole, RoleBinding, ClusterRoleBinding; `certificates.k8s.io/v1` CertificateSigningRequest; `apps/v1`
 //! Deployment; `batch/v1` Job and CronJob; `policy/v1` PodDisruptionBudget; `scheduling.k8s.io/v1` PriorityClass — each with *every* field that k8s-pb 0.9
 //! (Kubernetes 1.35) knows, spec and status, including everything reachable from
@@ -182,6 +182,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("v1", "Service") => convert_object::<core::Service>(&kind, &raw),
         ("v1", "ServiceAccount") => convert_object::<core::ServiceAccount>(&kind, &raw),
         ("v1", "Pod") => convert_object::<core::Pod>(&kind, &raw),
+        ("v1", "ResourceQuota") => convert_object::<core::ResourceQuota>(&kind, &raw),
         ("apps/v1", "Deployment") => convert_object::<apps::Deployment>(&kind, &raw),
         ("batch/v1", "Job") => convert_object::<batch::Job>(&kind, &raw),
         ("batch/v1", "CronJob") => convert_object::<batch::CronJob>(&kind, &raw),
@@ -875,6 +876,21 @@ convert! { batch::CronJobStatus {
 convert! { scheduling::PriorityClass {
     metadata: req "metadata", value: req "value", global_default: opt "globalDefault",
     description: opt "description", preemption_policy: ptr "preemptionPolicy",
+} }
+convert! { core::ResourceQuota {
+    metadata: req "metadata", spec: req "spec", status: req "status",
+} }
+convert! { core::ResourceQuotaSpec {
+    hard: map "hard", scopes: list "scopes", scope_selector: ptr "scopeSelector",
+} }
+convert! { core::ResourceQuotaStatus {
+    hard: map "hard", used: map "used",
+} }
+convert! { core::ScopeSelector {
+    match_expressions: list "matchExpressions",
+} }
+convert! { core::ScopedResourceSelectorRequirement {
+    scope_name: req "scopeName", operator: req "operator", values: list "values",
 } }
 convert! { policy::PodDisruptionBudget {
     metadata: req "metadata", spec: req "spec", status: req "status",
@@ -1680,6 +1696,7 @@ mod tests {
             Some("Deployment") => roundtrip::<a::Deployment>(actual),
             Some("Job") => roundtrip::<b::Job>(actual),
             Some("CronJob") => roundtrip::<b::CronJob>(actual),
+            Some("ResourceQuota") => roundtrip::<c::ResourceQuota>(actual),
             Some("PriorityClass") => roundtrip::<k8s_openapi::api::scheduling::v1::PriorityClass>(actual),
             Some("PodDisruptionBudget") => roundtrip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(actual),
             other => panic!("no k8s-openapi type for {other:?}"),
@@ -2558,6 +2575,26 @@ mod tests {
             json!({"kind": "PriorityClass", "apiVersion": "scheduling.k8s.io/v1",
                    "metadata": {"name": "high", "creationTimestamp": null},
                    "value": 1000, "description": "important", "preemptionPolicy": "Never"})
+        );
+        assert_k8s_openapi_agrees(&json);
+    }
+
+    #[test]
+    fn quota_as_kubectl_create_quota_sends_it() {
+        let q = core::ResourceQuota {
+            metadata: Some(meta::ObjectMeta { name: s("q"), ..Default::default() }),
+            spec: Some(core::ResourceQuotaSpec {
+                hard: [("pods".to_string(), resource::Quantity { string: s("2") })].into(),
+                scopes: strings(&["BestEffort"]),
+                scope_selector: None,
+            }),
+            status: Some(core::ResourceQuotaStatus::default()),
+        };
+        let json = decode(&envelope("v1", "ResourceQuota", q.encode_to_vec())).expect("decodes");
+        assert_eq!(
+            json,
+            json!({"kind": "ResourceQuota", "apiVersion": "v1", "metadata": {"name": "q", "creationTimestamp": null},
+                   "spec": {"hard": {"pods": "2"}, "scopes": ["BestEffort"]}, "status": {}})
         );
         assert_k8s_openapi_agrees(&json);
     }

@@ -202,6 +202,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         group: "",
         version: "v1",
+        kind: "ResourceQuota",
+        plural: "resourcequotas",
+        singular: "resourcequota",
+        namespaced: true,
+        short_names: &["quota"],
+        categories: &[],
+        subresources: &[Status],
+    },
+    ResourceInfo {
+        group: "",
+        version: "v1",
         kind: "LimitRange",
         plural: "limitranges",
         singular: "limitrange",

@@ -312,6 +312,27 @@ const DAEMON_SET_COLUMNS: &[Column] = &[
     WIDE_SELECTOR,
 ];
 
+const RESOURCE_QUOTA_COLUMNS: &[Column] = &[
+    NAME,
+    AGE,
+    col("Request", "string", "Request represents a minimum amount of cpu/memory that a container may consume."),
+    col("Limit", "string", "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node."),
+];
+
+/// `name: used/hard` for the quota's resources, the limits.* ones in the second cell (upstream's printResourceQuota).
+fn resource_quota_cells(q: &k8s_openapi::api::core::v1::ResourceQuota, now: DateTime<Utc>) -> Vec<Value> {
+    let status = q.status.as_ref();
+    let hard = status.and_then(|s| s.hard.as_ref()).cloned().unwrap_or_default();
+    let used = status.and_then(|s| s.used.as_ref());
+    let (mut request, mut limit) = (Vec::new(), Vec::new());
+    for (k, h) in &hard {
+        let u = used.and_then(|u| u.get(k)).map_or("0", |q| q.0.as_str());
+        let cell = format!("{k}: {u}/{}", h.0);
+        if k.starts_with("limits.") { limit.push(cell) } else { request.push(cell) }
+    }
+    vec![name_cell(&q.metadata), age_cell(&q.metadata, now), Value::from(request.join(", ")), Value::from(limit.join(", "))]
+}
+
 const LIMIT_RANGE_COLUMNS: &[Column] = &[NAME, col("Created At", "date", "CreationTimestamp is a timestamp representing the server time when this object was created.")];
 
 const PRIORITY_CLASS_COLUMNS: &[Column] = &[
@@ -422,6 +443,7 @@ enum Printer {
     PodDisruptionBudget,
     PriorityClass,
     LimitRange,
+    ResourceQuota,
     Lease,
     EndpointSlice,
     Csr,
@@ -451,6 +473,7 @@ fn printer_for(group: &str, plural: &str) -> Option<Printer> {
         ("policy", "poddisruptionbudgets") => Printer::PodDisruptionBudget,
         ("scheduling.k8s.io", "priorityclasses") => Printer::PriorityClass,
         ("", "limitranges") => Printer::LimitRange,
+        ("", "resourcequotas") => Printer::ResourceQuota,
         ("coordination.k8s.io", "leases") => Printer::Lease,
         ("discovery.k8s.io", "endpointslices") => Printer::EndpointSlice,
         ("certificates.k8s.io", "certificatesigningrequests") => Printer::Csr,
@@ -488,6 +511,7 @@ impl Printer {
             Printer::PodDisruptionBudget => PDB_COLUMNS,
             Printer::PriorityClass => PRIORITY_CLASS_COLUMNS,
             Printer::LimitRange => LIMIT_RANGE_COLUMNS,
+            Printer::ResourceQuota => RESOURCE_QUOTA_COLUMNS,
             Printer::Lease => LEASE_COLUMNS,
             Printer::EndpointSlice => ENDPOINT_SLICE_COLUMNS,
             Printer::Csr => CSR_COLUMNS,
@@ -518,6 +542,7 @@ impl Printer {
             Printer::CronJob => decode(obj).map(|o| cron_job_cells(&o, now)),
             Printer::PodDisruptionBudget => decode(obj).map(|o| pdb_cells(&o, now)),
             Printer::PriorityClass => decode(obj).map(|o| priority_class_cells(&o, now)),
+            Printer::ResourceQuota => decode::<k8s_openapi::api::core::v1::ResourceQuota>(obj).map(|o| resource_quota_cells(&o, now)),
             Printer::LimitRange => decode::<k8s_openapi::api::core::v1::LimitRange>(obj).map(|o| {
                 let created = o.metadata.creation_timestamp.as_ref().map(|t| t.0.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
                 vec![name_cell(&o.metadata), Value::from(created)]
@@ -2545,6 +2570,7 @@ mod tests {
             ("policy", "poddisruptionbudgets"),
             ("scheduling.k8s.io", "priorityclasses"),
             ("", "limitranges"),
+            ("", "resourcequotas"),
             ("coordination.k8s.io", "leases"),
             ("discovery.k8s.io", "endpointslices"),
             ("example.com", "widgets"),

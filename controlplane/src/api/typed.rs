@@ -22,6 +22,7 @@ fn typed_round_trip(type_key: &str, obj: &Value) -> Option<Result<Value, String>
         "v1/Endpoints" => round_trip::<core::v1::Endpoints>(obj),
         "v1/ConfigMap" => round_trip::<core::v1::ConfigMap>(obj),
         "v1/LimitRange" => round_trip::<core::v1::LimitRange>(obj),
+        "v1/ResourceQuota" => round_trip::<core::v1::ResourceQuota>(obj),
         "v1/Secret" => round_trip::<core::v1::Secret>(obj),
         "v1/Event" => round_trip::<core::v1::Event>(obj),
         "v1/ServiceAccount" => round_trip::<core::v1::ServiceAccount>(obj),

@@ -357,6 +357,21 @@ pub fn validate(type_key: &str, obj: &Value, namespaced: bool) -> Vec<FieldError
         }
         "scheduling.k8s.io/v1/PriorityClass" => errs.0.extend(crate::apiserver::priority::validate(obj)),
         "v1/LimitRange" => errs.0.extend(crate::apiserver::limits::validate(obj)),
+        "v1/ResourceQuota" => {
+            for (k, v) in spec.get("hard").and_then(Value::as_object).into_iter().flatten() {
+                if !crate::api::quota::valid_name(k) {
+                    errs.push(FieldError::invalid(format!("spec.hard[{k}]"), &Value::from(k.as_str()), "must be a standard resource for quota"));
+                } else if crate::api::quota::amounts(Some(&serde_json::json!({ k: v }))).get(k).is_none_or(|n| *n < 0) {
+                    errs.push(FieldError::invalid(format!("spec.hard[{k}]"), v, "must be greater than or equal to 0"));
+                }
+            }
+            for s in spec.get("scopes").and_then(Value::as_array).into_iter().flatten() {
+                let ok = ["Terminating", "NotTerminating", "BestEffort", "NotBestEffort", "PriorityClass", "CrossNamespacePodAffinity"];
+                if !s.as_str().is_some_and(|s| ok.contains(&s)) {
+                    errs.push(FieldError::not_supported("spec.scopes", s, &ok));
+                }
+            }
+        }
         "policy/v1/PodDisruptionBudget" => {
             let int_or_percent = |errs: &mut Errs, field: &str| {
                 let Some(v) = spec.get(field).filter(|v| !v.is_null()) else { return };

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 pub mod priority;
 pub mod proxy;
+pub mod quota;
 pub mod read;
 pub mod reviews;
 pub mod serviceaccounts;

@@ -183,6 +183,10 @@ pub async fn create_object(s: &ApiServer, t: &Target, mut obj: Value, r: &Req) -
             _ => {}
         }
     }
+    // Last of the admissions, as upstream's: what the object (with the defaults above) is charged.
+    if t.info.namespaced && t.info.kind != "Event" {
+        super::quota::admit(s, t.info, ns, &obj, r.dry_run()).await?;
+    }
     if t.info.kind == "CertificateSigningRequest" {
         // Who asked is what the approver judges: the requester's identity, never what the body claims.
         if let (Some(id), Some(spec)) = (&r.user, obj.get_mut("spec").and_then(Value::as_object_mut)) {

@@ -312,7 +312,7 @@ pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
                 rule(&["apps"], &["deployments", "deployments/status", "deployments/scale", "replicasets", "replicasets/status", "replicasets/scale", "daemonsets", "daemonsets/status", "statefulsets", "statefulsets/status", "statefulsets/scale", "controllerrevisions"], &read),
                 rule(&["batch"], &["jobs", "jobs/status", "cronjobs", "cronjobs/status"], &read),
                 rule(&["policy"], &["poddisruptionbudgets", "poddisruptionbudgets/status"], &read),
-                rule(&[""], &["limitranges"], &read),
+                rule(&[""], &["limitranges", "resourcequotas", "resourcequotas/status"], &read),
                 rule(&["discovery.k8s.io"], &["endpointslices"], &read),
                 rule(&["coordination.k8s.io"], &["leases"], &read),
             ],

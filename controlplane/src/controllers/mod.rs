@@ -7,7 +7,7 @@
 //! successful reconcile requeues after the resync period.
 //!
 //! Modules: [`informers`] (the per-process shared informers), [`cached_pod`] (the pod as they cache it), [`replicaset`], [`deployment`], [`daemonset`],
-//! [`statefulset`], [`job`], [`cronjob`], [`disruption`] (PodDisruptionBudget status), [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod CIDR per node), [`node_lifecycle`],
+//! [`statefulset`], [`job`], [`cronjob`], [`disruption`] (PodDisruptionBudget status), [`resourcequota`], [`endpoints`] (Endpoints and EndpointSlices), [`node_ipam`] (a pod CIDR per node), [`node_lifecycle`],
 //! [`gc`] (the garbage collector over ownerReferences), [`volume`] (persistent volume binding, local-path
 //! provisioning, reclaim, protection), [`leader`] (leader election), [`expectations`] (no duplicate pods while the
 //! cache catches up).
@@ -26,6 +26,7 @@ pub mod leader;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod statefulset;
 pub mod volume;
 
@@ -140,7 +141,8 @@ pub async fn run_with(informers: Informers, config: ControllersConfig, shutdown:
     let statefulsets = statefulset::run(informers.clone(), config.clone(), shutdown.clone());
     let cronjobs = cronjob::run(informers.clone(), config.clone(), shutdown.clone());
     let disruption = disruption::run(informers.clone(), config.clone(), shutdown.clone());
-    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle, gc, volumes, statefulsets, cronjobs, disruption);
+    let quotas = resourcequota::run(informers.clone(), config.clone(), shutdown.clone());
+    tokio::join!(rs, deploy, ipam, endpoints, jobs, daemonsets, lifecycle, gc, volumes, statefulsets, cronjobs, disruption, quotas);
 }
 
 /// The reference to an object that an Event is about.

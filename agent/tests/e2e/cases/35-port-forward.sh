@@ -180,10 +180,11 @@ agent_port=$(k get node lab-node -o 'jsonpath={.status.daemonEndpoints.kubeletEn
 kubectl --kubeconfig "$WORK/node.kubeconfig" config view --raw -o 'jsonpath={.users[0].user.client-certificate-data}' | base64 -d >"$WORK/node.crt"
 kubectl --kubeconfig "$WORK/node.kubeconfig" config view --raw -o 'jsonpath={.users[0].user.client-key-data}' | base64 -d >"$WORK/node.key"
 # The agent takes TLS with a client certificate of the cluster CA (the admin's here; normally the API server's).
-raw_agent() { # CERT-BASENAME: the request and the bad frame through openssl s_client
+raw_agent() { # CERT-BASENAME: the request and the bad frame through openssl s_client (its own chatter on stderr
+  # is dropped: it would take the place of the response in the 200 bytes kept, and end the session early)
   lab timeout 10 bash -c '{ printf "POST /portForward/default/pf HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n"
     sleep 0.5; printf "\x80\x02\x00\x06\x00\x00\x00\x04junk"; sleep 3; } |
-    openssl s_client -quiet -connect 127.0.0.1:'"$agent_port"' '"$1"' 2>&1' | head -c 200 | tr -d '\0'
+    openssl s_client -quiet -connect 127.0.0.1:'"$agent_port"' '"$1"' 2>/dev/null' | head -c 200 | tr -d '\0'
 }
 out=$(raw_agent "-cert $WORK/admin.crt -key $WORK/admin.key")
 grep -q '^HTTP/1.1 101' <<<"$out" && pass "the agent upgrades a raw SPDY request" || fail "raw SPDY upgrade" "$out"
