@@ -39,6 +39,7 @@ pub mod probes;
 pub mod sandbox;
 pub mod static_pods;
 pub mod server;
+pub mod stats;
 pub mod status;
 pub mod storage;
 pub mod volumes;
@@ -78,6 +79,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     tracing::info!(node = %config.node_name, port, "agent listening");
     let mut server_stop = stop_rx.clone();
     let tls = server::tls_config(&config, &kube_config).context("the agent server's TLS")?;
+    stats::spawn_sampler(config.cgroup_root.clone(), stats::shared().clone());
     let server = tokio::spawn(server::serve(listener, config.clone(), tls, async move {
         let _ = server_stop.changed().await;
     }));

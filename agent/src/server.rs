@@ -1,6 +1,6 @@
 //! The agent's HTTP server for the API server: `/healthz`, `/containerLogs/{ns}/{pod}/{container}`, the
 //! WebSocket `/exec/...` and `/attach/...` sessions ([`crate::exec`]), and `/portForward/{ns}/{pod}`
-//! ([`crate::portforward`]).
+//! ([`crate::portforward`]), and `/stats/summary` ([`crate::stats`]).
 
 use std::future::Future;
 use std::os::unix::fs::MetadataExt;
@@ -69,6 +69,7 @@ pub async fn serve(
         .route("/exec/{ns}/{pod}/{container}", any(exec))
         .route("/attach/{ns}/{pod}/{container}", any(attach))
         .route("/portForward/{ns}/{pod}", any(port_forward))
+        .route("/stats/summary", get(stats_summary))
         .with_state(config);
     let res = match tls {
         Some(tls) => {
@@ -110,6 +111,16 @@ async fn attach(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     crate::exec::attach(config, target, q.unwrap_or_default(), ws).await
+}
+
+/// The kubelet's Summary API, cut to what `kubectl top` needs ([`crate::stats`]).
+async fn stats_summary(State(config): State<Config>) -> Response {
+    let pods = crate::stats::pods_from_log_dirs(&config.log_dir);
+    let body = {
+        let samples = crate::stats::shared().lock().unwrap_or_else(|e| e.into_inner());
+        crate::stats::summary(&config.node_name, &samples, &pods)
+    };
+    axum::Json(body).into_response()
 }
 
 async fn port_forward(State(config): State<Config>, Path(target): Path<(String, String)>, req: axum::extract::Request) -> Response {

@@ -131,8 +131,16 @@ impl ResourceInfo {
         matches!(self.group, "authentication.k8s.io" | "authorization.k8s.io")
     }
 
+    /// metrics.k8s.io: read from the agents when asked, never stored.
+    pub fn is_metrics(&self) -> bool {
+        self.group == "metrics.k8s.io"
+    }
+
     /// The verbs discovery lists.
     pub fn verbs(&self) -> &'static [&'static str] {
+        if self.is_metrics() {
+            return &["get", "list"];
+        }
         if self.is_review() {
             &["create"]
         } else {
@@ -387,6 +395,28 @@ pub static RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
     },
     ResourceInfo {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "NodeMetrics",
+        plural: "nodes",
+        singular: "",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceInfo {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "PodMetrics",
+        plural: "pods",
+        singular: "",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceInfo {
         group: "coordination.k8s.io",
         version: "v1",
         kind: "Lease",
@@ -591,6 +621,7 @@ mod tests {
                 ("batch", "v1"),
                 ("policy", "v1"),
                 ("scheduling.k8s.io", "v1"),
+                ("metrics.k8s.io", "v1beta1"),
                 ("coordination.k8s.io", "v1"),
                 ("discovery.k8s.io", "v1"),
                 ("rbac.authorization.k8s.io", "v1"),

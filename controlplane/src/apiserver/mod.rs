@@ -21,6 +21,7 @@ pub mod priority;
 pub mod proxy;
 pub mod quota;
 pub mod read;
+pub mod resource_metrics;
 pub mod reviews;
 pub mod serviceaccounts;
 pub mod storage;
@@ -460,6 +461,9 @@ impl ApiServer {
     async fn dispatch(self: Arc<Self>, t: Target, r: Req) -> Result<Response, ApiError> {
         use Subresource as S;
         let m = r.method.clone();
+        if t.info.is_metrics() {
+            return resource_metrics::dispatch(&self, &t, &r).await;
+        }
         if t.info.is_review() {
             return match (m.as_str(), t.name.is_some()) {
                 ("POST", false) => reviews::create(&self, &t, &r).await,

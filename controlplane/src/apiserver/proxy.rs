@@ -33,14 +33,9 @@ async fn node_endpoint(s: &ApiServer, t: &Target) -> Result<(String, Value), Api
     let nodes = resources::find("", "v1", "nodes").ok_or_else(|| ApiError::internal("no nodes resource"))?;
     let node_t = Target { info: nodes, namespace: None, name: Some(node_name.to_string()), sub: None };
     let (node, _) = load(s, &node_t, node_name).await?;
-    let addresses = node.pointer("/status/addresses").and_then(Value::as_array).cloned().unwrap_or_default();
-    let pick = |ty: &str| addresses.iter().find(|a| a["type"] == ty).and_then(|a| a["address"].as_str()).map(String::from);
-    let host = pick("InternalIP").or_else(|| pick("ExternalIP")).or_else(|| pick("Hostname")).ok_or_else(|| {
-        ApiError::internal(format!("node {node_name} has no address to reach its agent at"))
-    })?;
-    let port = node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(10250);
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
-    Ok((format!("{host}:{port}"), pod))
+    let addr = super::resource_metrics::agent_address(&node)
+        .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address to reach its agent at")))?;
+    Ok((addr, pod))
 }
 
 /// The container a request is for: the `container` parameter, or the pod's only container.

@@ -313,6 +313,7 @@ pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
                 rule(&["batch"], &["jobs", "jobs/status", "cronjobs", "cronjobs/status"], &read),
                 rule(&["policy"], &["poddisruptionbudgets", "poddisruptionbudgets/status"], &read),
                 rule(&[""], &["limitranges", "resourcequotas", "resourcequotas/status"], &read),
+                rule(&["metrics.k8s.io"], &["pods"], &["get", "list"]),
                 rule(&["discovery.k8s.io"], &["endpointslices"], &read),
                 rule(&["coordination.k8s.io"], &["leases"], &read),
             ],

@@ -186,6 +186,9 @@ raw_agent() { # CERT-BASENAME: the request and the bad frame through openssl s_c
     sleep 0.5; printf "\x80\x02\x00\x06\x00\x00\x00\x04junk"; sleep 3; } |
     openssl s_client -quiet -connect 127.0.0.1:'"$agent_port"' '"$1"' 2>/dev/null' | head -c 200 | tr -d '\0'
 }
+# The admin certificate as it is now (certificates live two minutes here and are renewed in the kubeconfig).
+kubectl config view --raw -o 'jsonpath={.users[0].user.client-certificate-data}' | base64 -d >"$WORK/admin.crt"
+kubectl config view --raw -o 'jsonpath={.users[0].user.client-key-data}' | base64 -d >"$WORK/admin.key"
 out=$(raw_agent "-cert $WORK/admin.crt -key $WORK/admin.key")
 grep -q '^HTTP/1.1 101' <<<"$out" && pass "the agent upgrades a raw SPDY request" || fail "raw SPDY upgrade" "$out"
 eventually "the agent logs the malformed frame" 'port-forward session closed.*version 2' 20 -- cat "$WORK/agent.log"
