@@ -136,6 +136,11 @@ impl ResourceInfo {
         self.group == "metrics.k8s.io"
     }
 
+    /// Objects of this resource live in the store (not reviews, not metrics).
+    pub fn is_stored(&self) -> bool {
+        !self.is_review() && !self.is_metrics()
+    }
+
     /// The verbs discovery lists.
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.is_metrics() {

@@ -275,7 +275,7 @@ async fn clean_namespace(s: &Arc<ApiServer>, ns: &str) {
     let Some(ns_info) = resources::find("", "v1", "namespaces") else { return };
     loop {
         let mut remaining = 0;
-        for info in resources::RESOURCES.iter().filter(|i| i.namespaced && !i.is_metrics()) {
+        for info in resources::RESOURCES.iter().filter(|i| i.namespaced && i.is_stored()) {
             let t = Target { info, namespace: Some(ns.to_string()), name: None, sub: None };
             let filter = Filter { labels: LabelSelector::default(), fields: FieldSelector::default() };
             let Ok(page) = list_objects(s, &t, &filter, None, None).await else {

@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -196,12 +196,9 @@ pub async fn run(informers: Informers, config: ControllersConfig, shutdown: impl
         config,
     });
     let controller = Controller::new(Api::<PodDisruptionBudget>::all(ctx.client.clone()), kube::runtime::watcher::Config::default());
-    let budgets = controller.store();
     // A pod change (or a scale change) concerns the budgets of its namespace.
-    let in_namespace = move |ns: Option<String>| {
-        budgets.state().iter().filter(|b| b.namespace() == ns).map(|b| ObjectRef::from_obj(b.as_ref())).collect::<Vec<_>>()
-    };
-    let (for_pods, for_rs, for_sts) = (in_namespace.clone(), in_namespace.clone(), in_namespace.clone());
+    let in_namespace = super::all_in_namespace(controller.store());
+    let (for_pods, for_rs, for_sts) = (in_namespace.clone(), in_namespace.clone(), in_namespace);
     controller
         .watches_stream(pods.touched(), move |p: CachedPod| for_pods(p.namespace()))
         .watches_stream(rs.touched(), move |r: ReplicaSet| for_rs(r.namespace()))

@@ -243,6 +243,14 @@ pub async fn delete_owned_pods(
     Ok(())
 }
 
+/// A mapper for `Controller::watches_stream`: an object in a namespace concerns every object of `store` there.
+pub fn all_in_namespace<K>(store: kube::runtime::reflector::Store<K>) -> impl Fn(Option<String>) -> Vec<kube::runtime::reflector::ObjectRef<K>> + Clone
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    move |ns| store.state().iter().filter(|o| o.meta().namespace == ns).map(|o| kube::runtime::reflector::ObjectRef::from_obj(o.as_ref())).collect()
+}
+
 /// Is `o` controlled by the object with `uid`?
 pub fn controlled_by<K: kube::Resource>(o: &K, uid: &str) -> bool {
     o.meta()

@@ -11,7 +11,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 
@@ -126,10 +125,7 @@ pub async fn run(informers: Informers, config: ControllersConfig, shutdown: impl
     tokio::join!(pods.ready(), services.ready(), claims.ready());
     let ctx = Arc::new(Context { client: informers.client().clone(), config });
     let controller = Controller::new(Api::<ResourceQuota>::all(ctx.client.clone()), kube::runtime::watcher::Config::default());
-    let quotas = controller.store();
-    let in_namespace = move |ns: Option<String>| {
-        quotas.state().iter().filter(|q| q.namespace() == ns).map(|q| ObjectRef::from_obj(q.as_ref())).collect::<Vec<_>>()
-    };
+    let in_namespace = super::all_in_namespace(controller.store());
     let (a, b, c) = (in_namespace.clone(), in_namespace.clone(), in_namespace);
     controller
         .watches_stream(pods.touched(), move |p: CachedPod| a(p.namespace()))

@@ -461,7 +461,7 @@ pub async fn run(informers: Informers, config: GcConfig, shutdown: impl Future<O
         tokio::spawn(gc.clone().follow_shared::<ReplicaSet>(informers.clone(), replicasets)),
     ];
     for (i, info) in RESOURCES.iter().enumerate() {
-        if ![pods, nodes, replicasets].contains(&i) && !IGNORED.contains(&info.plural) && !info.is_review() && !info.is_metrics() {
+        if ![pods, nodes, replicasets].contains(&i) && !IGNORED.contains(&info.plural) && info.is_stored() {
             feeds.push(tokio::spawn(gc.clone().follow_dynamic(i)));
         }
     }
