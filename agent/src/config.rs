@@ -63,9 +63,16 @@ impl Config {
     pub fn ipam_dir(&self) -> PathBuf {
         self.root_dir.join("ipam")
     }
-    /// Per-pod directory for bundles and /etc files.
+    /// Per-pod directory on disk: the containers' writable layers (`<name>-<restart>/{upper,work}`) and the
+    /// volumes that live on disk (emptyDir, configMap, downwardAPI).
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
         self.root_dir.join("pods").join(uid)
+    }
+    /// Per-pod directory under the run dir (a tmpfs on a real host, as containerd's bundles under /run): the
+    /// /etc files, the containers' bundles (config.json and the rootfs mount point) and the secret and projected
+    /// volumes. Nothing here needs to outlive a reboot, and none of it costs a disk inode.
+    pub fn sandbox_dir(&self, uid: &str) -> PathBuf {
+        self.run_dir.join("sandboxes").join(uid)
     }
     /// Per-pod directory of monitor state: `<run>/pods/<uid>/<container>/<restart>/`.
     pub fn pod_state_dir(&self, uid: &str) -> PathBuf {

@@ -116,7 +116,7 @@ const SERVICES_SYNC_WAIT: Duration = Duration::from_secs(10);
 /// Pod uids with state on this node that are not in `known`.
 pub fn orphaned_pods(config: &crate::Config, known: &[String]) -> Vec<String> {
     let mut out = vec![];
-    for dir in [config.run_dir.join("pods"), config.root_dir.join("pods"), config.netns_dir()] {
+    for dir in [config.run_dir.join("pods"), config.run_dir.join("sandboxes"), config.root_dir.join("pods"), config.netns_dir()] {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             if let Some(uid) = e.file_name().to_str() {
                 if !known.iter().any(|k| k == uid) && !out.iter().any(|o| o == uid) {
@@ -232,8 +232,13 @@ impl Worker {
     fn netns_path(&self) -> PathBuf {
         self.env.config.netns_dir().join(&self.uid)
     }
+    /// config.json and the rootfs mount point, under the run dir.
     fn bundle_dir(&self, name: &str, restart: u32) -> PathBuf {
-        self.env.config.pod_dir(&self.uid).join("containers").join(format!("{name}-{restart}"))
+        self.env.config.sandbox_dir(&self.uid).join("containers").join(format!("{name}-{restart}"))
+    }
+    /// The writable layer (`upper/`, `work/`), on disk.
+    fn layer_dir(&self, name: &str, restart: u32) -> PathBuf {
+        self.env.config.pod_dir(&self.uid).join(format!("{name}-{restart}"))
     }
 
     async fn sync(&mut self, pod: &Pod) -> Result<(), WorkerError> {
@@ -242,7 +247,7 @@ impl Worker {
         if !self.sandbox_ready {
             // Re-adopt a sandbox that survived an agent restart.
             self.sandbox_ready = if self.host_network {
-                self.env.config.pod_dir(&self.uid).join("etc-hosts").exists()
+                self.env.config.sandbox_dir(&self.uid).join("etc-hosts").exists()
             } else {
                 netns::is_mounted(&self.netns_path())
                     && network::link_index(&self.env.netlink, &network::host_veth_name(&self.uid)).await?.is_some()
@@ -382,8 +387,8 @@ impl Worker {
         }
         let plans = volumes::plan(pod, objects, &self.pod_context());
         let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|s| s.fs_group).map(|g| g as u32);
-        let pod_dir = self.env.config.pod_dir(&self.uid);
-        let result = volumes::setup(&pod_dir, plans, fs_group, self.env.mounter.as_ref()).map_err(|e| e.to_string());
+        let dirs = self.volume_dirs();
+        let result = volumes::setup(&dirs, plans, fs_group, self.env.mounter.as_ref()).map_err(|e| e.to_string());
         let result = match (result, &self.volumes) {
             (Err(e), Some(Ok(previous))) => {
                 tracing::warn!(error = %e, "updating the pod's volumes failed; keeping the previous contents");
@@ -493,7 +498,7 @@ impl Worker {
                 std::net::IpAddr::V4(ip) => ip,
                 std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
             };
-            files::write(&self.env.config.pod_dir(&self.uid), &self.env.config.node_name, ip)?;
+            files::write(&self.env.config.sandbox_dir(&self.uid), &self.env.config.node_name, ip)?;
             tracing::info!("sandbox ready (host network)");
             return Ok(());
         }
@@ -503,7 +508,7 @@ impl Worker {
         let ip = self.allocate_ip().await?;
         let (env, uid, p) = (self.env.clone(), self.uid.clone(), path.clone());
         network::attach_pod(&env.netlink, env.bridge_index, &p, &uid, ip, env.cidr).await?;
-        files::write(&self.env.config.pod_dir(&self.uid), &pod.name_any(), ip)?;
+        files::write(&self.env.config.sandbox_dir(&self.uid), &pod.name_any(), ip)?;
         self.pod_ip = Some(ip);
         tracing::info!(pod_ip = %ip, "sandbox ready");
         Ok(())
@@ -587,7 +592,14 @@ impl Worker {
         // The previous attempt's container and rootfs go; its log file stays for `--previous`.
         for a in observed.attempts.get(&c.name).into_iter().flatten() {
             self.env.runtime.delete(&container_id(&self.uid, &c.name, a.restart)).await?;
-            self.unmount(&self.bundle_dir(&c.name, a.restart)).await?;
+            self.unmount(&c.name, a.restart).await?;
+            let bundle = self.bundle_dir(&c.name, a.restart);
+            match std::fs::remove_dir_all(&bundle) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(WorkerError::Io { what: "removing", path: bundle, source: e });
+                }
+                _ => {}
+            }
         }
         let id = container_id(&self.uid, &c.name, restart);
         let bundle = self.bundle_dir(&c.name, restart);
@@ -597,9 +609,9 @@ impl Worker {
         };
         std::fs::create_dir_all(&bundle).map_err(io("creating", &bundle))?;
         // What an earlier failed try of this same attempt may have left mounted.
-        self.unmount(&bundle).await?;
-        let (store, img, b) = (self.env.images.clone(), image.clone(), bundle.clone());
-        tokio::task::spawn_blocking(move || store.mount_rootfs(&img, &b))
+        self.unmount(&c.name, restart).await?;
+        let (store, img, layer, rootfs) = (self.env.images.clone(), image.clone(), self.layer_dir(&c.name, restart), bundle.join("rootfs"));
+        tokio::task::spawn_blocking(move || store.mount_rootfs_at(&img, &layer, &rootfs))
             .await
             .map_err(|e| WorkerError::Io { what: "mounting rootfs in", path: bundle.clone(), source: std::io::Error::other(e) })?
             .map_err(|source| WorkerError::Image { image: image.clone(), source })?;
@@ -620,13 +632,13 @@ impl Worker {
         let security = match security {
             Ok(s) => s,
             Err(e) => {
-                if let Err(u) = self.unmount(&bundle).await {
+                if let Err(u) = self.unmount(&c.name, restart).await {
                     tracing::warn!(error = %u, "unmounting the rootfs of a container that cannot start failed");
                 }
                 return Err(config_err(&e));
             }
         };
-        let pod_dir = self.env.config.pod_dir(&self.uid);
+        let pod_dir = self.env.config.sandbox_dir(&self.uid);
         let pod_files = files::PodFiles {
             hosts: pod_dir.join("etc-hosts"),
             resolv_conf: pod_dir.join("resolv.conf"),
@@ -690,12 +702,29 @@ impl Worker {
         Ok(())
     }
 
-    async fn unmount(&self, bundle: &Path) -> Result<(), WorkerError> {
-        let (store, b) = (self.env.images.clone(), bundle.to_path_buf());
-        tokio::task::spawn_blocking(move || store.unmount_rootfs(&b))
-            .await
-            .map_err(|e| WorkerError::Io { what: "unmounting", path: bundle.to_path_buf(), source: std::io::Error::other(e) })?
-            .map_err(|source| WorkerError::Image { image: String::new(), source })
+    /// Unmounts an attempt's rootfs and removes its writable layer (the bundle's config.json stays).
+    async fn unmount(&self, name: &str, restart: u32) -> Result<(), WorkerError> {
+        let (store, layer, rootfs) = (self.env.images.clone(), self.layer_dir(name, restart), self.bundle_dir(name, restart).join("rootfs"));
+        // Agents before 2026-12 kept the whole bundle on disk: `<pod_dir>/containers/<name>-<restart>`.
+        let legacy = self.env.config.pod_dir(&self.uid).join("containers").join(format!("{name}-{restart}"));
+        let path = rootfs.clone();
+        tokio::task::spawn_blocking(move || {
+            if legacy.exists() {
+                store.unmount_rootfs(&legacy)?;
+            }
+            store.unmount_rootfs_at(&layer, &rootfs)?;
+            match std::fs::remove_dir(&layer) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(skiff_images::Error::Io { what: "removing", path: layer, source: e }),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| WorkerError::Io { what: "unmounting", path, source: std::io::Error::other(e) })?
+        .map_err(|source| WorkerError::Image { image: String::new(), source })
+    }
+
+    fn volume_dirs(&self) -> volumes::VolumeDirs {
+        volumes::VolumeDirs { disk: self.env.config.pod_dir(&self.uid), memory: self.env.config.sandbox_dir(&self.uid) }
     }
 
     async fn write_status(&mut self, pod: &Pod) -> Result<(), WorkerError> {
@@ -784,12 +813,12 @@ impl Worker {
                 if let Err(e) = self.env.runtime.delete(&container_id(&self.uid, name, a.restart)).await {
                     errors.push(e.into());
                 }
-                if let Err(e) = self.unmount(&self.bundle_dir(name, a.restart)).await {
+                if let Err(e) = self.unmount(name, a.restart).await {
                     errors.push(e);
                 }
             }
         }
-        if let Err(e) = volumes::teardown(&self.env.config.pod_dir(&self.uid), self.env.mounter.as_ref()) {
+        if let Err(e) = volumes::teardown(&self.volume_dirs(), self.env.mounter.as_ref()) {
             errors.push(e.into());
         }
         self.volumes = None;
@@ -806,7 +835,7 @@ impl Worker {
             errors.push(e.into());
         }
         crate::cgroups::remove_pod(&self.env.config.cgroup_root, &self.uid);
-        let mut dirs = vec![self.env.config.pod_dir(&self.uid), self.pod_state_dir()];
+        let mut dirs = vec![self.env.config.pod_dir(&self.uid), self.env.config.sandbox_dir(&self.uid), self.pod_state_dir()];
         for e in std::fs::read_dir(&self.env.config.log_dir).into_iter().flatten().flatten() {
             if e.file_name().to_string_lossy().ends_with(&format!("_{}", self.uid)) {
                 dirs.push(e.path());

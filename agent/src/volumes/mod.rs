@@ -1,5 +1,5 @@
 //! Pod volumes, in two steps like everything else in the agent: [`plan`] (pure) turns the pod's `volumes` and
-//! the fetched ConfigMaps/Secrets into a [`Plan`] per volume; [`setup`] makes it so on disk under
+//! the fetched ConfigMaps/Secrets into a [`Plan`] per volume; [`setup`] makes it so under
 //! `<pod-dir>/volumes/<plugin>/<name>` (the kubelet's `kubernetes.io~<plugin>` names), and [`teardown`] unmounts
 //! what it mounted. [`mounts`] turns a container's `volumeMounts` into the bind mounts of its config.json.
 //!
@@ -7,7 +7,8 @@
 //!   allocatable memory), or of its `sizeLimit` when smaller.
 //! - hostPath: the host path itself, after the `type` check ([`host_path`]).
 //! - configMap, secret, downwardAPI, projected: files written by the [`atomic`] writer, so updates (re-projected
-//!   on the worker's periodic syncs) are atomic; secret and projected volumes live on a tmpfs, as the kubelet's.
+//!   on the worker's periodic syncs) are atomic; secret and projected volumes live on a tmpfs, as the kubelet's:
+//!   in the run dir when that is a tmpfs, else on a tmpfs of their own ([`VolumeDirs`]).
 //!   `serviceAccountToken` projections write the pod's bound token (fetched and refreshed in [`PodObjects`]).
 //! - fsGroup: volume files get the group (best effort) and group read (write for emptyDir) permissions.
 //!
@@ -273,6 +274,16 @@ pub fn volume_dir(pod_dir: &Path, plugin: &str, name: &str) -> PathBuf {
     pod_dir.join("volumes").join(plugin).join(name)
 }
 
+/// Where a pod's volumes go: `disk` (emptyDir, configMap, downwardAPI: under the agent's root dir, as the kubelet's
+/// /var/lib/kubelet/pods) and `memory` (secret and projected volumes: under the run dir). On a run dir that is a
+/// tmpfs (/run) the memory volumes are plain directories there: never on disk, and no mount of their own that every
+/// later mount namespace copy and mountinfo read must walk; elsewhere each gets a tmpfs, as the kubelet's.
+#[derive(Clone, Debug)]
+pub struct VolumeDirs {
+    pub disk: PathBuf,
+    pub memory: PathBuf,
+}
+
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError {
     let path = path.to_path_buf();
     move |source| VolumeError::Io { what, path, source }
@@ -319,10 +330,10 @@ fn set_group(dir: &Path, gid: u32) {
     }
 }
 
-/// Makes every planned volume exist under `pod_dir`; the first failure (as `MountVolume.SetUp failed ...`) stops
+/// Makes every planned volume exist under `dirs`; the first failure (as `MountVolume.SetUp failed ...`) stops
 /// the pod's containers from starting. Idempotent: run again on every refresh to project updates.
 pub fn setup(
-    pod_dir: &Path,
+    dirs: &VolumeDirs,
     plans: Vec<(String, Result<Plan, VolumeError>)>,
     fs_group: Option<u32>,
     m: &dyn Mounter,
@@ -332,7 +343,7 @@ pub fn setup(
         let wrap = |e: VolumeError| VolumeError::SetUp { volume: name.clone(), source: Box::new(e) };
         let mounted = match plan.map_err(wrap)? {
             Plan::EmptyDir { memory, size_limit } => {
-                let dir = volume_dir(pod_dir, EMPTY_DIR, &name);
+                let dir = volume_dir(&dirs.disk, EMPTY_DIR, &name);
                 let created = ensure_dir(&dir, 0o777).map_err(wrap)?;
                 if memory {
                     let size = size_limit.map(|s| format!(",size={s}")).unwrap_or_default();
@@ -355,9 +366,9 @@ pub fn setup(
                 Mounted { path, read_only }
             }
             Plan::Files { plugin, tmpfs, files } => {
-                let dir = volume_dir(pod_dir, plugin, &name);
+                let dir = volume_dir(if tmpfs { &dirs.memory } else { &dirs.disk }, plugin, &name);
                 ensure_dir(&dir, 0o755).map_err(wrap)?;
-                if tmpfs {
+                if tmpfs && !m.on_tmpfs(&dir) {
                     ensure_tmpfs(m, &dir, "mode=0755").map_err(wrap)?;
                 }
                 let changed = atomic::write(&dir, &files).map_err(|e| wrap(e.into()))?;
@@ -375,10 +386,13 @@ pub fn setup(
     Ok(out)
 }
 
-/// Unmounts every mount below `<pod_dir>/volumes` (deepest first); the caller then removes the directories.
-pub fn teardown(pod_dir: &Path, m: &dyn Mounter) -> Result<(), VolumeError> {
-    for mp in m.mounts_under(&pod_dir.join("volumes")) {
-        m.unmount(&mp).map_err(io("unmounting", &mp))?;
+/// Unmounts every mount below the `volumes` directories of `dirs` (deepest first); the caller then removes the
+/// directories.
+pub fn teardown(dirs: &VolumeDirs, m: &dyn Mounter) -> Result<(), VolumeError> {
+    for d in [&dirs.disk, &dirs.memory] {
+        for mp in m.mounts_under(&d.join("volumes")) {
+            m.unmount(&mp).map_err(io("unmounting", &mp))?;
+        }
     }
     Ok(())
 }
@@ -536,24 +550,35 @@ mod tests {
     #[test]
     fn setup_and_teardown_with_a_fake_mounter() {
         let d = tempfile::tempdir().unwrap();
+        let dirs = VolumeDirs { disk: d.path().join("disk"), memory: d.path().join("run") };
         let m = mounter::FakeMounter::default();
         let p = pod(json!([{"name": "m", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
                            {"name": "s", "secret": {"secretName": "s"}}, {"name": "c", "configMap": {"name": "cm"}}]));
-        let out = setup(d.path(), plan(&p, &objects(), &PodContext::default()), None, &m).unwrap();
-        let mdir = volume_dir(d.path(), EMPTY_DIR, "m");
+        let out = setup(&dirs, plan(&p, &objects(), &PodContext::default()), None, &m).unwrap();
+        let mdir = volume_dir(&dirs.disk, EMPTY_DIR, "m");
         assert_eq!(out["m"], Mounted { path: mdir.clone(), read_only: false });
         assert!(out["c"].read_only && out["c"].path.join("k1").is_file());
+        assert!(out["c"].path.starts_with(&dirs.disk), "configMap volumes are on disk: {:?}", out["c"]);
         assert_eq!(std::fs::read_to_string(out["s"].path.join("pw")).unwrap(), "pw");
+        assert_eq!(out["s"].path, volume_dir(&dirs.memory, SECRET, "s"), "secret volumes are under the run dir");
         // A second setup mounts nothing new.
-        setup(d.path(), plan(&p, &objects(), &PodContext::default()), None, &m).unwrap();
+        setup(&dirs, plan(&p, &objects(), &PodContext::default()), None, &m).unwrap();
         let calls = m.calls.lock().unwrap().clone();
         assert_eq!(calls.len(), 2, "{calls:?}");
         assert_eq!(calls[0], format!("tmpfs {} mode=0777,size=1048576", mdir.display()));
-        teardown(d.path(), &m).unwrap();
+        assert_eq!(calls[1], format!("tmpfs {} mode=0755", out["s"].path.display()), "the run dir is no tmpfs here");
+        teardown(&dirs, &m).unwrap();
         assert!(m.mounted.lock().unwrap().is_empty());
+        // On a run dir that is a tmpfs, secrets need no mount of their own.
+        let m = mounter::FakeMounter::default();
+        m.mounted.lock().unwrap().push(d.path().join("run"));
+        let p = pod(json!([{"name": "s2", "secret": {"secretName": "s"}}]));
+        let out = setup(&dirs, plan(&p, &objects(), &PodContext::default()), None, &m).unwrap();
+        assert_eq!(std::fs::read_to_string(out["s2"].path.join("pw")).unwrap(), "pw");
+        assert!(m.calls.lock().unwrap().is_empty(), "{:?}", m.calls.lock().unwrap());
         // A failing volume stops the setup with the kubelet's wording.
         let bad = pod(json!([{"name": "h", "hostPath": {"path": d.path().join("none"), "type": "Directory"}}]));
-        let e = setup(d.path(), plan(&bad, &objects(), &PodContext::default()), None, &m).unwrap_err().to_string();
+        let e = setup(&dirs, plan(&bad, &objects(), &PodContext::default()), None, &m).unwrap_err().to_string();
         assert!(e.starts_with("MountVolume.SetUp failed for volume \"h\" : hostPath type check failed: "), "{e}");
     }
 }

@@ -15,6 +15,10 @@ pub trait Mounter: Send + Sync {
     fn is_tmpfs_mounted(&self, dir: &Path) -> bool {
         self.mounts_under(dir).iter().any(|p| p == dir)
     }
+    /// Whether what is written in `dir` stays in memory: `dir` is on a tmpfs (its own or a parent's).
+    fn on_tmpfs(&self, dir: &Path) -> bool {
+        dir.ancestors().any(|a| self.is_tmpfs_mounted(a))
+    }
 }
 
 pub struct SysMounter;
@@ -42,6 +46,10 @@ impl Mounter for SysMounter {
             _ => false,
         };
         tmpfs && own_device
+    }
+
+    fn on_tmpfs(&self, dir: &Path) -> bool {
+        nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
     }
 
     fn mounts_under(&self, dir: &Path) -> Vec<PathBuf> {

@@ -1,5 +1,6 @@
-//! Per-container root filesystems: overlayfs with the image's snapshots as lowerdirs and
-//! `upper/`, `work/` under the container's directory. A lease file keeps gc off the snapshots in use.
+//! Per-container root filesystems: overlayfs with the image's snapshots as lowerdirs and `upper/`, `work/` under
+//! the container's layer directory (by default its own directory, beside the mount point). A lease file keeps gc
+//! off the snapshots in use.
 
 use crate::digest::Digest;
 use crate::error::{io_err, Error, Result};
@@ -73,9 +74,25 @@ fn lease_path(store: &Store, container_dir: &Path) -> PathBuf {
 impl Store {
     /// Mounts `image`'s root filesystem at `<container_dir>/rootfs`, with `upper/` and `work/` beside it.
     pub fn mount_rootfs(&self, image: &str, container_dir: &Path) -> Result<PathBuf> {
+        let rootfs = container_dir.join("rootfs");
+        self.mount_rootfs_at(image, container_dir, &rootfs)?;
+        std::path::absolute(&rootfs).map_err(io_err("resolving", &rootfs))
+    }
+
+    /// Unmounts `<container_dir>/rootfs` and removes `rootfs/`, `upper/`, `work/` and the lease.
+    pub fn unmount_rootfs(&self, container_dir: &Path) -> Result<()> {
+        self.unmount_rootfs_at(container_dir, &container_dir.join("rootfs"))
+    }
+
+    /// Mounts `image`'s root filesystem at `rootfs` with the writable layer in `<layer_dir>/upper` and
+    /// `<layer_dir>/work`. The two may live on different file systems, as containerd's bundles on /run and
+    /// snapshots on /var/lib do: the mount point and the container's config on a tmpfs, its writable layer on disk.
+    /// The lease is keyed by `layer_dir`.
+    pub fn mount_rootfs_at(&self, image: &str, layer_dir: &Path, rootfs: &Path) -> Result<()> {
         let record = self.get(image)?;
-        let container_dir = std::path::absolute(container_dir).map_err(io_err("resolving", container_dir))?;
-        let (upper, work, rootfs) = (container_dir.join("upper"), container_dir.join("work"), container_dir.join("rootfs"));
+        let layer_dir = std::path::absolute(layer_dir).map_err(io_err("resolving", layer_dir))?;
+        let rootfs = std::path::absolute(rootfs).map_err(io_err("resolving", rootfs))?;
+        let (upper, work) = (layer_dir.join("upper"), layer_dir.join("work"));
         for d in [&upper, &work, &rootfs] {
             fs::create_dir_all(d).map_err(io_err("creating", d))?;
         }
@@ -85,32 +102,32 @@ impl Store {
         }
         let opts = overlay_options(&lowers, &upper, &work).map_err(|detail| Error::Mount { target: rootfs.clone(), detail })?;
         // The lease goes first: gc must not remove a snapshot between here and the mount.
-        let lease = Lease { container_dir: container_dir.clone(), image: record.name.clone(), chain_ids: record.chain_ids.clone() };
-        let lease_file = lease_path(self, &container_dir);
+        let lease = Lease { container_dir: layer_dir.clone(), image: record.name.clone(), chain_ids: record.chain_ids.clone() };
+        let lease_file = lease_path(self, &layer_dir);
         fs::write(&lease_file, serde_json::to_vec(&lease).expect("lease serializes")).map_err(io_err("writing lease", &lease_file))?;
         if let Err(e) = self.inner.mounter.mount_overlay(&rootfs, &opts) {
             let _ = fs::remove_file(&lease_file);
             return Err(Error::Mount { target: rootfs, detail: e.to_string() });
         }
         tracing::info!(image = %record.name, rootfs = %rootfs.display(), layers = lowers.len(), "rootfs mounted");
-        Ok(rootfs)
+        Ok(())
     }
 
-    /// Unmounts `<container_dir>/rootfs` and removes `rootfs/`, `upper/`, `work/` and the lease.
-    pub fn unmount_rootfs(&self, container_dir: &Path) -> Result<()> {
-        let container_dir = std::path::absolute(container_dir).map_err(io_err("resolving", container_dir))?;
-        let rootfs = container_dir.join("rootfs");
+    /// Unmounts `rootfs` and removes it, `<layer_dir>/upper`, `<layer_dir>/work` and the lease (`layer_dir` itself
+    /// is the caller's). Missing pieces are fine: this undoes a half-done [`Store::mount_rootfs_at`] too.
+    pub fn unmount_rootfs_at(&self, layer_dir: &Path, rootfs: &Path) -> Result<()> {
+        let layer_dir = std::path::absolute(layer_dir).map_err(io_err("resolving", layer_dir))?;
+        let rootfs = std::path::absolute(rootfs).map_err(io_err("resolving", rootfs))?;
         if rootfs.exists() {
             self.inner.mounter.unmount(&rootfs).map_err(|e| Error::Mount { target: rootfs.clone(), detail: format!("unmount: {e}") })?;
         }
-        for d in ["rootfs", "upper", "work"] {
-            let p = container_dir.join(d);
+        for p in [rootfs, layer_dir.join("upper"), layer_dir.join("work")] {
             match fs::remove_dir_all(&p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { what: "removing", path: p, source: e }),
                 _ => {}
             }
         }
-        let lease_file = lease_path(self, &container_dir);
+        let lease_file = lease_path(self, &layer_dir);
         match fs::remove_file(&lease_file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io { what: "removing", path: lease_file, source: e }),
             _ => Ok(()),

@@ -70,6 +70,9 @@ OUT=$("${NK[@]}" create token robot --bound-object-kind Pod --bound-object-name 
 OUT=$("${NK[@]}" create token robot --bound-object-kind Pod --bound-object-name sapod 2>&1) &&
   pass "but it may for its pod's own account" || fail "node token for its own pod" "$OUT"
 grep -qF "${TOKEN##*.}" "$WORK/agent.log" "$WORK/cp.log" && fail "a token appears in a log" || pass "no token in the agent's or the control plane's log"
+# The token lives in memory (the run dir, a tmpfs), never in the agent's disk state.
+OUT=$(grep -rlF "${TOKEN##*.}" "$WORK/disk" 2>&1) && fail "the token is written to disk" "$OUT" || pass "the token is not on disk"
+grep -rlsF "${TOKEN##*.}" "$WORK/run/sandboxes" >/dev/null && pass "it is in the run dir" || fail "the token is not in the run dir"
 k delete pod sapod nosapod --wait=true >/dev/null 2>&1; k delete rolebinding robot-view >/dev/null 2>&1
 eventually "deleting the pod revokes its token" 'Unauthorized' 20 -- as_token "$TOKEN" auth whoami
 k delete serviceaccount robot >/dev/null 2>&1
