@@ -121,8 +121,14 @@ pub async fn run(env: Arc<PodEnv>, mut stop: tokio::sync::watch::Receiver<bool>)
                 deliver(&env, &mut workers, uid, Some(pod));
             }
             watcher::Event::Delete(pod) => {
+                // A pod's worker ends once it has removed everything of its pod and deleted it from the API, and
+                // that deletion is what brings this event: another cleanup would only repeat the scans (IPAM,
+                // mountinfo, cgroups, logs) for nothing, and a burst of deletions would hold up the pods starting
+                // meanwhile.
                 if let Some(uid) = pod.metadata.uid.clone() {
-                    deliver(&env, &mut workers, uid, None);
+                    if workers.contains_key(&uid) || worker::has_leftovers(&env.config, &uid) {
+                        deliver(&env, &mut workers, uid, None);
+                    }
                 }
             }
             watcher::Event::InitDone => {
@@ -145,9 +151,16 @@ pub async fn run(env: Arc<PodEnv>, mut stop: tokio::sync::watch::Receiver<bool>)
 
 fn deliver(env: &Arc<PodEnv>, workers: &mut HashMap<String, tokio::sync::watch::Sender<Option<Pod>>>, uid: String, pod: Option<Pod>) {
     if let Some(tx) = workers.get(&uid) {
-        let _ = tx.send(pod);
-        return;
+        match tx.send(pod) {
+            Ok(()) => return,
+            // The worker ended just now: a new one takes over.
+            Err(tokio::sync::watch::error::SendError(p)) => return spawn_worker(env, workers, uid, p),
+        }
     }
+    spawn_worker(env, workers, uid, pod)
+}
+
+fn spawn_worker(env: &Arc<PodEnv>, workers: &mut HashMap<String, tokio::sync::watch::Sender<Option<Pod>>>, uid: String, pod: Option<Pod>) {
     let name = pod.as_ref().map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())).unwrap_or_default();
     let (tx, rx) = tokio::sync::watch::channel(pod);
     tokio::spawn(worker::run(env.clone(), uid.clone(), name, rx));

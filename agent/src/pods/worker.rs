@@ -114,6 +114,12 @@ const OBJECTS_REFRESH: Duration = Duration::from_secs(10);
 const SERVICES_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// Pod uids with state on this node that are not in `known`.
+/// Whether anything of pod `uid` is still on the node: its state, sandbox or disk directory, or its network
+/// namespace.
+pub fn has_leftovers(config: &crate::Config, uid: &str) -> bool {
+    [config.pod_state_dir(uid), config.sandbox_dir(uid), config.pod_dir(uid), config.netns_dir().join(uid)].iter().any(|p| p.exists())
+}
+
 pub fn orphaned_pods(config: &crate::Config, known: &[String]) -> Vec<String> {
     let mut out = vec![];
     for dir in [config.run_dir.join("pods"), config.run_dir.join("sandboxes"), config.root_dir.join("pods"), config.netns_dir()] {

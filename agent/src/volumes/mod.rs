@@ -389,8 +389,9 @@ pub fn setup(
 /// Unmounts every mount below the `volumes` directories of `dirs` (deepest first); the caller then removes the
 /// directories.
 pub fn teardown(dirs: &VolumeDirs, m: &dyn Mounter) -> Result<(), VolumeError> {
-    for d in [&dirs.disk, &dirs.memory] {
-        for mp in m.mounts_under(&d.join("volumes")) {
+    // A missing directory has no mounts below it: mountinfo (long on a busy node) is read only when needed.
+    for d in [dirs.disk.join("volumes"), dirs.memory.join("volumes")].into_iter().filter(|d| d.exists()) {
+        for mp in m.mounts_under(&d) {
             m.unmount(&mp).map_err(io("unmounting", &mp))?;
         }
     }

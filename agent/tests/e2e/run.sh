@@ -27,8 +27,11 @@ left=$(ls "$WORK/run/netns" 2>/dev/null | wc -l)
 [ "$left" = 0 ] && pass "no network namespace left" || fail "network namespaces left: $left"
 links=$(ip -n "$LAB" -o link | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -vE '^(lo|skiff0)$' | wc -l)
 [ "$links" = 0 ] && pass "no veth left" || fail "links left: $links" "$(ip -n "$LAB" -o link)"
-mounts=$(grep -cF " $WORK/disk/node/" /proc/mounts)  # the real path of WORK/node (a symlink)
-[ "$mounts" = 0 ] && pass "no rootfs mount left" || fail "mounts left: $mounts"
+# Rootfs mount points are in the run dir's sandboxes, volume mounts under both (WORK/node is a symlink to disk/node).
+mounts=$(grep -cE " $WORK/(disk/node|run/sandboxes)/" /proc/mounts)
+[ "$mounts" = 0 ] && pass "no rootfs or volume mount left" || fail "mounts left: $mounts" "$(grep -E " $WORK/(disk/node|run/sandboxes)/" /proc/mounts)"
+dirs=$(find "$WORK/run/pods" "$WORK/run/sandboxes" "$WORK/disk/node/pods" "$WORK/disk/logs" -mindepth 1 -maxdepth 1 2>/dev/null)
+[ -z "$dirs" ] && pass "no pod directory (state, sandbox, layers, logs) left" || fail "pod directories left" "$dirs"
 # The QoS level (<root>/besteffort, ...) stays, as the kubelet's kubepods/besteffort; pod and container cgroups go.
 cgs=$(for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do [ -d "$h$CGROOT" ] && find "$h$CGROOT" -mindepth 2 -type d; done | wc -l)
 [ "$cgs" = 0 ] && pass "no pod cgroup left" || fail "cgroups left: $cgs"
