@@ -113,13 +113,13 @@ const OBJECTS_REFRESH: Duration = Duration::from_secs(10);
 /// How long a container start waits for the first list of Services before it reports a config error (retried).
 const SERVICES_SYNC_WAIT: Duration = Duration::from_secs(10);
 
-/// Pod uids with state on this node that are not in `known`.
 /// Whether anything of pod `uid` is still on the node: its state, sandbox or disk directory, or its network
 /// namespace.
 pub fn has_leftovers(config: &crate::Config, uid: &str) -> bool {
     [config.pod_state_dir(uid), config.sandbox_dir(uid), config.pod_dir(uid), config.netns_dir().join(uid)].iter().any(|p| p.exists())
 }
 
+/// Pod uids with state on this node that are not in `known`.
 pub fn orphaned_pods(config: &crate::Config, known: &[String]) -> Vec<String> {
     let mut out = vec![];
     for dir in [config.run_dir.join("pods"), config.run_dir.join("sandboxes"), config.root_dir.join("pods"), config.netns_dir()] {
