@@ -43,6 +43,8 @@ sed -n 's/^startup (serial.*: n=\([0-9]*\) p50=\([0-9]*ms\) p90=\([0-9]*ms\) p99
 sed -n 's/^startup (parallel, 50 pods, all Ready in \([0-9.]*s\)): n=\([0-9]*\) p50=\([0-9]*ms\) p90=\([0-9]*ms\) p99=\([0-9]*ms\).*/| startup 50 at once p50 \/ p99 (all Ready in \1) | \3 \/ \5 | p99 ≤ 1000ms |/p' "$WORK/parallel.txt"
 sed -n 's/^delete-to-gone (\([0-9]*\) pods.*: n=[0-9]* p50=\([0-9]*ms\) p90=[0-9]*ms p99=\([0-9]*ms\).*/| delete-to-gone, \1 at once, p50 \/ p99 | \2 \/ \3 | |/p' "$WORK/parallel.txt" "$WORK/serial.txt"
 echo "| CPU time, 50 at once, create to all Ready (all processes) | $(( (BUSY1 - BUSY0) * 1000 / $(getconf CLK_TCK) )) ms | |"
-echo "| agent RSS idle | $((IDLE / 1024)) MiB | ≤ 30 MB |"
-echo "| agent RSS with 50 pods (peak during the run) | $((WITH50 / 1024)) MiB ($((PEAK / 1024)) MiB) | ≤ 30 MB |"
+# KiB from /proc → MB (10^6 bytes, the goal's unit) with one decimal.
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k * 1024 / 1e6 }'; }
+echo "| agent RSS idle | $(mb "$IDLE") MB | ≤ 30 MB |"
+echo "| agent RSS with 50 pods (peak during the run) | $(mb "$WITH50") MB ($(mb "$PEAK") MB) | ≤ 30 MB |"
 echo "| per-container monitors with 50 pods (PSS each) | $NMON × $(( MON50 / (NMON > 0 ? NMON : 1) )) KiB | |"

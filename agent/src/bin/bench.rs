@@ -188,6 +188,10 @@ async fn run() -> anyhow::Result<()> {
     }
     let all = start.elapsed();
     let lat = between(&names, &seen, &|n| created.get(n).copied(), Stage::Ready);
+    // Which pod was slowest (its place in the creation order), to tell a cold first pod from a stray one.
+    if let Some((i, d)) = lat.iter().enumerate().max_by_key(|(_, d)| **d) {
+        println!("slowest to Ready: pod {} of {} ({:.0}ms)", i + 1, names.len(), d.as_secs_f64() * 1000.0);
+    }
     summary(&format!("startup ({}, {} pods, all Ready in {:.2}s)", a.mode, a.pods, all.as_secs_f64()), lat);
     // Where the time went: create → bound by the scheduler → first status from the agent → Ready.
     summary("  create → bound", between(&names, &seen, &|n| created.get(n).copied(), Stage::Bound));

@@ -107,6 +107,11 @@ pub struct ContainerConfig {
     pub mounts: Vec<BindMount>,
     /// From [`super::security::resolve`].
     pub security: Security,
+    /// The image's overlay options (`lowerdir=..`, `upperdir=..`, `workdir=..`, from
+    /// `skiff_images::Store::prepare_rootfs`): the runtime mounts the overlay at `/` inside the container's own
+    /// mount namespace, before the other mounts, so the host's mount table holds no line per container (every
+    /// runtime start reads and copies that table). Empty: the bundle's `rootfs` is already the root filesystem.
+    pub rootfs_overlay: Vec<String>,
 }
 
 fn bind(dest: &str, src: &Path, read_only: bool) -> Value {
@@ -115,7 +120,11 @@ fn bind(dest: &str, src: &Path, read_only: bool) -> Value {
 
 /// The standard mounts, the pod's /etc files (unless a volume is mounted there, as upstream) and the volumes.
 fn mounts(inputs: &SpecInputs) -> Vec<Value> {
-    let mut out = vec![
+    let mut out = Vec::new();
+    if !inputs.config.rootfs_overlay.is_empty() {
+        out.push(json!({"destination": "/", "type": "overlay", "source": "overlay", "options": inputs.config.rootfs_overlay}));
+    }
+    out.extend([
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
@@ -123,7 +132,7 @@ fn mounts(inputs: &SpecInputs) -> Vec<Value> {
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                "options": ["nosuid", "noexec", "nodev", if inputs.config.security.privileged { "rw" } else { "ro" }]}),
-    ];
+    ]);
     let user = &inputs.config.mounts;
     for (dest, src) in [("/etc/hosts", &inputs.files.hosts), ("/etc/resolv.conf", &inputs.files.resolv_conf), ("/etc/hostname", &inputs.files.hostname)] {
         if !user.iter().any(|m| m.destination.trim_end_matches('/') == dest) {
@@ -311,6 +320,24 @@ mod tests {
         assert_eq!(spec["linux"]["resources"]["devices"], json!([{"allow": true, "access": "rwm"}]));
         let sys = spec["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/sys").unwrap().clone();
         assert!(sys["options"].as_array().unwrap().contains(&json!("rw")));
+    }
+
+    #[test]
+    fn the_image_overlay_is_mounted_at_the_root_before_everything_else() {
+        let files = PodFiles { hosts: "/h".into(), resolv_conf: "/r".into(), hostname: "/n".into() };
+        let opts = vec!["lowerdir=/s/b/fs:/s/a/fs".to_string(), "upperdir=/l/upper".into(), "workdir=/l/work".into()];
+        let config = ContainerConfig { rootfs_overlay: opts.clone(), ..Default::default() };
+        let inputs = SpecInputs { hostname: "web", netns: None, files: &files, cgroups_path: String::new(), config };
+        let spec = render(&container(json!({"name": "c"})), &image(), &inputs);
+        let mounts = spec["mounts"].as_array().unwrap();
+        assert_eq!(mounts[0], json!({"destination": "/", "type": "overlay", "source": "overlay", "options": opts}));
+        assert_eq!(mounts.iter().filter(|m| m["destination"] == "/").count(), 1);
+        assert_eq!(mounts[1]["destination"], "/proc");
+        assert_eq!(spec["root"]["path"], "rootfs");
+        // Without overlay options the bundle's rootfs is used as it is.
+        let inputs = SpecInputs { hostname: "web", netns: None, files: &files, cgroups_path: String::new(), config: ContainerConfig::default() };
+        let spec = render(&container(json!({"name": "c"})), &image(), &inputs);
+        assert_eq!(spec["mounts"][0]["destination"], "/proc");
     }
 
     #[test]

@@ -616,19 +616,25 @@ impl Worker {
         std::fs::create_dir_all(&bundle).map_err(io("creating", &bundle))?;
         // What an earlier failed try of this same attempt may have left mounted.
         self.unmount(&c.name, restart).await?;
-        let (store, img, layer, rootfs) = (self.env.images.clone(), image.clone(), self.layer_dir(&c.name, restart), bundle.join("rootfs"));
-        tokio::task::spawn_blocking(move || store.mount_rootfs_at(&img, &layer, &rootfs))
+        // The writable layer and the lease; the runtime mounts the overlay inside the container's mount namespace
+        // (see `spec::ContainerConfig::rootfs_overlay`). `rootfs` stays an empty directory on the host.
+        let (store, img, layer) = (self.env.images.clone(), image.clone(), self.layer_dir(&c.name, restart));
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(&rootfs).map_err(io("creating", &rootfs))?;
+        let layers = tokio::task::spawn_blocking(move || store.prepare_rootfs(&img, &layer))
             .await
-            .map_err(|e| WorkerError::Io { what: "mounting rootfs in", path: bundle.clone(), source: std::io::Error::other(e) })?
+            .map_err(|e| WorkerError::Io { what: "preparing the rootfs in", path: bundle.clone(), source: std::io::Error::other(e) })?
             .map_err(|source| WorkerError::Image { image: image.clone(), source })?;
         let run_config = self.env.images.run_config(&image).map_err(|source| WorkerError::Image { image: image.clone(), source })?;
         let security = {
-            // The image's /etc/passwd and /etc/group resolve a named `User`; symlinks are not followed.
-            let read = |name: &str| {
-                let p = bundle.join("rootfs/etc").join(name);
-                match std::fs::symlink_metadata(&p) {
-                    Ok(m) if m.is_file() => std::fs::read_to_string(&p).unwrap_or_default(),
-                    _ => String::new(),
+            // The image's /etc/passwd and /etc/group resolve a named `User`, read through the image's layers as the
+            // overlay shows them; symlinks are not followed.
+            let read = |name: &str| match self.env.images.read_image_file(&image, &Path::new("etc").join(name)) {
+                Ok(Some(bytes)) => String::from_utf8(bytes).unwrap_or_default(),
+                Ok(None) => String::new(),
+                Err(e) => {
+                    tracing::warn!(error = %e, file = name, "reading the image's file failed");
+                    String::new()
                 }
             };
             let user = run_config.user.clone().unwrap_or_default();
@@ -661,7 +667,7 @@ impl Worker {
             netns: (!self.host_network).then_some(netns.as_path()),
             files: &pod_files,
             cgroups_path: format!("/{}/{qos}/pod{}/{id}", self.env.config.cgroup_root, self.uid),
-            config: spec::ContainerConfig { env: resolved.vars.clone(), mounts, security },
+            config: spec::ContainerConfig { env: resolved.vars.clone(), mounts, security, rootfs_overlay: layers.mount_options() },
         };
         let config_json = spec::render(c, &run_config, &inputs);
         let config_path = bundle.join("config.json");

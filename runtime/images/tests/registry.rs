@@ -7,7 +7,7 @@ use common::*;
 use skiff_images::{Reference, Store};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn reference(reg: &Registry, rest: &str) -> Reference {
     format!("{}/{rest}", reg.host()).parse().unwrap()
@@ -96,6 +96,30 @@ async fn multi_layer_image_mounts_as_overlay_with_whiteouts() {
     assert_eq!(fs::read_to_string(rootfs.join("usr/share/tree/dir/keep")).unwrap(), "keep");
     assert_eq!(fs::read_link(rootfs.join("usr/share/tree/abs")).unwrap(), Path::new("/etc/passwd"));
     assert!(fs::symlink_metadata(rootfs.join("usr/share/tree/dangling")).unwrap().file_type().is_symlink());
+
+    // Reading a file through the snapshots, without a mount, shows what the mounted overlay shows.
+    for path in ["etc/passwd", "etc/removed", "etc/added", "opt/old/a", "opt/old/new", "usr/lib/keep", "usr/share/tree/abs", "bin", "nope", "etc/nope/x", "bin/busybox/x"] {
+        let merged = fs::symlink_metadata(rootfs.join(path)).ok().filter(|m| m.is_file()).map(|_| fs::read(rootfs.join(path)).unwrap());
+        assert_eq!(store.read_image_file(&rec.name, Path::new(path)).unwrap(), merged, "{path}");
+    }
+    assert_eq!(store.read_image_file(&rec.name, Path::new("/etc/added")).unwrap().as_deref(), Some(&b"added in layer 3"[..]));
+    assert_eq!(store.read_image_file(&rec.name, Path::new("../etc/passwd")).unwrap(), None);
+
+    // Prepared layers, for a runtime that mounts them itself: the same lowers, top first, and a lease.
+    let prepared_dir = tmp.path().join("containers/c2");
+    let layers = store.prepare_rootfs(&rec.name, &prepared_dir).unwrap();
+    let top_first: Vec<PathBuf> = rec.chain_ids.iter().rev().map(|c| store.snapshot_fs(c)).collect();
+    assert_eq!(layers.lowers, top_first);
+    assert!(layers.upper.is_dir() && layers.work.is_dir());
+    let opts = layers.mount_options();
+    assert_eq!(opts.len(), 3);
+    assert!(opts[0].starts_with("lowerdir=") && opts[0].split(':').count() == 3, "{opts:?}");
+    assert_eq!(opts[1], format!("upperdir={}", prepared_dir.join("upper").display()));
+    let leases = || fs::read_dir(store.root().join("leases")).unwrap().count();
+    assert_eq!(leases(), 2);
+    store.unmount_rootfs_at(&prepared_dir, &prepared_dir.join("rootfs")).unwrap();
+    assert!(!layers.upper.exists() && !layers.work.exists());
+    assert_eq!(leases(), 1);
 
     // The rootfs runs: busybox in a chroot sees the merged tree.
     let out = std::process::Command::new("chroot")
