@@ -486,6 +486,69 @@ fn readonly_rootfs_refuses_writes() {
     lab.assert_gone("ro");
 }
 
+/// The node agent's layout: an empty bundle rootfs and the image's overlay as the first mount, at `/`. The overlay
+/// is mounted inside the container's mount namespace only; writes land in the upper dir; a read-only root applies
+/// to the overlay.
+#[test]
+fn overlay_mounted_at_the_root_inside_the_container() {
+    require_privileges!();
+    let lab = Lab::new();
+    let base = lab.dir.path().to_path_buf();
+    let (lower, upper, work) = (base.join("lower"), base.join("upper"), base.join("work"));
+    let with_overlay = |readonly: bool| {
+        let (lower, upper, work) = (lower.clone(), upper.clone(), work.clone());
+        move |spec: &mut libcontainer::oci_spec::runtime::Spec| {
+            common::edit_json(spec, |v| {
+                let opts = [("lowerdir", &lower), ("upperdir", &upper), ("workdir", &work)]
+                    .map(|(k, p)| format!("{k}={}", p.display()));
+                v["mounts"].as_array_mut().unwrap().insert(
+                    0,
+                    serde_json::json!({"destination": "/", "type": "overlay", "source": "overlay", "options": opts}),
+                );
+                v["root"]["readonly"] = serde_json::json!(readonly);
+            });
+        }
+    };
+    let script = "grep ' / ' /proc/mounts > /mounts-seen; echo x > /written; exec sleep 60";
+    let bundle = lab.bundle("ovl", &["sh", "-c", script], with_overlay(false));
+    // The busybox tree the bundle helper made becomes the overlay's lower layer; the bundle's rootfs stays empty.
+    std::fs::rename(bundle.join("rootfs"), &lower).unwrap();
+    for d in [bundle.join("rootfs"), upper.clone(), work.clone()] {
+        std::fs::create_dir(d).unwrap();
+    }
+    lab.track("ovl");
+    let out = lab.rt(&["run", "--detach", "-b", bundle.to_str().unwrap(), "ovl"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !upper.join("written").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // While it runs: its / is the overlay, writes land in the upper dir, and the host has no mount of it.
+    assert_eq!(std::fs::read_to_string(upper.join("written")).unwrap(), "x\n");
+    let seen = std::fs::read_to_string(upper.join("mounts-seen")).unwrap();
+    assert!(seen.starts_with("overlay / overlay "), "{seen}");
+    assert!(!lower.join("written").exists());
+    assert_eq!(std::fs::read_dir(bundle.join("rootfs")).unwrap().count(), 0, "nothing on the host's rootfs dir");
+    let rootfs = bundle.join("rootfs").canonicalize().unwrap();
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host_mounts.contains(&format!(" {} ", rootfs.display())), "no overlay on the host:\n{host_mounts}");
+    let out = lab.rt(&["delete", "--force", "ovl"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    lab.assert_gone("ovl");
+
+    // Read-only root: the overlay is remounted read-only.
+    std::fs::remove_file(upper.join("written")).unwrap();
+    let bundle = lab.bundle("ovl-ro", &["sh", "-c", "echo x > /written"], with_overlay(true));
+    std::fs::remove_dir_all(bundle.join("rootfs")).unwrap();
+    std::fs::create_dir(bundle.join("rootfs")).unwrap();
+    lab.track("ovl-ro");
+    let out = lab.rt(&["run", "-b", bundle.to_str().unwrap(), "ovl-ro"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("Read-only file system"), "{out:?}");
+    assert!(!upper.join("written").exists());
+    lab.assert_gone("ovl-ro");
+}
+
 #[test]
 fn hostname_is_set() {
     require_privileges!();

@@ -99,9 +99,13 @@ stop_agent() {
   printf 'root:x:0:\nnobody:x:65534:\n' >bundle/rootfs/etc/group &&
   cp "$(command -v busybox)" bundle/rootfs/bin/busybox &&
   for a in sh echo sleep cat ls ip hostname id env wc head nc httpd wget test grep touch rm mkdir stty tty kill dd seq sort mount stat timeout; do ln -sf busybox "bundle/rootfs/bin/$a"; done &&
-  umoci repack --image oci:busybox bundle >/dev/null && tar -C oci -cf busybox.tar .
+  umoci repack --image oci:busybox bundle >/dev/null && tar -C oci -cf busybox.tar . &&
+  # The same image with a named user in its config (`USER nobody`), resolved through the image's /etc/passwd.
+  cp -a oci oci-nobody && umoci config --image oci-nobody:busybox --config.user nobody >/dev/null &&
+  tar -C oci-nobody -cf busybox-nobody.tar . && rm -rf oci-nobody
 ) || { fail "build the test image"; exit 1; }
-"$BIN/skiff-images" --root "$WORK/node/images" import --name localhost/busybox:1 "$WORK/busybox.tar" >/dev/null ||
+"$BIN/skiff-images" --root "$WORK/node/images" import --name localhost/busybox:1 "$WORK/busybox.tar" >/dev/null &&
+  "$BIN/skiff-images" --root "$WORK/node/images" import --name localhost/busybox:nobody "$WORK/busybox-nobody.tar" >/dev/null ||
   { fail "import the test image"; exit 1; }
 
 ip netns add "$LAB" && ip -n "$LAB" link set lo up || { fail "create the lab namespace"; exit 1; }

@@ -120,9 +120,13 @@ fn classify(e: &etcd_client::Error) -> Kind {
     match e {
         etcd_client::Error::GRpcStatus(s) => {
             let m = s.message();
-            if matches!(i32::from(s.code()), 14 | 4) || m.contains("no leader") || m.contains("leader changed")
+            // 14 Unavailable, 4 DeadlineExceeded; 1 Cancelled is what tonic reports when the member's connection
+            // closes under a request in flight (a member killed or restarting: "operation was canceled", with the
+            // transport error as its source). The store never cancels a request itself (a dropped future returns
+            // nothing), so a Cancelled status is always the connection's; writes retried after one are safe as
+            // for the others (`create` and the compare-and-swaps recognise their own earlier success).
+            if matches!(i32::from(s.code()), 14 | 4 | 1) || m.contains("no leader") || m.contains("leader changed")
             {
-                // 14 Unavailable, 4 DeadlineExceeded.
                 Kind::Unavailable
             } else {
                 Kind::Other

@@ -1,5 +1,7 @@
 //! `delete`: remove a stopped container (with --force, any container) and all it left behind.
 
+use std::time::Duration;
+
 use libcontainer::container::{Container, ContainerStatus};
 
 use crate::cli::{DeleteArgs, GlobalOpts};
@@ -13,19 +15,35 @@ pub fn delete(global: &GlobalOpts, args: &DeleteArgs) -> Result<i32> {
         Err(Error::NotFound(_)) if args.force => return Ok(0),
         Err(e) => return Err(e),
     };
-    // A stopped container (its init gone) has nothing left to kill: the fast path, as after `run`.
-    if c.status() == ContainerStatus::Stopped {
-        delete_stopped(&mut c, false)?;
-    } else {
-        delete_container(&mut c, args.force)?;
+    match c.status() {
+        // A stopped container (its init gone) has nothing left to kill: the fast path, as after `run`.
+        ContainerStatus::Stopped => delete_stopped(&mut c, Duration::ZERO)?,
+        // Like runc's `delete --force` (and its delete of a created container): SIGKILL every process, then wait
+        // for them to be gone before removing the cgroups (runc waits up to 10 s). A killed init can take a while
+        // to leave its cgroups: it tears down its namespaces first, and the last process of a mount namespace
+        // with an overlay root unmounts it, which syncs the overlay's upper file system. libcontainer's own
+        // forced delete gives the cgroups only ~0.1 s. (Paused containers take libcontainer's path, which thaws
+        // them after the kill.)
+        ContainerStatus::Running | ContainerStatus::Created
+            if args.force || c.status() == ContainerStatus::Created =>
+        {
+            let id = c.id().to_owned();
+            c.kill(nix::sys::signal::Signal::SIGKILL, true)
+                .map_err(|e| Error::container("kill", &id, e))?;
+            delete_stopped(&mut c, KILL_WAIT)?;
+        }
+        _ => delete_container(&mut c, args.force)?,
     }
     Ok(0)
 }
 
+/// How long `delete --force` waits for killed processes to leave their cgroups, as runc.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
 /// Deletes a container whose init this process has just reaped (`run`): [`delete_stopped`],
 /// giving the kernel a moment to empty the cgroups.
 pub(crate) fn delete_reaped(c: &mut Container) -> Result<()> {
-    delete_stopped(c, true)
+    delete_stopped(c, Duration::from_secs(2))
 }
 
 /// Deletes a stopped container without what makes libcontainer's delete slow: it builds a
@@ -34,28 +52,26 @@ pub(crate) fn delete_reaped(c: &mut Container) -> Result<()> {
 /// the leaf in every hierarchy from one read of mountinfo, runs the poststop hooks and removes
 /// the state directory, as libcontainer does for a stopped container.
 /// When a leaf is still busy (processes outside a pid namespace), or with systemd cgroups or
-/// Intel RDT, it falls back to libcontainer's delete, which kills what is left. With `wait`, a
-/// busy leaf is retried for up to 2 s first (the init was reaped just now).
-pub(crate) fn delete_stopped(c: &mut Container, wait: bool) -> Result<()> {
+/// Intel RDT, it falls back to libcontainer's delete, which kills what is left. A busy leaf is
+/// retried for up to `wait` first (the init was reaped or killed just now).
+pub(crate) fn delete_stopped(c: &mut Container, wait: Duration) -> Result<()> {
     let id = c.id().to_owned();
     let config = match c.spec() {
         Ok(config) if !c.systemd() && c.intel_rdt_dir().is_none() => config,
         _ => return delete_container(c, true),
     };
     // A just-reaped init's pid namespace is torn down by the kernel only now (and on a busy host
-    // that takes a moment): with `wait`, give the cgroups a little time to empty before the
-    // slower, forceful path.
-    let tries = if wait { 100 } else { 1 };
-    let mut emptied = false;
-    for attempt in 1..=tries {
+    // that takes a moment): give the cgroups up to `wait` to empty before the slower, forceful path.
+    let deadline = std::time::Instant::now() + wait;
+    let emptied = loop {
         if crate::cgroups::remove_if_empty(&id, &config.cgroup_path)? {
-            emptied = true;
-            break;
+            break true;
         }
-        if attempt < tries {
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        if std::time::Instant::now() >= deadline {
+            break false;
         }
-    }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     if !emptied {
         return delete_container(c, true);
     }

@@ -172,6 +172,22 @@ eventually "runAsNonRoot with a root image: CreateContainerConfigError" '^nonroo
 eventually "with upstream's message" 'container has runAsNonRoot and image will run as root' 10 -- \
   k get pod nonroot -o 'jsonpath={.status.containerStatuses[0].state.waiting.message}'
 
+# An image whose config names its user (`nobody`): resolved through the image's /etc/passwd, read from its layers.
+cat >"$WORK/nameduser-pod.yaml" <<'Y'
+apiVersion: v1
+kind: Pod
+metadata: {name: nameduser}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  containers:
+  - {name: c, image: localhost/busybox:nobody, imagePullPolicy: Never, command: ["sh", "-c", "id -u; id -g"]}
+Y
+k apply -f "$WORK/nameduser-pod.yaml" >/dev/null
+eventually "the image's named user runs the container" '^nameduser +0/1 +Completed ' 60 -- k get pod nameduser --no-headers
+nameduser_ids() { k logs nameduser 2>&1 | tr '\n' ' '; }
+eventually "as its uid and gid from the image's /etc/passwd" '^65534 65534 $' 10 -- nameduser_ids
+
 # Privileged (every capability the agent holds, /sys writable) and a namespaced sysctl from the pod.
 cat >"$WORK/priv-pod.yaml" <<'Y'
 apiVersion: v1
