@@ -174,21 +174,14 @@ impl Store {
             // them; an opaque directory hides them below it once this layer has been looked at.
             let mut dir = fs_dir.clone();
             let mut opaque = false;
-            let mut hidden = false;
             for part in &parts[..parts.len() - 1] {
                 dir.push(part);
                 match fs::symlink_metadata(&dir) {
                     Ok(m) if m.is_dir() => opaque |= xattr::get(&dir, crate::unpack::OPAQUE_XATTR).ok().flatten().is_some_and(|v| v == b"y"),
-                    Ok(_) => hidden = true,
+                    Ok(_) => return Ok(None),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                     Err(e) => return Err(Error::Io { what: "reading", path: dir, source: e }),
                 }
-                if hidden {
-                    break;
-                }
-            }
-            if hidden {
-                return Ok(None);
             }
             let file = fs_dir.join(parts.iter().collect::<PathBuf>());
             match fs::symlink_metadata(&file) {
