@@ -54,20 +54,42 @@ fn user_namespace_maps_root_to_an_unprivileged_host_uid() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let host_uid = lab
+    let init_pid = lab
         .rt(&["state", "userns"])
         .stdout
         .parse::<serde_json::Value>()
         .ok()
-        .and_then(|s| s["pid"].as_i64())
+        .and_then(|s| s["pid"].as_i64());
+    let init_user_ns = init_pid
+        .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok())
+        .map(|l| l.display().to_string());
+    let host_uid = init_pid
         .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .and_then(|st| {
             let line = st.lines().find(|l| l.starts_with("Uid:"))?.to_owned();
             line.split_whitespace().nth(1).map(str::to_owned)
         });
-    // libcontainer cannot put an exec'd process into the user namespace: refused, not run as
-    // the host's root.
-    let exec = lab.rt(&["exec", "userns", "id", "-u"]);
+    // An exec'd process joins the user namespace too: root inside, the mapped uid outside, and
+    // another user maps the same way.
+    let exec = lab.rt(&["exec", "userns", "sh", "-c", "id -u; id -g; cat /proc/self/uid_map; readlink /proc/self/ns/user"]);
+    let exec_user = lab.rt(&["exec", "--user", "1000:1000", "userns", "id", "-u"]);
+    let pid_file = lab.dir.path().join("exec.pid");
+    let detached = lab.rt(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "userns",
+        "sleep",
+        "60",
+    ]);
+    let exec_host_uid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok())
+        .and_then(|st| {
+            let line = st.lines().find(|l| l.starts_with("Uid:"))?.to_owned();
+            line.split_whitespace().nth(1).map(str::to_owned)
+        });
     let killed = lab.rt(&["kill", "userns", "KILL"]);
     let status = child.wait().unwrap();
     let words: Vec<&str> = inside.split_whitespace().collect();
@@ -77,8 +99,13 @@ fn user_namespace_maps_root_to_an_unprivileged_host_uid() {
         "container view: {inside:?}"
     );
     assert_eq!(host_uid.as_deref(), Some("200000"), "host view");
-    assert_eq!(exec.code, 1, "{exec:?}");
-    assert!(exec.stderr.contains("user namespace"), "{exec:?}");
+    assert_eq!(exec.code, 0, "{exec:?}");
+    let exec_words: Vec<&str> = exec.stdout.split_whitespace().collect();
+    assert_eq!(exec_words[..5], ["0", "0", "0", "200000", "65536"], "{exec:?}");
+    assert_eq!(exec_words.get(5).copied(), init_user_ns.as_deref(), "the init's user namespace");
+    assert_eq!((exec_user.code, exec_user.stdout.trim()), (0, "1000"), "{exec_user:?}");
+    assert_eq!(detached.code, 0, "{detached:?}");
+    assert_eq!(exec_host_uid.as_deref(), Some("200000"), "host view of the exec'd process");
     assert_eq!(killed.code, 0, "{killed:?}");
     assert_eq!(status.code(), Some(137));
     let run_stderr = std::fs::read_to_string(&err_path).unwrap_or_default();

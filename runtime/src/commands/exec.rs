@@ -39,7 +39,6 @@ pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
             status: container::status_name(c.status()),
         });
     }
-    refuse_user_namespace(&c)?;
     let root = absolute(&global.root)?;
     // With --tty and args, the terminal flag can only travel in a process.json: write one.
     let tty_process = match (&args.process, args.tty) {
@@ -71,6 +70,8 @@ pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
         (None, None) => None,
     };
     let lib = |e| Error::container("exec in", &args.id, e);
+    // Last: after this, host-only privileges are gone for this process.
+    join_user_namespace(&c)?;
     let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&root)
         .map_err(lib)?
@@ -100,23 +101,37 @@ pub fn exec(global: &GlobalOpts, args: &ExecArgs) -> Result<i32> {
     }
 }
 
-/// libcontainer 0.7's tenant builder joins every namespace of the init except the user one
-/// (its list stops at ipc, uts, net, pid, mnt, cgroup, time), so an exec'd process would run as
-/// the host's root beside a container whose root is an unprivileged host uid. Refuse instead.
-fn refuse_user_namespace(c: &Container) -> Result<()> {
+/// libcontainer 0.7's tenant builder joins every namespace of the init except the user one (its
+/// list stops at ipc, uts, net, pid, mnt, cgroup, time), and nothing in its process chain can be
+/// told to. For a container with a user namespace this process joins it itself, right before the
+/// builder forks: the intermediate and init processes inherit it and then join the others, the
+/// order runc's nsexec uses (user namespace first). Joining keeps our kuid (host root), so the
+/// root-owned state directory, cgroup files and pid file stay writable as their owner; our
+/// capabilities become those in the container's user namespace, which is what joining its other
+/// namespaces and switching to a user mapped there need. Must run single-threaded (setns(2)).
+fn join_user_namespace(c: &Container) -> Result<()> {
     let config = c.bundle().join("config.json");
     let spec = Spec::load(&config).map_err(|source| Error::InvalidConfig {
         path: config.clone(),
         source: Box::new(source),
     })?;
-    if has_user_namespace(&spec) {
-        return Err(Error::Unsupported(format!(
-            "exec into container {:?}: it has a user namespace, which libcontainer 0.7 cannot \
-             join for an exec'd process",
-            c.id()
-        )));
+    if !has_user_namespace(&spec) {
+        return Ok(());
     }
-    Ok(())
+    let gone = || Error::IncorrectState {
+        op: "exec in",
+        id: c.id().to_owned(),
+        status: "stopped".to_owned(),
+    };
+    let pid = c.pid().ok_or_else(gone)?;
+    // Looked up by pid, as the tenant builder looks up the init's other namespaces.
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/user")).map_err(|_| gone())?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWUSER).map_err(|errno| {
+        Error::Unsupported(format!(
+            "exec into container {:?}: cannot join its user namespace: {errno}",
+            c.id()
+        ))
+    })
 }
 
 fn has_user_namespace(spec: &Spec) -> bool {
