@@ -54,7 +54,39 @@ pub fn decode_json(body: &[u8]) -> Result<Value, ApiError> {
 
 pub fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {
     let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("the YAML body is not UTF-8: {e}")))?;
+    check_yaml_nesting(text)?;
     serde_yaml_ng::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("unable to decode YAML body: {e}")))
+}
+
+/// serde_yaml_ng's own limit: a deeper document could not be decoded anyway.
+const MAX_YAML_DEPTH: usize = 128;
+
+/// Reject YAML nested deeper than [`MAX_YAML_DEPTH`] before serde_yaml_ng sees it. Its libyaml
+/// scanner loads a whole document before the recursion limit applies, and walks every open flow
+/// level for every token: 100,000 `[` took 12 s of CPU and 200,000 took 47 s (3 MiB: hours).
+/// saphyr-parser streams events with its own nesting limit, so this pass stops at the first too
+/// deep level and costs one linear scan. Every document of the stream is checked.
+fn check_yaml_nesting(text: &str) -> Result<(), ApiError> {
+    use saphyr_parser::{Event, Parser};
+    let mut depth = 0usize;
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| ApiError::bad_request(format!("unable to decode YAML body: {e}")))?;
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_YAML_DEPTH {
+                    return Err(ApiError::bad_request(format!(
+                        "unable to decode YAML body: nested deeper than {MAX_YAML_DEPTH} levels at line {} column {}",
+                        span.start.line(),
+                        span.start.col() + 1
+                    )));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// What the client asked for in `Accept`.
@@ -199,5 +231,51 @@ pub fn object_response(code: StatusCode, info: &ResourceInfo, obj: &Value, forma
             let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
             respond(code, TABLE_CONTENT_TYPE, &table(info, std::slice::from_ref(obj), json!({"resourceVersion": rv}), include, true))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> String {
+        format!("{{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"x\": {}1{}}}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn yaml_and_json_bodies_decode_as_before() {
+        let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a # comment\n  labels: {app: web, 'q': \"x\"}\ndata:\n  script: |\n    if [ -f x ]; then echo '[[[['; fi\n  list: [1, 2.5, true, null, \"s\"]\n";
+        let v = decode_yaml(manifest.as_bytes()).unwrap();
+        assert_eq!(v["metadata"]["labels"], json!({"app": "web", "q": "x"}));
+        assert_eq!(v["data"]["script"], json!("if [ -f x ]; then echo '[[[['; fi\n"));
+        assert_eq!(v["data"]["list"], json!([1, 2.5, true, null, "s"]));
+        // kubectl's server-side apply sends JSON under application/apply-patch+yaml.
+        let body = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","annotations":{"x":"\u003ctag\u003e \/ \"q\""}},"data":{"k":"v"}}"#;
+        let v = decode_yaml(body).unwrap();
+        assert_eq!(v["metadata"]["annotations"]["x"], json!("<tag> / \"q\""));
+        // The deepest document serde_yaml_ng itself can decode still passes the nesting check.
+        let deepest = (1..=MAX_YAML_DEPTH).rev().find(|&d| serde_yaml_ng::from_str::<Value>(&nested(d)).is_ok()).unwrap();
+        assert!(decode_yaml(nested(deepest).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn deeply_nested_yaml_is_refused_before_libyaml_scans_it() {
+        for text in [
+            format!("{{\"spec\": {}", "[".repeat(200_000)),
+            format!("a: {}", "{a: ".repeat(200_000)),
+            (0..300).map(|i| format!("{}- \n", " ".repeat(i))).collect(),
+            // The check covers every document of the stream, not only the first.
+            format!("a: 1\n---\nb: {}", "[".repeat(200_000)),
+        ] {
+            let err = decode_yaml(text.as_bytes()).unwrap_err();
+            let msg = format!("{err:?}");
+            // Ours, or saphyr-parser's own limit ("... at byte N"): never libyaml's.
+            assert!(
+                msg.contains("nested deeper than 128 levels") || msg.contains("recursion limit exceeded at byte"),
+                "{msg}"
+            );
+        }
+        let err = decode_yaml(format!("a: {}", "{a: ".repeat(200_000)).as_bytes()).unwrap_err();
+        assert!(format!("{err:?}").contains("nested deeper than 128 levels at line 1"), "{err:?}");
     }
 }
