@@ -535,6 +535,18 @@ async fn logs_and_exec_are_forwarded_to_the_node_agent() {
     let (code, st) = s.get(&format!("{PODS}/p/log")).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert!(st["message"].as_str().unwrap().contains("does not have a host assigned"));
+    // Options are checked first (upstream's ValidatePodLogOptions), then the container, then the node.
+    let (code, st) = s.get(&format!("{PODS}/p/log?tailLines=-1")).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{st}");
+    assert_eq!(st["details"]["kind"], "PodLogOptions");
+    let lost = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"}});
+    assert_eq!(s.post("/api/v1/nodes", lost).await.0, StatusCode::CREATED);
+    s.post(PODS, pod("q", json!({}))).await;
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "q"}, "target": {"kind": "Node", "name": "n2"}});
+    s.post(&format!("{PODS}/q/binding"), binding).await;
+    let (code, st) = s.get(&format!("{PODS}/q/log?container=nope")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{st}");
+    assert!(st["message"].as_str().unwrap().contains("container nope is not valid for pod q"), "{st}");
     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}});
     s.post(&format!("{PODS}/p/binding"), binding).await;
     let text = s.http.get(format!("{}{PODS}/p/log?tailLines=5&follow=true", s.url)).send().await.unwrap().text().await.unwrap();

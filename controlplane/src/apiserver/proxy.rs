@@ -15,27 +15,31 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::errors::ApiError;
 use super::read::load;
 use super::{ApiServer, Req, Target};
 use crate::api::resources::{self, Subresource};
+use crate::api::validation::FieldError;
 
-/// The agent's address for a pod: (host:port, pod object).
-async fn node_endpoint(s: &ApiServer, t: &Target) -> Result<(String, Value), ApiError> {
+/// The pod a pods/log, exec, attach or portforward request is for.
+async fn load_pod(s: &ApiServer, t: &Target) -> Result<Value, ApiError> {
     let name = t.name.as_deref().unwrap_or_default();
     let pod_target = Target { sub: None, ..t.clone() };
-    let (pod, _) = load(s, &pod_target, name).await?;
+    Ok(load(s, &pod_target, name).await?.0)
+}
+
+/// The address (host:port) of the agent on the pod's node.
+async fn node_endpoint(s: &ApiServer, pod: &Value, name: &str) -> Result<String, ApiError> {
     let node_name = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| {
         ApiError::bad_request(format!("pod {name} does not have a host assigned"))
     })?;
     let nodes = resources::find("", "v1", "nodes").ok_or_else(|| ApiError::internal("no nodes resource"))?;
     let node_t = Target { info: nodes, namespace: None, name: Some(node_name.to_string()), sub: None };
     let (node, _) = load(s, &node_t, node_name).await?;
-    let addr = super::resource_metrics::agent_address(&node)
-        .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address to reach its agent at")))?;
-    Ok((addr, pod))
+    super::resource_metrics::agent_address(&node)
+        .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address to reach its agent at")))
 }
 
 /// The container a request is for: the `container` parameter, or the pod's only container.
@@ -59,17 +63,73 @@ fn container_of(pod: &Value, requested: Option<&str>, name: &str) -> Result<Stri
     }
 }
 
+/// The query of a pods/log request as the agent gets it, checked as upstream does before it looks at
+/// the pod: integers parse (400), then ValidatePodLogOptions (422 PodLogOptions Invalid). Booleans follow
+/// upstream's query conversion (only `0`, `false`, `f` in any case are false) and are sent on normalized.
+fn log_query(r: &Req, name: &str) -> Result<Vec<String>, ApiError> {
+    let int = |k: &str| -> Result<Option<i64>, ApiError> {
+        r.q(k)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid value {v:?} for query parameter {k}: not an integer")))
+            })
+            .transpose()
+    };
+    let (tail, limit, since) = (int("tailLines")?, int("limitBytes")?, int("sinceSeconds")?);
+    let since_time = r.q("sinceTime");
+    if let Some(t) = since_time {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map_err(|e| ApiError::bad_request(format!("invalid value {t:?} for query parameter sinceTime: {e}")))?;
+    }
+    let mut errs = Vec::new();
+    if let Some(n) = tail.filter(|n| *n < 0) {
+        errs.push(FieldError::invalid("tailLines", &json!(n), "must be greater than or equal to 0"));
+    }
+    if let Some(n) = limit.filter(|n| *n < 1) {
+        errs.push(FieldError::invalid("limitBytes", &json!(n), "must be greater than 0"));
+    }
+    match (since, since_time) {
+        (Some(_), Some(_)) => {
+            errs.push(FieldError::forbidden("", "at most one of `sinceTime` or `sinceSeconds` may be specified"))
+        }
+        (Some(n), None) if n < 1 => errs.push(FieldError::invalid("sinceSeconds", &json!(n), "must be greater than 0")),
+        _ => {}
+    }
+    if !errs.is_empty() {
+        let list = errs.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let list = if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };
+        let causes: Vec<Value> =
+            errs.iter().map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field})).collect();
+        return Err(ApiError {
+            details: Some(json!({"name": name, "kind": "PodLogOptions", "causes": causes})),
+            ..ApiError::new(422, "Invalid", format!("PodLogOptions \"{name}\" is invalid: {list}"))
+        });
+    }
+    let mut q = Vec::new();
+    for k in ["follow", "timestamps", "previous"] {
+        if let Some(v) = r.q(k) {
+            let on = !(v == "0" || v.eq_ignore_ascii_case("false") || v.eq_ignore_ascii_case("f"));
+            q.push(format!("{k}={on}"));
+        }
+    }
+    for (k, v) in [("tailLines", tail), ("sinceSeconds", since), ("limitBytes", limit)] {
+        if let Some(v) = v {
+            q.push(format!("{k}={v}"));
+        }
+    }
+    if let Some(t) = since_time {
+        q.push(format!("sinceTime={}", urlencode(t)));
+    }
+    Ok(q)
+}
+
 pub async fn logs(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response, ApiError> {
     let name = t.name.as_deref().unwrap_or_default();
     let ns = t.namespace.as_deref().unwrap_or("default");
-    let (addr, pod) = node_endpoint(s, t).await?;
+    let q = log_query(r, name)?;
+    let pod = load_pod(s, t).await?;
     let container = container_of(&pod, r.q("container"), name)?;
-    let mut q = Vec::new();
-    for k in ["follow", "tailLines", "sinceSeconds", "sinceTime", "timestamps", "previous", "limitBytes"] {
-        if let Some(v) = r.q(k) {
-            q.push(format!("{k}={}", urlencode(v)));
-        }
-    }
+    let addr = node_endpoint(s, &pod, name).await?;
     let scheme = if s.kubelet_tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}/containerLogs/{ns}/{name}/{container}?{}", q.join("&"));
     let resp = s
@@ -104,7 +164,7 @@ fn urlencode(v: &str) -> String {
 pub async fn upgrade(s: &Arc<ApiServer>, t: &Target, mut req: Request) -> Result<Response, ApiError> {
     let name = t.name.clone().unwrap_or_default();
     let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
-    let (addr, pod) = node_endpoint(s, t).await?;
+    let pod = load_pod(s, t).await?;
     let query = req.uri().query().unwrap_or("").to_string();
     let requested = query
         .split('&')
@@ -121,6 +181,7 @@ pub async fn upgrade(s: &Arc<ApiServer>, t: &Target, mut req: Request) -> Result
             format!("/exec/{ns}/{name}/{c}")
         }
     };
+    let addr = node_endpoint(s, &pod, &name).await?;
     let tcp = tokio::net::TcpStream::connect(&addr)
         .await
         .map_err(|e| ApiError::internal(format!("could not reach the node agent at {addr}: {e}")))?;
@@ -179,4 +240,45 @@ pub async fn upgrade(s: &Arc<ApiServer>, t: &Target, mut req: Request) -> Result
         r.headers_mut().entry(header::CONNECTION).or_insert(HeaderValue::from_static("Upgrade"));
         r
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(query: &[(&str, &str)]) -> Req {
+        Req {
+            user: None,
+            method: axum::http::Method::GET,
+            headers: Default::default(),
+            query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: Default::default(),
+        }
+    }
+
+    #[test]
+    fn log_options_are_checked_as_upstream_before_the_pod_is_looked_at() {
+        let e = log_query(&req(&[("tailLines", "-1")]), "p").unwrap_err();
+        assert_eq!((e.code, e.reason), (422, "Invalid"));
+        assert_eq!(e.message, "PodLogOptions \"p\" is invalid: tailLines: Invalid value: -1: must be greater than or equal to 0");
+        assert_eq!(e.details.unwrap()["causes"][0]["field"], "tailLines");
+        let e = log_query(&req(&[("limitBytes", "0"), ("sinceSeconds", "0")]), "p").unwrap_err();
+        assert_eq!(
+            e.message,
+            "PodLogOptions \"p\" is invalid: [limitBytes: Invalid value: 0: must be greater than 0, sinceSeconds: Invalid value: 0: must be greater than 0]"
+        );
+        let e = log_query(&req(&[("sinceSeconds", "5"), ("sinceTime", "2026-01-01T00:00:00Z")]), "p").unwrap_err();
+        assert!(e.message.ends_with(": Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified"), "{}", e.message);
+        for (k, v) in [("tailLines", "abc"), ("limitBytes", "1e3"), ("sinceTime", "yesterday")] {
+            let e = log_query(&req(&[(k, v)]), "p").unwrap_err();
+            assert_eq!(e.code, 400, "{k}={v}: {}", e.message);
+            assert!(e.message.contains(k), "{}", e.message);
+        }
+        let q = log_query(
+            &req(&[("follow", "yes"), ("previous", "False"), ("timestamps", "1"), ("tailLines", "5"), ("sinceTime", "2026-01-01T00:00:00+01:00")]),
+            "p",
+        )
+        .unwrap();
+        assert_eq!(q, ["follow=true", "timestamps=true", "previous=false", "tailLines=5", "sinceTime=2026-01-01T00%3A00%3A00%2B01%3A00"]);
+    }
 }
