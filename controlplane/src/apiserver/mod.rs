@@ -274,6 +274,25 @@ impl ApiServer {
         Ok(())
     }
 
+    /// [`Self::handle`], answering 500 when a handler panics instead of dropping the connection (as
+    /// upstream's panic recovery filter does); the panic is logged with its request.
+    async fn handle_recovering(self: Arc<Self>, req: Request) -> Response {
+        use futures::FutureExt;
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        match std::panic::AssertUnwindSafe(self.handle(req)).catch_unwind().await {
+            Ok(resp) => resp,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(%method, %path, panic = %what, "request handler panicked");
+                ApiError::internal(format!("the server failed handling {method} {path}")).into_response()
+            }
+        }
+    }
+
     async fn handle(self: Arc<Self>, req: Request) -> Response {
         let start = Instant::now();
         let path = req.uri().path().to_string();
@@ -560,7 +579,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .fallback(|State(s): State<Arc<ApiServer>>, req: Request<Body>| async move { s.handle(req).await })
+        .fallback(|State(s): State<Arc<ApiServer>>, req: Request<Body>| async move { s.handle_recovering(req).await })
         .with_state(server.clone());
     let closing = server.closing.clone();
     let compactor = tokio::spawn(delete::compaction_loop(server.clone()));
@@ -598,7 +617,7 @@ pub async fn serve_tls_with(
     let s = server.clone();
     let handle = move |req: Request| {
         let s = s.clone();
-        async move { s.handle(req).await }
+        async move { s.handle_recovering(req).await }
     };
     let res = crate::auth::tls::serve(listener, tls, limits, handle, async move {
         shutdown.await;

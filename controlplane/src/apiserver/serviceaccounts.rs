@@ -244,11 +244,15 @@ pub async fn token_request(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Re
         (Some("authentication.k8s.io/v1") | None, Some("TokenRequest") | None) => {}
         (v, k) => return Err(ApiError::bad_request(format!("the body must be an authentication.k8s.io/v1 TokenRequest, not {} {}", v.unwrap_or(""), k.unwrap_or("")))),
     }
-    let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let spec = match body.get("spec") {
+        None | Some(Value::Null) => json!({}),
+        Some(spec @ Value::Object(_)) => spec.clone(),
+        Some(_) => return Err(ApiError::bad_request("unable to decode the TokenRequest body: spec must be an object")),
+    };
     let mut errs = Vec::new();
     let audiences: Vec<String> = match spec.get("audiences") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
         Some(other) => {
             errs.push(FieldError::invalid("spec.audiences", other, "must be a list of strings"));
             Vec::new()
@@ -273,6 +277,9 @@ pub async fn token_request(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Re
         },
     };
     let bound = spec.get("boundObjectRef").filter(|v| !v.is_null()).cloned();
+    if bound.as_ref().is_some_and(|b| !b.is_object()) {
+        return Err(ApiError::bad_request("unable to decode the TokenRequest body: spec.boundObjectRef must be an object"));
+    }
     if let Some(b) = &bound {
         let kind = b.get("kind").and_then(Value::as_str).unwrap_or_default();
         if !matches!(kind, "Pod" | "Secret" | "Node") {

@@ -465,6 +465,8 @@ expect "the token authenticates as the account" 0 'system:serviceaccount:sa-test
 expect "the account has no role yet"           1 'cannot list resource "pods"' -- sat "$SA_TOKEN" get pods -n sa-test
 expect "a token shorter than 10 minutes is refused" 1 'less than 10 minutes' -- k -n sa-test create token default --duration 5m
 expect "a token for a missing account"         1 'serviceaccounts "nope" not found' -- k -n sa-test create token nope
+printf '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":[null]}' >"$WORK/badtoken.json"
+expect "a TokenRequest whose spec is not an object" 1 'spec must be an object' -- k create --raw /api/v1/namespaces/sa-test/serviceaccounts/default/token -f "$WORK/badtoken.json"
 expect "a pod of a missing account is refused" 1 'error looking up service account sa-test/nope' -- k -n sa-test run p0 --image=busybox --overrides='{"spec":{"serviceAccountName":"nope"}}'
 expect "a pod gets the token volume"           0 '^kube-api-access-[a-z0-9]{5} /var/run/secrets/kubernetes.io/serviceaccount$' -- bash -c "kubectl -n sa-test run p --image=busybox >/dev/null && kubectl -n sa-test get pod p -o jsonpath='{.spec.volumes[0].name} {.spec.containers[0].volumeMounts[0].mountPath}'"
 POD_TOKEN=$(k -n sa-test create token default --bound-object-kind Pod --bound-object-name p)
