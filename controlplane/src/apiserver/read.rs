@@ -93,6 +93,10 @@ pub async fn list_visit(
     let (mut revision, mut start) = match cont {
         Some(c) => {
             let c = decode_continue(c)?;
+            // The token is not signed: it may only continue within this list's own keys.
+            if !c.start.starts_with(&prefix) {
+                return Err(ApiError::bad_request("continue key is not valid: it is not a key of this list"));
+            }
             (Some(c.rv), Some(c.start))
         }
         None => (None, None),

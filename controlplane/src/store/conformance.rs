@@ -161,6 +161,16 @@ pub async fn list_by_prefix_and_pages<S: Store>(s: Arc<S>) {
     assert_eq!(p3.items.len(), 1);
     assert!(!p3.more);
     assert_eq!(p3.revision, p1.revision);
+    // A start before the prefix never reaches keys outside it.
+    let outside = s
+        .list(
+            "/registry/pods/ns2/",
+            ListOptions { start_after: Some("/registry/pods/ns1/".into()), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    let keys: Vec<&str> = outside.items.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["/registry/pods/ns2/x"]);
     let empty = s.list("/nothing/", ListOptions::default()).await.unwrap();
     assert!(empty.items.is_empty());
     assert_eq!(empty.revision, all.revision);

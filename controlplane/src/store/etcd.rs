@@ -316,9 +316,9 @@ impl Store for EtcdStore {
 
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult, StoreError> {
         let start = match &opts.start_after {
-            // The smallest key greater than `after`.
-            Some(after) => format!("{}\u{0}", self.key(after)),
-            None => self.range_start(prefix),
+            // The smallest key greater than `after`; never before the prefix (as the SQLite store).
+            Some(after) if after.as_str() >= prefix => format!("{}\u{0}", self.key(after)),
+            _ => self.range_start(prefix),
         };
         let end = prefix_end(&self.key(prefix)).unwrap_or_else(|| "\u{0}".into());
         let mut get = GetOptions::new().with_range(end);
