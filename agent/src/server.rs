@@ -223,7 +223,12 @@ async fn container_logs(
         Err(msg) => return error(StatusCode::NOT_FOUND, msg),
     };
     let since = match (&q.since_seconds, &q.since_time) {
-        (Some(s), _) => Some(chrono::Utc::now() - chrono::Duration::seconds((*s).clamp(0, i64::MAX / 1000))),
+        // Any int64: a time before chrono's range means "from the start" (subtracting would panic).
+        (Some(s), _) => Some(
+            chrono::TimeDelta::try_seconds((*s).max(0))
+                .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+        ),
         (None, Some(t)) => match chrono::DateTime::parse_from_rfc3339(t) {
             Ok(t) => Some(t.with_timezone(&chrono::Utc)),
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("sinceTime {t:?} is not RFC 3339: {e}")),

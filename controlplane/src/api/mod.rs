@@ -12,3 +12,4 @@ pub mod quota;
 pub mod strategic;
 pub mod tables;
 pub mod typed;
+pub mod time;

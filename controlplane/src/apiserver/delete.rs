@@ -203,7 +203,7 @@ pub fn delete_object<'a>(
             // Graceful: mark it and let finalizers / the node agent / the namespace cleaner finish.
             let mut new = obj.clone();
             let grace_secs = grace.unwrap_or(0);
-            let deadline = (chrono::Utc::now() + chrono::Duration::seconds(grace_secs)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let deadline = crate::api::time::plus_seconds(chrono::Utc::now(), grace_secs).format("%Y-%m-%dT%H:%M:%SZ").to_string();
             let meta = new["metadata"].as_object_mut().ok_or_else(|| ApiError::internal("object without metadata"))?;
             let shorter = meta
                 .get("deletionGracePeriodSeconds")

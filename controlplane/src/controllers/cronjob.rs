@@ -218,7 +218,7 @@ pub fn plan(cj: &CronJob, jobs: &[&Job], now: DateTime<Utc>) -> Result<Plan, Con
     let created = cj.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
     let mut earliest = old.last_schedule_time.as_ref().map(|t| t.0).unwrap_or(created);
     if let Some(deadline) = spec.starting_deadline_seconds {
-        earliest = earliest.max(now - chrono::Duration::seconds(deadline));
+        earliest = earliest.max(crate::api::time::minus_seconds(now, deadline));
     }
     let (due, missed, next) = match tz {
         Some(tz) => due_times(&cron, earliest.with_timezone(&tz), now.with_timezone(&tz)),
@@ -255,7 +255,7 @@ pub fn plan(cj: &CronJob, jobs: &[&Job], now: DateTime<Utc>) -> Result<Plan, Con
     } else if let (None, false, Some(deadline)) = (due, suspended, spec.starting_deadline_seconds) {
         // A start missed by more than the deadline: said once, the first time it is seen.
         let unbounded = old.last_schedule_time.as_ref().map(|t| t.0).unwrap_or(created);
-        if let (Some(t), _, _) = due_times(&cron, unbounded, now - chrono::Duration::seconds(deadline)) {
+        if let (Some(t), _, _) = due_times(&cron, unbounded, crate::api::time::minus_seconds(now, deadline)) {
             if old.last_schedule_time.as_ref().is_none_or(|l| l.0 < t) && jobs.iter().all(|j| j.name_any() != job_name(cj, t)) {
                 plan.events.push(("Warning", "MissSchedule", format!("Missed scheduled time to start a job: {}", t.to_rfc3339())));
                 last_schedule = Some(Time(t));
@@ -371,6 +371,15 @@ mod tests {
         assert!(parse_time_zone("Europe/Berlin").is_ok());
         assert!(parse_time_zone("Local").is_err());
         assert!(parse_time_zone("Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn any_starting_deadline_is_planned_without_overflow() {
+        for deadline in [i64::MAX, 9_000_000_000_000, 0] {
+            let c = cj("*/5 * * * *", json!({"spec": {"startingDeadlineSeconds": deadline}}));
+            let p = plan(&c, &[], t("2026-12-07T10:06:00Z")).unwrap();
+            assert_eq!(p.create.is_some(), deadline > 0, "deadline {deadline}");
+        }
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub fn plan(job: &Job, owned: &[&CachedPod], now: DateTime<Utc>) -> Plan {
         // Finished: stop what still runs, then wait for the TTL.
         plan.delete = active.iter().map(|p| p.name_any()).collect();
         if let Some(ttl) = spec.ttl_seconds_after_finished {
-            let expires = at + chrono::Duration::seconds(ttl as i64);
+            let expires = crate::api::time::plus_seconds(at, ttl as i64);
             if now >= expires {
                 plan.delete_job = true;
             } else {
@@ -112,7 +112,7 @@ pub fn plan(job: &Job, owned: &[&CachedPod], now: DateTime<Utc>) -> Plan {
     let parallelism = spec.parallelism.unwrap_or(1).max(0);
     let completions = spec.completions;
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
-    let deadline = spec.active_deadline_seconds.map(|s| start + chrono::Duration::seconds(s));
+    let deadline = spec.active_deadline_seconds.map(|s| crate::api::time::plus_seconds(start, s));
     let mut conditions = status.conditions.take().unwrap_or_default();
     let complete = match completions {
         Some(c) => succeeded >= c,
@@ -276,6 +276,11 @@ mod tests {
         assert_eq!(p.delete, ["r"]);
         let s = job(json!({"suspend": true}));
         assert_eq!(plan(&s, &[&r], t0()).delete, ["r"]);
+        // Any int64 a user wrote is a deadline, however far away (chrono would panic adding it).
+        let mut far = job(json!({"activeDeadlineSeconds": i64::MAX}));
+        far.status = j.status.clone();
+        let p = plan(&far, &[&r], t0());
+        assert!(p.delete.is_empty() && p.status.conditions.as_ref().is_none_or(Vec::is_empty), "{:?}", p.status);
     }
 
     #[test]

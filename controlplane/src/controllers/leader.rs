@@ -57,7 +57,7 @@ pub fn decide(lease: Option<&Lease>, identity: &str, now: chrono::DateTime<Utc>)
         return Step::Take { transition: false };
     }
     let duration = spec.lease_duration_seconds.unwrap_or(15) as i64;
-    let expired = spec.renew_time.as_ref().is_none_or(|t| t.0 + chrono::Duration::seconds(duration) < now);
+    let expired = spec.renew_time.as_ref().is_none_or(|t| crate::api::time::plus_seconds(t.0, duration) < now);
     if holder.is_empty() || expired {
         Step::Take { transition: true }
     } else {

@@ -154,7 +154,7 @@ pub fn evictions(node: &Node, pods: &[&CachedPod], now: DateTime<Utc>) -> (Vec<S
                 Some(tol) => {
                     if let Some(secs) = tol.toleration_seconds {
                         let added = t.time_added.as_ref().map(|x| x.0).unwrap_or(now);
-                        let d = added + chrono::Duration::seconds(secs.max(0));
+                        let d = crate::api::time::plus_seconds(added, secs.max(0));
                         deadline = Some(deadline.map_or(d, |cur| cur.min(d)));
                     }
                 }

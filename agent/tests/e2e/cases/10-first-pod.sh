@@ -16,6 +16,9 @@ eventually "pod is Running on the node" '^hello +1/1 +Running +0 .*lab-node' 60 
 IP=$(k get pod hello -o 'jsonpath={.status.podIP}')
 if [[ "$IP" =~ ^10\.244\.0\.[0-9]+$ ]]; then pass "pod IP $IP is in the node's pod CIDR"; else fail "pod IP in the pod CIDR" "$IP"; fi
 eventually "kubectl logs through the API server" 'hello from skiff' 20 -- k logs hello
+# Any int64 sinceSeconds is a time before the log began (chrono's range ends ~262,000 years back).
+eventually "logs with a sinceSeconds beyond the calendar" 'hello from skiff' 5 -- k get --raw "/api/v1/namespaces/default/pods/hello/log?sinceSeconds=9000000000000000"
+eventually "logs with sinceSeconds=0 are refused as upstream" 'sinceSeconds: Invalid value: 0' 5 -- k get --raw "/api/v1/namespaces/default/pods/hello/log?sinceSeconds=0"
 # The image's overlay is mounted by the runtime inside the container's mount namespace only: no rootfs mount on the
 # host, and the container's / is the overlay, writable (into the pod's layer on disk).
 n=$(grep -cE " $WORK/run/sandboxes/[^ ]*/rootfs " /proc/mounts)
