@@ -589,3 +589,54 @@ async fn logs_and_exec_are_forwarded_to_the_node_agent() {
     agent.abort();
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_patches_and_stored_objects_are_bounded() {
+    let s = TestServer::start().await;
+    assert_eq!(s.post(CMS, cm("b")).await.0, StatusCode::CREATED);
+    let path = format!("{CMS}/b");
+    let jp = |ops: Value| s.req("PATCH", &path, Some("application/json-patch+json"), Some(serde_json::to_vec(&ops).unwrap()));
+    // An ordinary patch still applies.
+    let (code, obj) = jp(json!([{"op": "add", "path": "/data/x", "value": "1"}, {"op": "copy", "from": "/data/x", "path": "/data/y"}])).await;
+    assert_eq!(code, StatusCode::OK, "{obj}");
+    assert_eq!(obj["data"], json!({"k": "v", "x": "1", "y": "1"}));
+    // More operations than upstream allows.
+    let many: Vec<Value> = (0..10_001).map(|_| json!({"op": "test", "path": "/data/k", "value": "v"})).collect();
+    let (code, st) = jp(Value::Array(many)).await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{st}");
+    // Copies that double the object each time stop at the copy limit.
+    let mut doubling = vec![json!({"op": "add", "path": "/metadata/annotations", "value": {"a": "x".repeat(1000)}})];
+    doubling.extend((0..40).map(|i| json!({"op": "copy", "from": "/metadata/annotations", "path": format!("/metadata/annotations/c{i}")})));
+    let (code, st) = jp(Value::Array(doubling)).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{st}");
+    assert!(st["message"].as_str().unwrap().contains("copy operations copy more than"), "{st}");
+    // Copies that nest a value into itself stop at the depth limit, long before the stack would.
+    let mut nesting = vec![json!({"op": "add", "path": "/metadata/annotations", "value": {}})];
+    nesting.push(json!({"op": "add", "path": "/x", "value": {}}));
+    nesting.extend((0..5000).map(|_| json!({"op": "copy", "from": "/x", "path": "/x/x"})));
+    let (code, st) = jp(Value::Array(nesting)).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{st}");
+    assert!(st["message"].as_str().unwrap().contains("nested deeper than 100 levels"), "{st}");
+    // Moves that push a value deeper and deeper stop there too.
+    let mut moving = vec![json!({"op": "add", "path": "/x", "value": {}})];
+    for _ in 0..2000 {
+        moving.push(json!({"op": "add", "path": "/w", "value": {}}));
+        moving.push(json!({"op": "move", "from": "/x", "path": "/w/x"}));
+        moving.push(json!({"op": "move", "from": "/w", "path": "/x"}));
+    }
+    let (code, st) = jp(Value::Array(moving)).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{st}");
+    // A body nested deeper than the server could read back is refused, whichever way it comes.
+    let deep = |d: usize| (0..d).fold(json!("v"), |v, _| json!([v]));
+    let mut obj = cm("deep");
+    obj["z"] = deep(110);
+    let (code, st) = s.post(CMS, obj).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{st}");
+    let (code, st) = s.merge(&path, json!({"z": deep(110)})).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{st}");
+    // Nothing of it was stored: the ConfigMap and the list still read back.
+    let (code, obj) = s.get(&path).await;
+    assert_eq!((code, &obj["data"]), (StatusCode::OK, &json!({"k": "v", "x": "1", "y": "1"})));
+    assert_eq!(s.get(CMS).await.0, StatusCode::OK);
+    s.stop().await;
+}

@@ -89,6 +89,50 @@ fn check_yaml_nesting(text: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Objects nested deeper than this are refused: stored JSON is read back with serde_json, which stops at 128
+/// levels, and an object the server cannot read back would break every list of its resource.
+pub const MAX_OBJECT_DEPTH: usize = 100;
+
+/// How deeply `v` nests arrays and objects (a scalar is 0), counting no further than `limit + 1`. Iterative: a
+/// patched value may be deeper than the stack allows to recurse.
+pub fn depth_capped(v: &Value, limit: usize) -> usize {
+    let mut unlimited = usize::MAX;
+    depth_counting(v, limit, &mut unlimited)
+}
+
+/// [`depth_capped`], taking one from `nodes` for every array or object visited; stops (returning what it has
+/// so far) when `nodes` runs out, which the caller sees as `*nodes == 0`.
+pub fn depth_counting(v: &Value, limit: usize, nodes: &mut usize) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d);
+        if deepest > limit || *nodes == 0 {
+            return deepest;
+        }
+        *nodes -= 1;
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
+}
+
+/// Refuse an object nested deeper than [`MAX_OBJECT_DEPTH`] (before it is type-checked or stored).
+pub fn check_depth(kind: &str, obj: &Value) -> Result<(), ApiError> {
+    if depth_capped(obj, MAX_OBJECT_DEPTH) > MAX_OBJECT_DEPTH {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!("{kind} is invalid: the object is nested deeper than {MAX_OBJECT_DEPTH} levels"),
+        ));
+    }
+    Ok(())
+}
+
 /// What the client asked for in `Accept`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -256,6 +300,23 @@ mod tests {
         // The deepest document serde_yaml_ng itself can decode still passes the nesting check.
         let deepest = (1..=MAX_YAML_DEPTH).rev().find(|&d| serde_yaml_ng::from_str::<Value>(&nested(d)).is_ok()).unwrap();
         assert!(decode_yaml(nested(deepest).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn depth_is_counted_without_recursion_and_capped() {
+        assert_eq!(depth_capped(&json!(1), 10), 0);
+        assert_eq!(depth_capped(&json!({"a": [1, {"b": {}}], "c": 2}), 10), 4);
+        let mut deep = json!(1);
+        for _ in 0..200_000 {
+            deep = Value::Array(vec![deep]);
+        }
+        assert_eq!(depth_capped(&deep, MAX_OBJECT_DEPTH), MAX_OBJECT_DEPTH + 1);
+        assert!(check_depth("ConfigMap", &deep).is_err());
+        // Drop it without recursing 200,000 frames.
+        let mut v = deep;
+        while let Value::Array(mut a) = v {
+            v = a.pop().unwrap_or(Value::Null);
+        }
     }
 
     #[test]

@@ -81,6 +81,7 @@ fn check_namespace(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
 
 /// Type-check the body; with `fieldValidation=Strict` unknown fields are an error, otherwise a warning.
 fn check_fields(info: &ResourceInfo, obj: &Value, r: &Req) -> Result<Option<String>, ApiError> {
+    codec::check_depth(info.kind, obj)?;
     let unknown = typed::check(&info.type_key(), obj).map_err(|e| {
         ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", info.kind, info.version, info.kind))
     })?;
@@ -355,9 +356,41 @@ pub async fn update(s: &Arc<ApiServer>, t: &Target, r: &Req) -> Result<Response,
 /// RFC 6902 as upstream's API server applies it (evanphx/json-patch v4): a `replace` of a key missing from an object
 /// that exists adds the key (`kubectl rollout undo` replaces `/metadata/annotations`, which may be missing). The
 /// operations apply in order; on an error the caller drops the half-patched copy.
-fn json_patch_lenient(doc: &mut Value, patch: json_patch::Patch) -> Result<(), json_patch::PatchError> {
+///
+/// Bounded as upstream bounds it: at most [`MAX_JSON_PATCH_OPS`] operations, and `copy` operations together copy at
+/// most [`MAX_JSON_PATCH_COPY_BYTES`] (each one can double the document). Every value an operation puts in place is
+/// kept within [`codec::MAX_OBJECT_DEPTH`] as it goes, so that no later operation works on a value deeper than the
+/// stack allows to clone or drop: added, replaced and copied values are measured (their sizes are bounded by the body
+/// and the copy limit), a moved value only when it moves deeper, within a budget of visited nodes.
+fn json_patch_lenient(doc: &mut Value, patch: json_patch::Patch) -> Result<(), ApiError> {
     use json_patch::{AddOperation, PatchOperation};
+    if patch.0.len() > MAX_JSON_PATCH_OPS {
+        return Err(ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPS}, got {}", patch.0.len()),
+        ));
+    }
+    let failed = |e: String| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}"));
+    let tokens = |p: &json_patch::jsonptr::PointerBuf| p.as_str().matches('/').count();
+    let mut copied = 0usize;
+    let mut walk_budget = MAX_JSON_PATCH_WALK_NODES;
     for op in patch.0 {
+        if let PatchOperation::Copy(c) = &op {
+            let size = doc.pointer(c.from.as_str()).map_or(0, |v| json_size_capped(v, MAX_JSON_PATCH_COPY_BYTES));
+            copied = copied.saturating_add(size);
+            if copied > MAX_JSON_PATCH_COPY_BYTES {
+                return Err(failed(format!("the copy operations copy more than {MAX_JSON_PATCH_COPY_BYTES} bytes")));
+            }
+        }
+        // Where the operation puts a value, and whether that value needs measuring.
+        let placed = match &op {
+            PatchOperation::Add(o) => Some((o.path.clone(), true)),
+            PatchOperation::Replace(o) => Some((o.path.clone(), true)),
+            PatchOperation::Copy(o) => Some((o.path.clone(), true)),
+            PatchOperation::Move(o) => Some((o.path.clone(), tokens(&o.path) > tokens(&o.from))),
+            _ => None,
+        };
         let op = match op {
             PatchOperation::Replace(r) => {
                 let missing_key = r.path.split_back().is_some_and(|(parent, key)| {
@@ -371,9 +404,60 @@ fn json_patch_lenient(doc: &mut Value, patch: json_patch::Patch) -> Result<(), j
             }
             op => op,
         };
-        json_patch::patch(doc, std::slice::from_ref(&op))?;
+        json_patch::patch(doc, std::slice::from_ref(&op)).map_err(|e| failed(e.to_string()))?;
+        if let Some((path, measure)) = placed {
+            let deep = || failed(format!("the result is nested deeper than {} levels", codec::MAX_OBJECT_DEPTH));
+            let levels = tokens(&path);
+            if levels > codec::MAX_OBJECT_DEPTH {
+                return Err(deep());
+            }
+            // The value now at `path` (for an array's "-", the parent array) sits `levels` deep.
+            let at = doc.pointer(path.as_str()).or_else(|| path.split_back().and_then(|(parent, _)| doc.pointer(parent.as_str())));
+            if let (true, Some(v)) = (measure, at) {
+                let room = codec::MAX_OBJECT_DEPTH - levels;
+                if codec::depth_counting(v, room, &mut walk_budget) > room {
+                    return Err(deep());
+                }
+                if walk_budget == 0 {
+                    return Err(failed("the patch moves too much to check".into()));
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// Upstream's maxJSONPatchOperations.
+const MAX_JSON_PATCH_OPS: usize = 10_000;
+/// Arrays and objects the depth checks of one patch may visit.
+const MAX_JSON_PATCH_WALK_NODES: usize = 20_000_000;
+/// What `copy` operations may copy in all (upstream: 3 × the largest request body).
+const MAX_JSON_PATCH_COPY_BYTES: usize = 3 * 3 * 1024 * 1024;
+
+/// The size of `v` as compact JSON, counting no further than `limit + 1` (iterative, as [`codec::depth_capped`]).
+fn json_size_capped(v: &Value, limit: usize) -> usize {
+    let mut size = 0usize;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        size += match v {
+            Value::Null => 4,
+            Value::Bool(b) => 4 + usize::from(!b),
+            Value::Number(n) => n.to_string().len(),
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => {
+                stack.extend(a.iter());
+                2 + a.len()
+            }
+            Value::Object(o) => {
+                stack.extend(o.values());
+                o.keys().map(|k| k.len() + 4).sum::<usize>() + 2
+            }
+        };
+        if size > limit {
+            return size;
+        }
+    }
+    size
 }
 
 /// Apply a patch document of the request's patch type to `doc`.
@@ -384,7 +468,7 @@ fn apply_patch(info: &ResourceInfo, r: &Req, doc: &Value) -> Result<Value, ApiEr
             let patch: json_patch::Patch = serde_json::from_slice(&r.body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             let mut out = doc.clone();
-            json_patch_lenient(&mut out, patch).map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
+            json_patch_lenient(&mut out, patch)?;
             Ok(out)
         }
         "application/merge-patch+json" => {
