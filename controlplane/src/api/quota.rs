@@ -31,7 +31,7 @@ pub fn pod_counts(pod: &Value, now: DateTime<Utc>) -> bool {
 fn quantity(v: Option<&Value>) -> Option<i128> {
     match v? {
         Value::String(s) => parse_quantity_milli(s),
-        Value::Number(n) => n.as_f64().map(|f| (f * 1000.0).ceil() as i128),
+        Value::Number(n) => n.as_f64().map(|f| crate::scheduler::plugins::clamp_milli(f * 1000.0)),
         _ => None,
     }
 }

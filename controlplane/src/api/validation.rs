@@ -222,6 +222,41 @@ fn validate_container(errs: &mut Errs, c: &Value, path: &str, names: &mut Vec<St
             errs.push(FieldError::required(format!("{path}.volumeMounts[{i}].mountPath")));
         }
     }
+    validate_resources(errs, c.get("resources"), &format!("{path}.resources"));
+}
+
+/// Upstream's ValidateResourceRequirements: every amount a quantity, none negative, no request above its limit.
+fn validate_resources(errs: &mut Errs, res: Option<&Value>, path: &str) {
+    use crate::scheduler::plugins::parse_quantity_milli;
+    let amounts = |kind: &str| -> Vec<(String, &Value, Option<i128>)> {
+        res.and_then(|r| r.get(kind)).and_then(Value::as_object).map_or_else(Vec::new, |m| {
+            m.iter().map(|(k, v)| (k.clone(), v, v.as_str().and_then(parse_quantity_milli))).collect()
+        })
+    };
+    let (limits, requests) = (amounts("limits"), amounts("requests"));
+    for (kind, list) in [("limits", &limits), ("requests", &requests)] {
+        for (name, v, milli) in list {
+            let field = format!("{path}.{kind}[{name}]");
+            match milli {
+                None => errs.push(FieldError::invalid(
+                    field,
+                    v,
+                    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                )),
+                Some(m) if *m < 0 => errs.push(FieldError::invalid(field, v, "must be greater than or equal to 0")),
+                Some(_) => {}
+            }
+        }
+    }
+    for (name, v, request) in &requests {
+        let limit = limits.iter().find(|(l, _, _)| l == name);
+        if let (Some(r), Some((_, lv, Some(l)))) = (request, limit) {
+            if r > l {
+                let shown = lv.as_str().unwrap_or_default();
+                errs.push(FieldError::invalid(format!("{path}.requests"), v, &format!("must be less than or equal to {name} limit of {shown}")));
+            }
+        }
+    }
 }
 
 fn validate_pod_spec(errs: &mut Errs, spec: Option<&Value>, path: &str) {
@@ -854,6 +889,19 @@ mod tests {
         let errs = validate("v1/Pod", &pod, true);
         assert_eq!(errs, [FieldError::required("spec.containers[0].image")]);
         assert_eq!(errs[0].to_string(), "spec.containers[0].image: Required value");
+    }
+
+    #[test]
+    fn container_resources_as_upstream() {
+        let pod = |res: serde_json::Value| json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x", "resources": res}]}});
+        assert!(validate("v1/Pod", &pod(json!({"limits": {"cpu": "1", "memory": "64Mi"}, "requests": {"cpu": "500m"}})), true).is_empty());
+        let errs = validate("v1/Pod", &pod(json!({"limits": {"cpu": "-1"}, "requests": {"memory": "lots"}})), true);
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert_eq!(text[0], "spec.containers[0].resources.limits[cpu]: Invalid value: \"-1\": must be greater than or equal to 0");
+        assert!(text[1].starts_with("spec.containers[0].resources.requests[memory]: Invalid value: \"lots\": quantities must match"), "{text:?}");
+        let errs = validate("v1/Pod", &pod(json!({"limits": {"cpu": "1"}, "requests": {"cpu": "2"}})), true);
+        assert_eq!(errs[0].to_string(), "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1");
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub const ANNOTATION: &str = "kubernetes.io/limit-ranger";
 fn q(v: &Value) -> Option<i128> {
     match v {
         Value::String(s) => parse_quantity_milli(s),
-        Value::Number(n) => n.as_f64().map(|f| (f * 1000.0).ceil() as i128),
+        Value::Number(n) => n.as_f64().map(|f| crate::scheduler::plugins::clamp_milli(f * 1000.0)),
         _ => None,
     }
 }

@@ -39,7 +39,16 @@ pub fn parse_quantity_milli(s: &str) -> Option<i128> {
         _ => return None,
     };
     let milli = (value * factor * 1000.0).ceil();
-    milli.is_finite().then_some(milli as i128)
+    milli.is_finite().then(|| clamp_milli(milli))
+}
+
+/// Quantities are clamped to ±2^100 thousandths (far beyond any real amount): sums of millions of them then stay
+/// within i128, wherever they are added up (scheduler, quota, LimitRange).
+pub const MAX_MILLI: i128 = 1 << 100;
+
+/// A number of thousandths as i128, clamped to [`MAX_MILLI`].
+pub fn clamp_milli(milli: f64) -> i128 {
+    (milli.ceil() as i128).clamp(-MAX_MILLI, MAX_MILLI)
 }
 
 /// Resource amounts in thousandths: cpu (millicores), memory and ephemeral-storage (milli-bytes), pods.
@@ -425,6 +434,8 @@ mod tests {
         assert_eq!(parse_quantity_milli("64Mi"), Some(64 * 1024 * 1024 * 1000));
         assert_eq!(parse_quantity_milli("1G"), Some(1_000_000_000_000));
         assert_eq!(parse_quantity_milli("1e3"), Some(1_000_000));
+        assert_eq!(parse_quantity_milli("1e300"), Some(MAX_MILLI));
+        assert_eq!(parse_quantity_milli("-1e300"), Some(-MAX_MILLI));
         assert_eq!(parse_quantity_milli("12x"), None);
         assert_eq!(parse_quantity_milli(""), None);
     }
