@@ -250,7 +250,7 @@ fn list_at(conn: &mut Connection, prefix: &str, opts: &ListOptions) -> Result<Li
         _ => prefix.to_string(),
     };
     let end = prefix_end(prefix);
-    let fetch = opts.limit.map(|l| l as i64 + 1).unwrap_or(-1);
+    let fetch = opts.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX).saturating_add(1)).unwrap_or(-1);
     let mut items = Vec::new();
     {
         let sql = if revision == current {
