@@ -28,6 +28,8 @@
 //! (`meta/v1` ObjectMeta). For a type not in the table every list is replaced, as in JSON merge patch, but
 //! directives are still honoured.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::{Map, Value};
 
 /// Why a strategic merge patch could not be applied. `path` is the dotted field path (list indexes left
@@ -318,7 +320,8 @@ fn apply_retain_keys(
 /// whatever the field's strategy, and ignores it when the field is absent or not a list.
 fn delete_from_list(original: &mut Map<String, Value>, field: &str, remove: &[Value]) {
     if let Some(Value::Array(items)) = original.get_mut(field) {
-        items.retain(|item| !remove.iter().any(|r| same_value(item, r)));
+        let remove: HashSet<String> = remove.iter().map(identity_key).collect();
+        items.retain(|item| !remove.contains(&identity_key(item)));
     }
 }
 
@@ -557,19 +560,23 @@ impl Merger<'_> {
         let mut replace = false;
         let mut deleted = 0;
         let mut updates = Vec::with_capacity(patch.len());
+        // Deletions remove every item with a deleted key; all at once, by identity key (linear in the list).
+        let mut delete_keys = HashSet::new();
         for item in patch {
             let map = item.as_object().ok_or_else(|| PatchError::MixedListItems { path: path.render() })?;
             match patch_directive(path, map)? {
                 Some(PatchDirective::Delete) => {
-                    let id = merge_key_of(path, item, key)?;
-                    let before = original.len();
-                    original.retain(|o| o.get(key).is_none_or(|v| !same_value(v, &id)));
-                    deleted += before - original.len();
+                    delete_keys.insert(identity_key(&merge_key_of(path, item, key)?));
                 }
                 // Upstream prunes the marker item itself, whatever else it holds.
                 Some(PatchDirective::Replace) => replace = true,
                 Some(PatchDirective::Merge) | None => updates.push(item),
             }
+        }
+        if !delete_keys.is_empty() {
+            let before = original.len();
+            original.retain(|o| o.get(key).is_none_or(|v| !delete_keys.contains(&identity_key(v))));
+            deleted += before - original.len();
         }
         let mut server_ids = identities(path, &original, Some(key))?;
         if replace {
@@ -583,9 +590,21 @@ impl Merger<'_> {
 
         let mut patch_ids = Vec::with_capacity(updates.len());
         let mut added_ids = Vec::new();
+        // The first item of each identity, kept up to date as items are added.
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (i, o) in original.iter().enumerate() {
+            if let Some(v) = o.get(key) {
+                index.entry(identity_key(v)).or_insert(i);
+            }
+        }
         for item in updates {
             let id = merge_key_of(path, item, key)?;
-            let found = original.iter().position(|o| o.get(key).is_some_and(|v| same_value(v, &id)));
+            let id_key = identity_key(&id);
+            let found = index.get(&id_key).copied();
+            if found.is_none() {
+                // The materialized item (if any) lands at the end.
+                index.insert(id_key, original.len());
+            }
             path.descend(None, |path| match found {
                 Some(index) => {
                     if let (Some(Value::Object(target)), Value::Object(update)) = (original.get_mut(index), item) {
@@ -717,8 +736,9 @@ fn is_scalar(value: &Value) -> bool {
 /// original's other items around them in their old places.
 fn union_scalars(original: Vec<Value>, patch: &[Value]) -> Vec<Value> {
     let mut merged: Vec<Value> = Vec::with_capacity(original.len() + patch.len());
+    let mut seen = HashSet::new();
     for item in original.iter().chain(patch) {
-        if !merged.iter().any(|m| same_value(m, item)) {
+        if seen.insert(identity_key(item)) {
             merged.push(item.clone());
         }
     }
@@ -755,19 +775,29 @@ fn inferred_merge_key(order: &[Value]) -> Option<&str> {
     key
 }
 
-fn position(list: &[Value], id: &Value) -> Option<usize> {
-    list.iter().position(|v| same_value(v, id))
+/// The index of the first item of each identity in `list`.
+fn positions(list: &[Value]) -> HashMap<String, usize> {
+    let mut map = HashMap::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        map.entry(identity_key(v)).or_insert(i);
+    }
+    map
 }
 
 /// Upstream's `normalizeElementOrder`: items named in `order` come in that order; the others ("server
 /// only") keep their order in `server_order`, and each is slotted in before the first ordered item that
 /// came after it in `server_order`. Items are paired with their identity.
 fn enforce_order(items: Vec<(Value, Value)>, order: &[Value], server_order: &[Value]) -> Vec<Value> {
-    let (mut ordered, mut server_only): (Vec<_>, Vec<_>) =
-        items.into_iter().partition(|(_, id)| position(order, id).is_some());
+    // Each item with its place in `order` and in `server_order`, looked up once (lists can be long).
+    let (in_order, in_server) = (positions(order), positions(server_order));
+    let items = items.into_iter().map(|(item, id)| {
+        let k = identity_key(&id);
+        (item, (in_order.get(&k).copied(), in_server.get(&k).copied()))
+    });
+    let (mut ordered, mut server_only): (Vec<_>, Vec<_>) = items.partition(|(_, (o, _))| o.is_some());
     // Both sorts are stable, so duplicates keep their relative order.
-    ordered.sort_by_key(|(_, id)| position(order, id));
-    server_only.sort_by_key(|(_, id)| position(server_order, id).unwrap_or(usize::MAX));
+    ordered.sort_by_key(|(_, (o, _))| *o);
+    server_only.sort_by_key(|(_, (_, s))| s.unwrap_or(usize::MAX));
 
     let mut out = Vec::with_capacity(ordered.len() + server_only.len());
     let mut ordered = ordered.into_iter().peekable();
@@ -779,14 +809,59 @@ fn enforce_order(items: Vec<(Value, Value)>, order: &[Value], server_order: &[Va
             (None, None) => break,
             (Some(_), None) => true,
             (None, Some(_)) => false,
-            (Some((_, left)), Some((_, right))) => {
-                matches!((position(server_order, left), position(server_order, right)), (Some(l), Some(r)) if l < r)
-            }
+            (Some((_, (_, left))), Some((_, (_, right)))) => matches!((left, right), (Some(l), Some(r)) if l < r),
         };
         let next = if take_server_only { server_only.next() } else { ordered.next() };
         out.extend(next.map(|(item, _)| item));
     }
     out
+}
+
+/// A string equal for two values exactly when [`same_value`] holds: numbers as float64 (at the top, as
+/// `same_value` compares them), objects with sorted keys (serde_json compares maps regardless of order).
+fn identity_key(v: &Value) -> String {
+    fn zero_free(f: f64) -> f64 {
+        if f == 0.0 { 0.0 } else { f }
+    }
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Number(n) if n.is_f64() => out.push_str(&format!("{:?}", zero_free(n.as_f64().unwrap_or_default()))),
+            Value::String(s) => out.push_str(&Value::String(s.clone()).to_string()),
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(x, out);
+                }
+                out.push(']');
+            }
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&m[k], out);
+                }
+                out.push('}');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    match v {
+        Value::Number(n) => format!("#{:?}", zero_free(n.as_f64().unwrap_or_default())),
+        other => {
+            let mut out = String::new();
+            write(other, &mut out);
+            out
+        }
+    }
 }
 
 /// JSON equality where 80 and 80.0 are the same number, as they are for upstream (Go decodes every JSON
@@ -804,6 +879,36 @@ fn same_value(a: &Value, b: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn identity_keys_agree_with_same_value() {
+        let values = [
+            json!(80), json!(80.0), json!(-0.0), json!(0), json!(1.5), json!("80"), json!(null), json!(true),
+            json!([80]), json!([80.0]), json!({"a": 1, "b": [2]}), json!({"b": [2], "a": 1}), json!({"a": 1.0, "b": [2]}),
+            json!(9007199254740993u64), json!(9007199254740992u64), json!("a\"b"), json!(["a", "b"]), json!("[\"a\",\"b\"]"),
+        ];
+        for a in &values {
+            for b in &values {
+                assert_eq!(identity_key(a) == identity_key(b), same_value(a, b), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn long_lists_merge_in_linear_time() {
+        // 100,000 scalars and 100,000 keyed items: quadratic code would take minutes here.
+        let n = 100_000;
+        let finalizers: Vec<Value> = (0..n).map(|i| json!(format!("f{i}"))).collect();
+        let original = json!({"metadata": {"name": "p", "finalizers": finalizers[..n / 2]},
+            "spec": {"containers": (0..n).map(|i| json!({"name": format!("c{i}"), "image": "a"})).collect::<Vec<_>>()}});
+        let p = json!({"metadata": {"finalizers": finalizers[n / 4..]},
+            "spec": {"containers": (0..n).rev().map(|i| json!({"name": format!("c{i}"), "image": "b"})).collect::<Vec<_>>()}});
+        let out = patch("v1/Pod", original, p);
+        assert_eq!(out["metadata"]["finalizers"].as_array().unwrap().len(), n);
+        let containers = out["spec"]["containers"].as_array().unwrap();
+        assert_eq!(containers.len(), n);
+        assert!(containers.iter().all(|c| c["image"] == "b"));
+    }
 
     fn patch(type_key: &str, original: Value, patch: Value) -> Value {
         let out = apply(type_key, &original, &patch).unwrap_or_else(|e| panic!("patch failed: {e}"));
