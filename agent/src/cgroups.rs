@@ -37,7 +37,7 @@ fn pod_total(pod: &Pod, get: impl Fn(&Container) -> Option<i64>) -> Option<i64> 
     let sidecar = |c: &Container| c.restart_policy.as_deref() == Some("Always");
     let mut long_running = 0i64;
     for c in spec.containers.iter().chain(spec.init_containers.iter().flatten().filter(|c| sidecar(c))) {
-        long_running += get(c)?;
+        long_running = long_running.saturating_add(get(c)?);
     }
     let mut init_max = 0i64;
     for c in spec.init_containers.iter().flatten().filter(|c| !sidecar(c)) {
@@ -63,9 +63,9 @@ pub fn pod_resources(pod: &Pod) -> PodResources {
         Some(quantity(c, "requests", "cpu", cpu_millis).or_else(|| quantity(c, "limits", "cpu", cpu_millis)).unwrap_or(0))
     };
     let millis = pod_total(pod, cpu_request).unwrap_or(0);
-    let cpu_shares = (millis * 1024 / 1000).clamp(MIN_SHARES, MAX_SHARES);
+    let cpu_shares = (millis.saturating_mul(1024) / 1000).clamp(MIN_SHARES, MAX_SHARES);
     let cpu_quota_us = pod_total(pod, |c| quantity(c, "limits", "cpu", cpu_millis))
-        .map(|m| (m * CPU_PERIOD_US / 1000).max(MIN_QUOTA_US));
+        .map(|m| (m.saturating_mul(CPU_PERIOD_US) / 1000).max(MIN_QUOTA_US));
     let memory_limit = pod_total(pod, |c| quantity(c, "limits", "memory", memory_bytes));
     PodResources { cpu_shares, cpu_quota_us, memory_limit }
 }

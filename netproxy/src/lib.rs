@@ -251,6 +251,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             }
             match worker.sync(desired).await {
                 Ok(r) => {
+                    for e in &r.failed {
+                        tracing::warn!(error = %e, "a route could not be set; the others are");
+                    }
                     metrics.routes.set(r.total as i64);
                     if r.added + r.deleted > 0 {
                         tracing::info!(added = r.added, deleted = r.deleted, total = r.total, "routes synced");

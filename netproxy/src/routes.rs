@@ -105,6 +105,8 @@ pub struct RouteReport {
     pub added: usize,
     pub deleted: usize,
     pub total: usize,
+    /// Routes that could not be added or deleted (one node's bad address must not keep the others' routes out).
+    pub failed: Vec<String>,
 }
 
 /// Makes our routes equal `desired`: replaces missing or changed ones, deletes ours that are not desired.
@@ -120,8 +122,10 @@ pub async fn sync_routes(handle: &Handle, desired: &BTreeMap<Cidr, Ipv4Addr>) ->
             .gateway(*via)
             .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
             .build();
-        handle.route().add(msg).replace().execute().await.map_err(|source| RouteError::Add { dst: *dst, via: *via, source })?;
-        report.added += 1;
+        match handle.route().add(msg).replace().execute().await {
+            Ok(()) => report.added += 1,
+            Err(source) => report.failed.push(RouteError::Add { dst: *dst, via: *via, source }.to_string()),
+        }
     }
     for (dst, via) in &have {
         if desired.contains_key(dst) {
@@ -137,7 +141,7 @@ pub async fn sync_routes(handle: &Handle, desired: &BTreeMap<Cidr, Ipv4Addr>) ->
             Ok(()) => report.deleted += 1,
             // ESRCH: already gone.
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == 3 => {}
-            Err(source) => return Err(RouteError::Delete { dst: *dst, source }),
+            Err(source) => report.failed.push(RouteError::Delete { dst: *dst, source }.to_string()),
         }
     }
     Ok(report)

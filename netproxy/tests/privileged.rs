@@ -156,28 +156,38 @@ fn pod_routes_follow_nodes() {
     // A route of another owner must survive our syncs.
     lab.node.exec(&["ip", "route", "add", "10.250.0.0/24", "via", "192.168.77.2"]).expect("foreign route");
     let path = lab.node.path();
-    let run = move |nodes: Vec<k8s_openapi::api::core::v1::Node>| -> String {
+    let run = move |nodes: Vec<k8s_openapi::api::core::v1::Node>| -> (String, Vec<String>) {
         let path = path.clone();
         std::thread::spawn(move || {
             let f = std::fs::File::open(&path).expect("netns file");
             nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async {
+            let report = rt.block_on(async {
                 skiff_netproxy::routes::enable_forwarding().expect("forwarding");
                 let h = skiff_netproxy::routes::connect().expect("netlink");
                 let (desired, _) = skiff_netproxy::routes::desired_routes(&nodes, "node-a");
-                skiff_netproxy::routes::sync_routes(&h, &desired).await.expect("sync routes");
+                skiff_netproxy::routes::sync_routes(&h, &desired).await.expect("sync routes")
             });
             let out = std::process::Command::new("ip").args(["route", "show"]).output().expect("ip route");
-            String::from_utf8_lossy(&out.stdout).into_owned()
+            (String::from_utf8_lossy(&out.stdout).into_owned(), report.failed)
         })
         .join()
         .expect("route thread")
     };
-    let routes = run(vec![node("node-a", "10.244.1.0/24", NODE_IP), node("node-b", "10.244.2.0/24", "192.168.77.2")]);
+    let (routes, failed) = run(vec![node("node-a", "10.244.1.0/24", NODE_IP), node("node-b", "10.244.2.0/24", "192.168.77.2")]);
     assert!(routes.contains("10.244.2.0/24 via 192.168.77.2 dev vext proto 83"), "{routes}");
     assert!(!routes.contains("10.244.1.0/24 via"), "no route to our own pod CIDR: {routes}");
-    let routes = run(vec![node("node-a", "10.244.1.0/24", NODE_IP)]);
+    assert!(failed.is_empty(), "{failed:?}");
+    // A node whose address is not reachable (its route comes first in CIDR order) keeps only its own route out.
+    let (routes, failed) = run(vec![
+        node("node-a", "10.244.1.0/24", NODE_IP),
+        node("node-c", "10.244.0.0/24", "10.99.0.1"),
+        node("node-b", "10.244.2.0/24", "192.168.77.2"),
+    ]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("10.244.0.0/24"), "{failed:?}");
+    assert!(routes.contains("10.244.2.0/24 via 192.168.77.2"), "{routes}");
+    let (routes, _) = run(vec![node("node-a", "10.244.1.0/24", NODE_IP)]);
     assert!(!routes.contains("10.244.2.0/24"), "node-b left, its route too: {routes}");
     assert!(routes.contains("10.250.0.0/24 via 192.168.77.2"), "foreign route kept: {routes}");
     let fwd = lab.node.exec(&["sysctl", "-n", "net.ipv4.ip_forward"]).expect("sysctl");

@@ -36,22 +36,29 @@ impl Runtime {
 
     /// Runs a command whose failure is a message, not an error (exec probes and hooks): success on exit 0, else the
     /// command's output (or the runtime's error). The runtime is killed if the caller gives up (timeout).
+    ///
+    /// Only the first [`MAX_COMMAND_OUTPUT`] bytes of each of stdout and stderr are kept (the kubelet's probe limit):
+    /// a probe that prints without end must not grow the agent's memory.
     pub async fn run_output(&self, args: &[&str]) -> Result<(), String> {
-        let out = tokio::process::Command::new(&self.bin)
+        let mut child = tokio::process::Command::new(&self.bin)
             .arg("--root")
             .arg(&self.root)
             .args(args)
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
-            .output()
-            .await
+            .spawn()
             .map_err(|e| format!("running {}: {e}", self.bin.display()))?;
-        if out.status.success() {
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let (stdout, stderr, status) = tokio::join!(read_capped(stdout), read_capped(stderr), child.wait());
+        let status = status.map_err(|e| format!("running {}: {e}", self.bin.display()))?;
+        if status.success() {
             return Ok(());
         }
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
         let text = text.trim();
-        match out.status.code() {
+        match status.code() {
             Some(code) if text.is_empty() => Err(format!("command exited with code {code}")),
             _ if text.is_empty() => Err("command was killed".into()),
             _ => Err(text.to_string()),
@@ -79,5 +86,38 @@ impl Runtime {
 
     pub fn exists(&self, id: &str) -> bool {
         Path::new(&self.root).join(id).exists()
+    }
+}
+
+/// How much of an exec probe's or hook's stdout (and of its stderr) is kept: the kubelet's 10 KiB.
+pub const MAX_COMMAND_OUTPUT: usize = 10 * 1024;
+
+/// Reads `r` to its end, keeping the first [`MAX_COMMAND_OUTPUT`] bytes (the rest is read and dropped, so the
+/// writer never blocks on a full pipe).
+async fn read_capped(r: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let Some(mut r) = r else { return kept };
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = MAX_COMMAND_OUTPUT.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn command_output_is_capped() {
+        let long = vec![b'x'; 100_000];
+        assert_eq!(read_capped(Some(&long[..])).await.len(), MAX_COMMAND_OUTPUT);
+        assert_eq!(read_capped(Some(&b"short"[..])).await, b"short");
+        assert!(read_capped(None::<&[u8]>).await.is_empty());
     }
 }

@@ -27,6 +27,13 @@ pub enum SecurityError {
     UnknownGroup(String),
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
+    #[error("{field} {value} is not a user or group id (0 to 2147483647)")]
+    InvalidId { field: &'static str, value: i64 },
+}
+
+/// A user or group id from a security context: upstream's range, never cut to 32 bits (4294967296 would be root).
+fn id32(field: &'static str, value: i64) -> Result<u32, SecurityError> {
+    u32::try_from(value).ok().filter(|v| *v <= i32::MAX as u32).ok_or(SecurityError::InvalidId { field, value })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,13 +228,13 @@ pub fn resolve(pod: &Pod, c: &Container, image: &ImageUser) -> Result<Security, 
     let (uid, gid, name) = match run_as_user {
         // runAsUser replaces the image's user; its group is the passwd entry's when there is one.
         Some(uid) => {
-            let uid = uid as u32;
+            let uid = id32("runAsUser", uid)?;
             let e = passwd_entries(passwd).into_iter().find(|(_, id, _)| *id == uid);
             (uid, e.as_ref().map(|e| e.2).unwrap_or(0), e.map(|e| e.0))
         }
         None => image_user(image_user_field, passwd, group)?,
     };
-    let gid = run_as_group.map(|g| g as u32).unwrap_or(gid);
+    let gid = run_as_group.map(|g| id32("runAsGroup", g)).transpose()?.unwrap_or(gid);
     let mut additional_gids: Vec<u32> = vec![];
     if let Some(name) = &name {
         for (_, g, members) in group_entries(group) {
@@ -236,7 +243,9 @@ pub fn resolve(pod: &Pod, c: &Container, image: &ImageUser) -> Result<Security, 
             }
         }
     }
-    for g in psc.supplemental_groups.iter().flatten().map(|g| *g as u32).chain(psc.fs_group.map(|g| g as u32)) {
+    let extra = psc.supplemental_groups.iter().flatten().map(|g| id32("supplementalGroups", *g));
+    for g in extra.chain(psc.fs_group.map(|g| id32("fsGroup", g))) {
+        let g = g?;
         if !additional_gids.contains(&g) {
             additional_gids.push(g);
         }
@@ -314,6 +323,19 @@ mod tests {
         assert_eq!((s.uid, s.gid), (65534, 65534));
         let s = run(json!({}), json!({}), "web").unwrap();
         assert_eq!((s.uid, s.gid, s.additional_gids.clone()), (1000, 1000, vec![10]));
+    }
+
+    #[test]
+    fn ids_beyond_32_bits_are_refused_not_truncated_to_root() {
+        for (psc, csc) in [
+            (json!({"runAsNonRoot": true, "runAsUser": 4294967296u64}), json!({})),
+            (json!({}), json!({"runAsGroup": 4294967296u64})),
+            (json!({"supplementalGroups": [-1]}), json!({})),
+            (json!({"fsGroup": 2147483648u64}), json!({})),
+        ] {
+            let e = run(psc.clone(), csc, "").unwrap_err();
+            assert!(matches!(e, SecurityError::InvalidId { .. }), "{psc}: {e}");
+        }
     }
 
     #[test]

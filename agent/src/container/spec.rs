@@ -76,10 +76,10 @@ fn resources(c: &Container) -> Value {
     }
     // Shares from the request (or the limit, which defaults the request), as the kubelet: millis * 1024 / 1000.
     let req_cpu = requests.and_then(|r| r.get("cpu")).or_else(|| limits.and_then(|l| l.get("cpu"))).and_then(cpu_millis);
-    let shares = req_cpu.map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2);
+    let shares = req_cpu.map(|m| (m.saturating_mul(1024) / 1000).clamp(2, 262_144)).unwrap_or(2);
     let mut cpu = json!({"shares": shares});
     if let Some(lim) = limits.and_then(|l| l.get("cpu")).and_then(cpu_millis) {
-        cpu["quota"] = json!((lim * 100).max(1000));
+        cpu["quota"] = json!(lim.saturating_mul(100).max(1000));
         cpu["period"] = json!(100_000);
     }
     res["cpu"] = cpu;

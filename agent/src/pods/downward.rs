@@ -99,7 +99,7 @@ fn ceil_div(a: i64, b: i64) -> i64 {
     if b <= 0 {
         return 0;
     }
-    (a + b - 1).div_euclid(b)
+    a.saturating_add(b - 1).div_euclid(b)
 }
 
 /// The value of a `resourceFieldRef` (`limits.cpu`, `requests.memory`, ...) of container `container` of `pod`,

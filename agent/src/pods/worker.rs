@@ -392,7 +392,7 @@ impl Worker {
             return v.clone();
         }
         let plans = volumes::plan(pod, objects, &self.pod_context());
-        let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|s| s.fs_group).map(|g| g as u32);
+        let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|s| s.fs_group).and_then(|g| u32::try_from(g).ok());
         let dirs = self.volume_dirs();
         let result = volumes::setup(&dirs, plans, fs_group, self.env.mounter.as_ref()).map_err(|e| e.to_string());
         let result = match (result, &self.volumes) {

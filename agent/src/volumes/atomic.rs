@@ -90,7 +90,7 @@ pub fn write(dir: &Path, payload: &[Projection]) -> Result<bool, AtomicError> {
             std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod", parent))?;
         }
         std::fs::write(&f, &p.data).map_err(io("writing", &f))?;
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(p.mode & 0o7777)).map_err(io("chmod", &f))?;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(p.mode & 0o777)).map_err(io("chmod", &f))?;
     }
     let ts_name = ts.file_name().map(PathBuf::from).unwrap_or_default();
     let tmp_link = dir.join(DATA_TMP);

@@ -45,6 +45,8 @@ pub enum VolumeError {
     Downward(#[from] DownwardError),
     #[error("volume type {0} is not supported by skiff-agent")]
     Unsupported(String),
+    #[error("volume name {0:?} is not a DNS label (lower case letters, digits and '-')")]
+    InvalidName(String),
     #[error("{0}")]
     HostPath(String),
     #[error(transparent)]
@@ -151,7 +153,7 @@ fn memory_volume_size(pod: &Pod, size_limit: Option<i64>, ctx: &PodContext) -> O
         .iter()
         .map(|c| c.resources.as_ref()?.limits.as_ref()?.get("memory").and_then(memory_bytes))
         .collect();
-    let pod_limit = limits.filter(|l| !l.is_empty()).map(|l| l.iter().sum::<i64>());
+    let pod_limit = limits.filter(|l| !l.is_empty()).map(|l| l.iter().fold(0i64, |a, b| a.saturating_add(*b)));
     let ceiling = pod_limit.or(Some(ctx.node.memory_bytes).filter(|m| *m > 0));
     match (ceiling, size_limit) {
         (Some(c), Some(s)) => Some(c.min(s)),
@@ -160,6 +162,15 @@ fn memory_volume_size(pod: &Pod, size_limit: Option<i64>, ctx: &PodContext) -> O
 }
 
 fn plan_one(pod: &Pod, v: &Volume, objects: &PodObjects, ctx: &PodContext) -> Result<Plan, VolumeError> {
+    // The name becomes a directory under the pod's: a DNS label, as the API server checks, never a path (a
+    // static pod's manifest or an older server may not have checked it).
+    let label = |n: &str| {
+        !n.is_empty() && n.len() <= 63 && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !n.starts_with('-') && !n.ends_with('-')
+    };
+    if !label(&v.name) {
+        return Err(VolumeError::InvalidName(v.name.clone()));
+    }
     if let Some(e) = &v.empty_dir {
         let memory = e.medium.as_deref() == Some("Memory");
         let size_limit = e.size_limit.as_ref().and_then(memory_bytes).filter(|s| *s > 0);
@@ -464,6 +475,16 @@ mod tests {
         let plans = plan(&p, &objects(), &PodContext::default());
         assert!(plans[0].1.as_ref().unwrap_err().to_string().contains("failed to fetch token: 403"));
         assert!(plans[1].1.is_err());
+    }
+
+    #[test]
+    fn volume_names_are_labels_never_paths() {
+        let p = pod(json!([{"name": "/etc", "emptyDir": {"medium": "Memory"}}, {"name": "../../x", "configMap": {"name": "cm"}},
+                           {"name": "ok-1", "emptyDir": {}}]));
+        let plans = plan(&p, &objects(), &PodContext::default());
+        assert!(matches!(&plans[0].1, Err(VolumeError::InvalidName(n)) if n == "/etc"), "{:?}", plans[0].1);
+        assert!(matches!(&plans[1].1, Err(VolumeError::InvalidName(_))), "{:?}", plans[1].1);
+        assert!(plans[2].1.is_ok());
     }
 
     #[test]

@@ -79,19 +79,40 @@ pub fn resolve_sub_paths(planned: Vec<Planned>) -> Result<Vec<BindMount>, MountE
                 sub_path: b.source.strip_prefix(&base).unwrap_or(&b.source).display().to_string(),
                 message,
             };
-            if std::fs::symlink_metadata(&b.source).is_err() {
-                std::fs::create_dir_all(&b.source).map_err(|e| err(format!("creating it: {e}")))?;
-            }
-            let real = b.source.canonicalize().map_err(|e| err(e.to_string()))?;
-            let real_base = base.canonicalize().map_err(|e| err(e.to_string()))?;
-            if !real.starts_with(&real_base) {
-                return Err(err("it resolves outside the volume".into()));
-            }
-            b.source = real;
+            let sub = b.source.strip_prefix(&base).map(Path::to_path_buf).unwrap_or_default();
+            b.source = resolve_inside(&base, &sub).map_err(err)?;
         }
         out.push(b);
     }
     Ok(out)
+}
+
+/// `sub` (relative, without `..`: checked before) under `base`, resolved one component at a time: an existing
+/// component may be a symlink only if it resolves inside the volume, and a missing one is created as a plain
+/// directory in its already checked parent, so nothing is ever created outside the volume (the kubelet's
+/// doSafeMakeDir). What remains is the window between this check and the runtime's bind mount, in which the pod
+/// could swap a checked directory for a symlink; the kubelet closes it by mounting through a file descriptor.
+fn resolve_inside(base: &Path, sub: &Path) -> Result<PathBuf, String> {
+    let real_base = base.canonicalize().map_err(|e| e.to_string())?;
+    let mut cur = real_base.clone();
+    for part in sub.components() {
+        let next = cur.join(part);
+        match std::fs::symlink_metadata(&next) {
+            Ok(_) => {
+                let real = next.canonicalize().map_err(|e| e.to_string())?;
+                if !real.starts_with(&real_base) {
+                    return Err("it resolves outside the volume".into());
+                }
+                cur = real;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&next).map_err(|e| format!("creating it: {e}"))?;
+                cur = next;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(cur)
 }
 
 #[cfg(test)]
@@ -150,5 +171,16 @@ mod tests {
         assert_eq!(ok[0].source, vol.join("new/dir").canonicalize().unwrap());
         let e = resolve_sub_paths(vec![mk("escape")]).unwrap_err().to_string();
         assert!(e.contains("resolves outside the volume"), "{e}");
+        // Through a symlink out of the volume, nothing is created on the other side.
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, vol.join("out")).unwrap();
+        let e = resolve_sub_paths(vec![mk("out/newdir/deeper")]).unwrap_err().to_string();
+        assert!(e.contains("resolves outside the volume"), "{e}");
+        assert!(!outside.join("newdir").exists(), "a directory was made outside the volume");
+        // A symlink that stays inside the volume is followed.
+        std::os::unix::fs::symlink("new", vol.join("alias")).unwrap();
+        let ok = resolve_sub_paths(vec![mk("alias/dir")]).unwrap();
+        assert_eq!(ok[0].source, vol.join("new/dir").canonicalize().unwrap());
     }
 }

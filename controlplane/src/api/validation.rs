@@ -279,15 +279,78 @@ fn validate_pod_spec(errs: &mut Errs, spec: Option<&Value>, path: &str) {
     check_enum(errs, spec, "dnsPolicy", path, &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"]);
     let mut vols: Vec<&str> = Vec::new();
     for (i, v) in arr(spec, "volumes").iter().enumerate() {
+        let vp = format!("{path}.volumes[{i}]");
         match s(v, "name") {
-            None | Some("") => errs.push(FieldError::required(format!("{path}.volumes[{i}].name"))),
-            Some(n) if vols.contains(&n) => errs.push(FieldError::duplicate(format!("{path}.volumes[{i}].name"), &Value::from(n))),
+            None | Some("") => errs.push(FieldError::required(format!("{vp}.name"))),
+            // The node agent names the volume's directory after it: a label, never a path.
+            Some(n) if !is_dns1123_label(n) => errs.push(FieldError::invalid(format!("{vp}.name"), &Value::from(n), DNS1123_LABEL_MSG)),
+            Some(n) if vols.contains(&n) => errs.push(FieldError::duplicate(format!("{vp}.name"), &Value::from(n))),
             Some(n) => vols.push(n),
+        }
+        validate_volume_modes(errs, v, &vp);
+    }
+    validate_ids(errs, spec.get("securityContext"), &format!("{path}.securityContext"), true);
+    for kind in ["containers", "initContainers"] {
+        for (i, c) in arr(spec, kind).iter().enumerate() {
+            validate_ids(errs, c.get("securityContext"), &format!("{path}.{kind}[{i}].securityContext"), false);
         }
     }
     if let Some(g) = spec.get("terminationGracePeriodSeconds").filter(|g| !g.is_null()) {
         if g.as_i64().is_none_or(|g| g < 0) {
             errs.push(FieldError::invalid(format!("{path}.terminationGracePeriodSeconds"), g, "must be greater than or equal to 0"));
+        }
+    }
+}
+
+/// Upstream's file mode rule for volume sources and their items: permission bits only (no setuid, setgid or
+/// sticky bit on files the node agent writes for the pod).
+fn validate_volume_modes(errs: &mut Errs, vol: &Value, path: &str) {
+    const MSG: &str = "must be a number between 0 and 0777 (octal), both inclusive";
+    let check = |errs: &mut Errs, v: &Value, key: &str, field: String| {
+        if let Some(m) = v.get(key).filter(|m| !m.is_null()) {
+            if m.as_i64().is_none_or(|m| !(0..=0o777).contains(&m)) {
+                errs.push(FieldError::invalid(field, m, MSG));
+            }
+        }
+    };
+    for source in ["configMap", "secret", "downwardAPI", "projected"] {
+        let Some(src) = vol.get(source).filter(|v| v.is_object()) else { continue };
+        let sp = format!("{path}.{source}");
+        check(errs, src, "defaultMode", format!("{sp}.defaultMode"));
+        for (i, item) in arr(src, "items").iter().enumerate() {
+            check(errs, item, "mode", format!("{sp}.items[{i}].mode"));
+        }
+        for (j, proj) in arr(src, "sources").iter().enumerate() {
+            for inner in ["configMap", "secret", "downwardAPI"] {
+                let Some(p) = proj.get(inner).filter(|v| v.is_object()) else { continue };
+                for (i, item) in arr(p, "items").iter().enumerate() {
+                    check(errs, item, "mode", format!("{sp}.sources[{j}].{inner}.items[{i}].mode"));
+                }
+            }
+        }
+    }
+}
+
+/// Upstream's range for user and group ids in security contexts (the node agent runs processes and chowns files
+/// with them as 32-bit ids).
+fn validate_ids(errs: &mut Errs, ctx: Option<&Value>, path: &str, pod_level: bool) {
+    const MSG: &str = "must be between 0 and 2147483647, inclusive";
+    let Some(ctx) = ctx.filter(|c| c.is_object()) else { return };
+    let ok = |v: &Value| v.as_i64().is_some_and(|n| (0..=i64::from(i32::MAX)).contains(&n));
+    let mut keys = vec!["runAsUser", "runAsGroup"];
+    if pod_level {
+        keys.push("fsGroup");
+    }
+    for key in keys {
+        if let Some(v) = ctx.get(key).filter(|v| !v.is_null() && !ok(v)) {
+            errs.push(FieldError::invalid(format!("{path}.{key}"), v, MSG));
+        }
+    }
+    if pod_level {
+        for (i, g) in arr(ctx, "supplementalGroups").iter().enumerate() {
+            if !ok(g) {
+                errs.push(FieldError::invalid(format!("{path}.supplementalGroups[{i}]"), g, MSG));
+            }
         }
     }
 }
@@ -889,6 +952,31 @@ mod tests {
         let errs = validate("v1/Pod", &pod, true);
         assert_eq!(errs, [FieldError::required("spec.containers[0].image")]);
         assert_eq!(errs[0].to_string(), "spec.containers[0].image: Required value");
+    }
+
+    #[test]
+    fn volumes_and_ids_as_upstream() {
+        let pod = |spec: serde_json::Value| {
+            let mut p = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
+            json_patch::merge(&mut p["spec"], &spec);
+            p
+        };
+        let fields = |p: &serde_json::Value| validate("v1/Pod", p, true).into_iter().map(|e| e.field).collect::<Vec<_>>();
+        assert!(fields(&pod(json!({"volumes": [{"name": "conf", "configMap": {"name": "c", "defaultMode": 0o644}}],
+            "securityContext": {"runAsUser": 1000, "fsGroup": 2000, "supplementalGroups": [3000]}}))).is_empty());
+        for name in ["/etc", "../../etc", "a/b", "UPPER", ".."] {
+            let p = pod(json!({"volumes": [{"name": name, "emptyDir": {}}]}));
+            assert_eq!(fields(&p), ["spec.volumes[0].name"], "{name}");
+        }
+        let p = pod(json!({"volumes": [
+            {"name": "a", "configMap": {"name": "c", "defaultMode": 0o4755, "items": [{"key": "k", "path": "k", "mode": -1}]}},
+            {"name": "b", "projected": {"sources": [{"secret": {"name": "s", "items": [{"key": "k", "path": "k", "mode": 0o1777}]}}]}}]}));
+        assert_eq!(fields(&p), ["spec.volumes[0].configMap.defaultMode", "spec.volumes[0].configMap.items[0].mode",
+            "spec.volumes[1].projected.sources[0].secret.items[0].mode"]);
+        let p = pod(json!({"securityContext": {"runAsUser": 4294967296u64, "supplementalGroups": [1, -1]},
+            "containers": [{"name": "c", "image": "x", "securityContext": {"runAsGroup": 2147483648u64}}]}));
+        assert_eq!(fields(&p), ["spec.securityContext.runAsUser", "spec.securityContext.supplementalGroups[1]",
+            "spec.containers[0].securityContext.runAsGroup"]);
     }
 
     #[test]
