@@ -644,3 +644,28 @@ async fn json_patches_and_stored_objects_are_bounded() {
     assert_eq!(s.get(CMS).await.0, StatusCode::OK);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_keep_what_a_stored_object_already_got_wrong() {
+    let s = TestServer::start().await;
+    // A Deployment stored before volume names had to be labels (written straight into the store).
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "old", "namespace": "default", "uid": "u-old", "creationTimestamp": "2026-01-01T00:00:00Z", "generation": 1},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "old"}},
+                 "template": {"metadata": {"labels": {"app": "old"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}], "volumes": [{"name": "/etc", "emptyDir": {}}]}}}});
+    s.store.create("/registry/apps/deployments/default/old", serde_json::to_vec(&d).unwrap()).await.unwrap();
+    let path = "/apis/apps/v1/namespaces/default/deployments/old";
+    // Its labels and finalizers can still change...
+    let (code, obj) = s.merge(path, json!({"metadata": {"labels": {"x": "1"}, "finalizers": ["example.com/keep"]}})).await;
+    assert_eq!(code, StatusCode::OK, "{obj}");
+    let (code, _) = s.merge(path, json!({"metadata": {"finalizers": null}})).await;
+    assert_eq!(code, StatusCode::OK);
+    // ... but a new mistake of the same kind is refused.
+    let (code, st) = s
+        .merge(path, json!({"spec": {"template": {"spec": {"volumes": [{"name": "/etc", "emptyDir": {}}, {"name": "/var", "emptyDir": {}}]}}}}))
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{st}");
+    assert!(st["message"].as_str().unwrap().contains("spec.template.spec.volumes[1].name"), "{st}");
+    s.stop().await;
+}

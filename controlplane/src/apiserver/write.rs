@@ -115,6 +115,12 @@ fn with_warning(mut resp: Response, warning: Option<String>) -> Response {
 fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
     let mut errs = validation::validate(&info.type_key(), obj, info.namespaced);
     if let Some(old) = old {
+        // Ratcheting, as upstream: an update may keep what the stored object already got wrong (stored before
+        // a rule existed), so that finalizers, labels and status can still be changed and the object deleted.
+        if !errs.is_empty() {
+            let before = validation::validate(&info.type_key(), old, info.namespaced);
+            errs.retain(|e| !before.contains(e));
+        }
         errs.extend(validation::validate_update(&info.type_key(), obj, old));
     }
     if errs.is_empty() {

@@ -227,6 +227,10 @@ expect "delete the claims"                    0 'deleted'                      -
 expect "create cronjob"                       0 'cronjob.batch/tick created'   -- k create cronjob tick --image=busybox:1 --schedule='* * * * *' -- true
 expect "get cj prints schedule, timezone, suspend, active" 0 '^tick +\* \* \* \* \* +<none> +False +0 +<none> ' -- k get cj tick --no-headers
 expect "cronjob defaults"                     0 '^Allow 3 1 OnFailure$'             -- k get cj tick -o 'jsonpath={.spec.concurrencyPolicy} {.spec.successfulJobsHistoryLimit} {.spec.failedJobsHistoryLimit} {.spec.jobTemplate.spec.template.spec.restartPolicy}'
+expect "a volume named like a host path is refused" 1 'spec.volumes\[0\].name: Invalid value: "/etc"' -- k run volpath --image=busybox:1 --overrides='{"spec":{"volumes":[{"name":"/etc","emptyDir":{}}]}}'
+expect "a setuid volume file mode is refused"  1 'defaultMode: Invalid value: 2541' -- k run volmode --image=busybox:1 --overrides='{"spec":{"volumes":[{"name":"c","configMap":{"name":"x","defaultMode":2541}}]}}'
+expect "a 33-bit runAsUser is refused"         1 'runAsUser: Invalid value: 4294967296' -- k run bigid --image=busybox:1 --overrides='{"spec":{"securityContext":{"runAsUser":4294967296}}}'
+expect "a negative cpu limit is refused"       1 'must be greater than or equal to 0' -- k run negcpu --image=busybox:1 --overrides='{"spec":{"containers":[{"name":"negcpu","image":"busybox:1","resources":{"limits":{"cpu":"-1"}}}]}}'
 expect "a bad schedule is refused"            1 'spec.schedule: Invalid value: "every minute"' -- k create cronjob bad --image=busybox:1 --schedule='every minute'
 expect "TZ in the schedule is refused"        1 'use timeZone field instead'   -- k create cronjob bad --image=busybox:1 --schedule='CRON_TZ=UTC * * * * *'
 expect "an unknown time zone is refused"      1 'spec.timeZone: Invalid value: "Mars/Olympus"' -- k patch cj tick --type=merge -p '{"spec":{"timeZone":"Mars/Olympus"}}'
