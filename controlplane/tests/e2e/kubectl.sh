@@ -533,5 +533,8 @@ eventually "its Jobs go with it"              '^$'                              
 # The Python client.
 expect "python kubernetes client"              0 'python client: [0-9]+ passed, 0 failed' -- python3 "$HERE/python_client.py" "$KUBECONFIG"
 
+# Last (it leaves odd objects behind): malformed requests of every kind get a status, and the server stays whole.
+expect "fuzzing: every malformed request answered, lists read back" 0 'fuzz: 3000 requests, 0 findings' -- python3 "$HERE/fuzz.py" "$KUBECONFIG" 7 3000
+
 echo "kubectl e2e: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
