@@ -826,7 +826,7 @@ fn identity_key(v: &Value) -> String {
     fn write(v: &Value, out: &mut String) {
         match v {
             Value::Number(n) if n.is_f64() => out.push_str(&format!("{:?}", zero_free(n.as_f64().unwrap_or_default()))),
-            Value::String(s) => out.push_str(&Value::String(s.clone()).to_string()),
+            Value::String(s) => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
             Value::Array(a) => {
                 out.push('[');
                 for (i, x) in a.iter().enumerate() {
@@ -845,7 +845,7 @@ fn identity_key(v: &Value) -> String {
                     if i > 0 {
                         out.push(',');
                     }
-                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push_str(&serde_json::to_string(k).unwrap_or_default());
                     out.push(':');
                     write(&m[k], out);
                 }

@@ -106,17 +106,19 @@ pub fn depth_counting(v: &Value, limit: usize, nodes: &mut usize) -> usize {
     let mut deepest = 0;
     let mut stack = vec![(v, 1usize)];
     while let Some((v, d)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
-            Value::Object(o) => Box::new(o.values()),
-            _ => continue,
-        };
+        if !(v.is_array() || v.is_object()) {
+            continue;
+        }
         deepest = deepest.max(d);
         if deepest > limit || *nodes == 0 {
             return deepest;
         }
         *nodes -= 1;
-        stack.extend(children.map(|c| (c, d + 1)));
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|c| (c, d + 1))),
+            Value::Object(o) => stack.extend(o.values().map(|c| (c, d + 1))),
+            _ => {}
+        }
     }
     deepest
 }
