@@ -124,8 +124,11 @@ fn classify(e: &etcd_client::Error) -> Kind {
             // closes under a request in flight (a member killed or restarting: "operation was canceled", with the
             // transport error as its source). The store never cancels a request itself (a dropped future returns
             // nothing), so a Cancelled status is always the connection's; writes retried after one are safe as
-            // for the others (`create` and the compare-and-swaps recognise their own earlier success).
-            if matches!(i32::from(s.code()), 14 | 4 | 1) || m.contains("no leader") || m.contains("leader changed")
+            // for the others (`create` and the compare-and-swaps recognise their own earlier success). 2 Unknown with
+            // the message "transport error" is tonic's status for the same broken connection when the write side
+            // fails first (a broken pipe to the killed member).
+            let transport = i32::from(s.code()) == 2 && m.contains("transport error");
+            if matches!(i32::from(s.code()), 14 | 4 | 1) || transport || m.contains("no leader") || m.contains("leader changed")
             {
                 Kind::Unavailable
             } else {
@@ -605,5 +608,26 @@ impl Watcher {
         tracing::debug!(error = %e, last = self.last, "etcd watch broken, resuming");
         tokio::time::sleep(Duration::from_millis(200)).await;
         None
+    }
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_is_retried_other_errors_are_not() {
+        let status = |code, msg: &str| etcd_client::Error::GRpcStatus(tonic::Status::new(code, msg));
+        for e in [
+            status(tonic::Code::Unavailable, "connection refused"),
+            status(tonic::Code::Cancelled, "operation was canceled"),
+            status(tonic::Code::Unknown, "transport error"),
+            status(tonic::Code::Unknown, "etcdserver: no leader"),
+        ] {
+            assert!(matches!(classify(&e), Kind::Unavailable), "{e}");
+        }
+        for e in [status(tonic::Code::Unknown, "something else"), status(tonic::Code::InvalidArgument, "transport error")] {
+            assert!(matches!(classify(&e), Kind::Other), "{e}");
+        }
     }
 }
